@@ -1,0 +1,85 @@
+"""One exception hierarchy for the whole package.
+
+Adapters translate driver errors (sqlite3, psycopg, httpx, nats) into these, so callers
+never need to know which backend is in use.
+"""
+
+from __future__ import annotations
+
+
+class NoetlError(Exception):
+    """Base class of every error NoETL raises on purpose."""
+
+
+class PlaybookError(NoetlError):
+    """A playbook is invalid: it names the step and field, and the YAML line when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.message = message
+        self.step = step
+        self.field = field
+        self.line = line
+        self.source = source
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where: list[str] = []
+        if self.source:
+            where.append(self.source + (f":{self.line}" if self.line else ""))
+        elif self.line:
+            where.append(f"line {self.line}")
+        if self.step:
+            where.append(f"step '{self.step}'")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class TemplateError(NoetlError):
+    """A template could not be parsed or rendered."""
+
+
+class ToolError(NoetlError):
+    """A tool failed in a way its caller should report as a step error."""
+
+    def __init__(self, message: str, *, retryable: bool = False, data: object = None) -> None:
+        self.retryable = retryable
+        self.data = data
+        super().__init__(message)
+
+
+class ToolTimeout(ToolError):
+    """A tool ran past its timeout and was stopped."""
+
+
+class CredentialError(NoetlError):
+    """A credential is missing, malformed or cannot be decrypted."""
+
+
+class StoreError(NoetlError):
+    """The event store or catalog failed."""
+
+
+class NotFound(StoreError):
+    """A looked-up record (execution, catalog entry, command) does not exist."""
+
+
+class Conflict(StoreError):
+    """A write conflicts with existing state (duplicate claim, duplicate id)."""
+
+
+class BusError(NoetlError):
+    """The command bus failed."""
+
+
+class EngineError(NoetlError):
+    """The orchestration engine could not evaluate the playbook (bad template, bad loop input)."""

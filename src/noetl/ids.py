@@ -1,0 +1,50 @@
+"""Snowflake ids: 41-bit milliseconds since 2024-01-01 UTC, 10-bit node, 12-bit sequence."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+_NODE_BITS = 10
+_SEQ_BITS = 12
+_MAX_SEQ = (1 << _SEQ_BITS) - 1
+
+
+class Snowflake:
+    """Thread-safe generator of monotonically increasing 63-bit ids."""
+
+    def __init__(self, node: int | None = None) -> None:
+        if node is None:
+            node = int(os.environ.get("NOETL_SNOWFLAKE_NODE_ID", os.getpid())) % (1 << _NODE_BITS)
+        if not 0 <= node < (1 << _NODE_BITS):
+            raise ValueError(f"snowflake node must be in 0..1023, got {node}")
+        self.node = node
+        self._last_ms = 0
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            now = int(time.time() * 1000)
+            if now < self._last_ms:  # clock went backwards: keep ids increasing
+                now = self._last_ms
+            if now == self._last_ms:
+                self._seq = (self._seq + 1) & _MAX_SEQ
+                if self._seq == 0:  # sequence exhausted in this millisecond
+                    now = self._last_ms + 1
+            else:
+                self._seq = 0
+            self._last_ms = now
+            return ((now - EPOCH_MS) << (_NODE_BITS + _SEQ_BITS)) | (self.node << _SEQ_BITS) | self._seq
+
+    __call__ = next
+
+
+def timestamp_ms(snowflake_id: int) -> int:
+    """The Unix time in milliseconds encoded in a snowflake id."""
+    return (snowflake_id >> (_NODE_BITS + _SEQ_BITS)) + EPOCH_MS
+
+
+default_ids = Snowflake()

@@ -1,0 +1,115 @@
+"""Storage ports. Every adapter (memory, sqlite, postgres) implements `Store` and passes the
+shared contract suite in `tests/contract/`.
+
+The ports are synchronous: the local runtime calls them from its event loop (SQLite calls are
+short) and the server calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from noetl.engine.events import Event
+
+# Execution statuses as the API reports them.
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    catalog_id: int
+    path: str
+    version: int
+    kind: str  # lower-case, e.g. "playbook"
+    content: str  # the YAML text
+    created_at: datetime
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecutionSummary:
+    execution_id: int
+    path: str | None
+    catalog_id: int | None
+    status: str  # RUNNING | COMPLETED | FAILED | CANCELLED
+    started_at: datetime
+    completed_at: datetime | None = None
+    parent_execution_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredCredential:
+    name: str
+    type: str
+    data: dict[str, Any]  # decrypted
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class EventLog(Protocol):
+    def append(self, events: Sequence[Event]) -> None:
+        """Write events atomically and durably. An event whose `event_id` is already stored is
+        ignored (ingestion is idempotent)."""
+        ...
+
+    def read(self, execution_id: int, *, after_event_id: int | None = None) -> list[Event]:
+        """The events of one execution, oldest first (by event_id)."""
+        ...
+
+    def get_event(self, event_id: int) -> Event | None: ...
+
+    def execution(self, execution_id: int) -> ExecutionSummary | None: ...
+
+    def executions(
+        self,
+        *,
+        status: str | None = None,
+        parent_execution_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ExecutionSummary]:
+        """Newest first."""
+        ...
+
+
+class Catalog(Protocol):
+    def register(self, content: str, *, path: str, kind: str = "playbook") -> CatalogEntry:
+        """Store a new version of `path` (versions count up from 1 per path)."""
+        ...
+
+    def resource(self, path: str, version: int | None = None) -> CatalogEntry | None:
+        """A version of `path` (the latest when `version` is None)."""
+        ...
+
+    def resource_by_id(self, catalog_id: int) -> CatalogEntry | None: ...
+
+    def entries(self, kind: str | None = None) -> list[CatalogEntry]:
+        """All versions, newest first."""
+        ...
+
+
+class CredentialStore(Protocol):
+    def put_credential(self, credential: StoredCredential) -> None:
+        """Insert or replace by name; data is encrypted at rest by the adapter."""
+        ...
+
+    def get_credential(self, name: str) -> StoredCredential | None: ...
+
+    def list_credentials(self) -> list[StoredCredential]: ...
+
+    def delete_credential(self, name: str) -> bool: ...
+
+
+class Store(EventLog, Catalog, CredentialStore, Protocol):
+    url: str
+
+    def close(self) -> None: ...

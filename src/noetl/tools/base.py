@@ -1,0 +1,127 @@
+"""The tool port: what every tool kind implements, and the registry that finds them.
+
+A tool receives its configuration already rendered (a plain dict without `kind`) and a
+`ToolContext`, and returns a `ToolResult`. Runtime failures the user should see (an HTTP 500,
+a SQL error, an exception in user code) come back as `status="error"` results or as a raised
+`noetl.errors.ToolError`; the worker turns both into the same outcome. Tools never write events.
+
+Tool modules are imported lazily by kind, so `noetl run` of a python-only playbook never
+imports httpx, psycopg or duckdb.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from noetl.errors import ToolError
+
+ToolStatus = Literal["success", "error", "timeout"]
+
+
+@dataclass
+class ToolResult:
+    status: ToolStatus
+    data: Any = None
+    error: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    exit_code: int | None = None
+    http_status: int | None = None  # HTTP tools: the response status, for `output.http.status`
+    retryable: bool = False  # a transient failure a retry rule may act on
+    duration_ms: float = 0.0
+    # Values set by task-level policy rules (`set: {ctx.x: ...}`): the engine makes them durable.
+    ctx_updates: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+@dataclass(frozen=True)
+class ChildRequest:
+    """A nested playbook a tool asks the runtime to run and wait for."""
+
+    path: str | None
+    catalog_id: int | None
+    workload: dict[str, Any]
+    return_step: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    execution_id: int
+    status: str  # COMPLETED | FAILED | CANCELLED
+    result: Any  # the return_step's result, else the last step's
+    error: str | None = None
+
+
+class CredentialResolver(Protocol):
+    def resolve(self, alias: str) -> Mapping[str, Any]:
+        """The credential `{name, type, data}` for an alias; raises CredentialError if missing."""
+        ...
+
+
+@dataclass
+class ToolContext:
+    """What a tool may know about the command it runs."""
+
+    execution_id: int
+    step: str
+    command_id: str
+    render_context: Mapping[str, Any] = field(default_factory=dict)
+    credentials: CredentialResolver | None = None
+    timeout: float | None = None  # seconds; tools stop the work when it passes
+    attempt: int = 1
+    # Run a nested playbook and wait for it (pipelines with `kind: playbook` tasks).
+    run_child: Callable[[ChildRequest], Awaitable[ChildResult]] | None = None
+    base_path: str | None = None  # folder of the playbook file, for relative paths
+
+
+class Tool(Protocol):
+    kind: str
+
+    async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult: ...
+
+
+# kind -> "module:attribute"; modules are imported on first use.
+_REGISTRY: dict[str, str] = {
+    "python": "noetl.tools.python:PythonTool",
+    "noop": "noetl.tools.noop:NoopTool",
+    "shell": "noetl.tools.shell:ShellTool",
+    "duckdb": "noetl.tools.duckdb:DuckDBTool",
+    "ducklake": "noetl.tools.duckdb:DuckDBTool",
+    "http": "noetl.tools.http:HttpTool",
+    "postgres": "noetl.tools.postgres:PostgresTool",
+}
+_INSTANCES: dict[str, Tool] = {}
+
+# Kinds the engine itself handles (nested playbooks, pipelines, workbook references).
+ENGINE_KINDS = frozenset({"playbook", "task_sequence", "workbook"})
+
+
+def supported_kinds() -> frozenset[str]:
+    return frozenset(_REGISTRY) | ENGINE_KINDS
+
+
+def register(kind: str, target: str) -> None:
+    """Add or replace a tool kind (`"package.module:ClassName"`)."""
+    _REGISTRY[kind] = target
+    _INSTANCES.pop(kind, None)
+
+
+def get_tool(kind: str) -> Tool:
+    tool = _INSTANCES.get(kind)
+    if tool is not None:
+        return tool
+    target = _REGISTRY.get(kind)
+    if target is None:
+        raise ToolError(f"tool kind '{kind}' is not available (known kinds: {', '.join(sorted(_REGISTRY))})")
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    tool = cls()
+    _INSTANCES[kind] = tool
+    return tool
