@@ -1,0 +1,169 @@
+"""`noetl` command line. Heavy modules are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+app = typer.Typer(
+    name="noetl",
+    help="NoETL: run declarative, event-sourced workflow playbooks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir."),
+]
+
+
+def _die(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """`--set k=v` values: JSON when the text parses as JSON, else the text itself."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            _die(f"--set expects key=value, got '{pair}'")
+        try:
+            values[key.strip()] = json.loads(text)
+        except ValueError:
+            values[key.strip()] = text
+    return values
+
+
+def _open_store(url: str | None) -> Any:
+    from noetl.errors import NoetlError
+    from noetl.store import open_store
+
+    try:
+        return open_store(url)
+    except NoetlError as exc:
+        _die(str(exc))
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Playbook YAML file.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Workload value key=value (repeatable; JSON values allowed).")] = None,
+    payload: Annotated[str | None, typer.Option("--payload", help="Workload overrides as a JSON object.")] = None,
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object with the outcome.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")] = 16,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
+) -> None:
+    """Run a playbook locally on the embedded store."""
+    from noetl import logs
+    from noetl.dsl import load_playbook
+    from noetl.errors import PlaybookError
+
+    logs.setup(log_level)
+    try:
+        playbook = load_playbook(file)
+    except PlaybookError as exc:
+        _die(str(exc))
+    workload: dict[str, Any] = {}
+    if payload:
+        try:
+            parsed = json.loads(payload)
+        except ValueError as exc:
+            _die(f"--payload is not valid JSON: {exc}")
+        if not isinstance(parsed, dict):
+            _die("--payload must be a JSON object")
+        workload.update(parsed)
+    workload.update(parse_assignments(set_ or []))
+    store_obj = _open_store(store)
+    outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
+    if as_json:
+        sys.stdout.write(json.dumps(outcome.to_json(), default=_json_default) + "\n")
+    else:
+        _print_outcome(outcome)
+    raise typer.Exit(EXIT_OK if outcome.status == "COMPLETED" else EXIT_FAILED)
+
+
+def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool) -> Any:
+    import asyncio
+
+    from noetl.cli.progress import Progress
+    from noetl.runtime.local import LocalRuntime
+
+    async def main() -> Any:
+        progress = None if quiet else Progress()
+        async with LocalRuntime(store, concurrency=concurrency, on_event=progress) as runtime:
+            if progress is None:
+                return await runtime.run(playbook, workload)
+            with progress:
+                return await runtime.run(playbook, workload)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        store.close()
+
+
+def _print_outcome(outcome: Any) -> None:
+    typer.echo(f"execution {outcome.execution_id}: {outcome.status}")
+    if outcome.error:
+        typer.echo(f"error: {outcome.error}")
+    if outcome.status == "COMPLETED":
+        typer.echo("result: " + json.dumps(outcome.result, indent=2, default=_json_default))
+
+
+@app.command()
+def events(
+    execution_id: Annotated[int, typer.Argument(help="Execution id.")],
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the events as one JSON array.")] = False,
+) -> None:
+    """Show the event log of one execution, oldest first."""
+    store_obj = _open_store(store)
+    try:
+        rows = store_obj.read(execution_id)
+    finally:
+        store_obj.close()
+    if not rows:
+        _die(f"no events for execution {execution_id}", EXIT_FAILED)
+    if as_json:
+        sys.stdout.write(json.dumps([e.to_dict() for e in rows], default=_json_default) + "\n")
+        return
+    for event in rows:
+        created = event.created_at.isoformat(timespec="milliseconds")
+        typer.echo(f"{created}  {event.event_id}  {event.event_type:<20} {event.node_name or '':<28} {event.status or ''}")
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file.")]) -> None:
+    """Check a playbook without running it."""
+    from noetl.dsl import load_playbook
+    from noetl.errors import PlaybookError
+
+    try:
+        playbook = load_playbook(file)
+    except PlaybookError as exc:
+        _die(str(exc))
+    typer.echo(f"ok: {playbook.name} ({playbook.path}), {len(playbook.steps)} steps")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

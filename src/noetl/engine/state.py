@@ -1,0 +1,91 @@
+"""The folded state of one execution. Only `noetl.engine.machine` mutates it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+LIVE = "live"
+DEAD = "dead"
+
+
+@dataclass
+class LoopState:
+    items: list[Any]
+    iterator: str
+    mode: str
+    max_in_flight: int | None
+    results: list[Any]
+    issued: int = 0  # iterations dispatched so far (the next index to dispatch)
+    done: int = 0  # iterations finished
+    in_flight: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class StepState:
+    name: str
+    status: str = PENDING
+    runs: int = 0  # times entered
+    data: Any = None  # the step's user data (its result)
+    view: Any = None  # what templates see under the step's name (data plus a `data` alias)
+    has_result: bool = False
+    error: str | None = None
+    loop: LoopState | None = None
+    completed_event_id: int | None = None
+
+
+@dataclass
+class CommandState:
+    command_id: str
+    step: str
+    event_id: int
+    kind: str
+    index: int | None = None  # loop iteration
+    status: str = "issued"  # issued | claimed | started | completed | failed
+    worker_id: str | None = None
+    attempt: int = 1
+
+
+@dataclass
+class ExecutionState:
+    execution_id: int
+    status: str = "INITIAL"  # INITIAL | RUNNING | COMPLETED | FAILED | CANCELLED
+    workload: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    catalog_id: int | None = None
+    parent_execution_id: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # playbook_started meta (pool, trace, iterator_*)
+    ctx: dict[str, Any] = field(default_factory=dict)  # durable context (`set: ctx.*`)
+    steps: dict[str, StepState] = field(default_factory=dict)
+    commands: dict[str, CommandState] = field(default_factory=dict)  # unfinished commands only
+    call_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # command_id -> call.done payload
+    edges: dict[tuple[str, str], str] = field(default_factory=dict)  # (source, target) -> live | dead
+    failed_steps: list[str] = field(default_factory=list)
+    error: str | None = None
+    last_completed: str | None = None
+    result: Any = None  # the execution's result once it completed
+    version: int = 0  # bumped whenever something templates can see changes
+    events_applied: int = 0
+    last_event_id: int = 0
+    cancel_requested: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("COMPLETED", "FAILED", "CANCELLED")
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.failed_steps) or self.cancel_requested
+
+    def running_commands(self) -> int:
+        return sum(1 for c in self.commands.values() if c.status in ("claimed", "started"))

@@ -1,0 +1,97 @@
+"""How stored values are written as text: compact JSON and millisecond UTC timestamps.
+
+The SQLite adapter stores events as rows in `COLUMNS` order; the memory adapter keeps the
+same rows, so both give callers back exactly what a round trip through a database would.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from noetl.engine.events import Event
+from noetl.errors import StoreError
+
+# One stored event: the values of `noetl.engine.events.COLUMNS`, in that order.
+EventRow = tuple[
+    int, int, int | None, int | None, int | None, str, str | None, str | None, str | None,
+    str | None, str | None, str | None, str | None, str | None, str,
+]  # fmt: skip
+
+
+def dump_json(value: Any) -> str | None:
+    """Compact JSON text (non-ASCII kept as is); None stays None (SQL NULL)."""
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def load_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def utc_ms(moment: datetime) -> datetime:
+    """`moment` in UTC, cut to milliseconds (a naive datetime is taken as UTC)."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def dump_time(moment: datetime) -> str:
+    """ISO-8601 UTC text with milliseconds, e.g. `2026-01-02T03:04:05.678Z` (sorts as text)."""
+    return utc_ms(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def load_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def event_row(event: Event) -> EventRow:
+    try:
+        context, meta, result = dump_json(event.context), dump_json(event.meta), dump_json(event.result)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"event {event.event_id} ({event.event_type}) holds a value that is not JSON: {exc}"
+        ) from exc
+    return (
+        event.event_id,
+        event.execution_id,
+        event.parent_event_id,
+        event.parent_execution_id,
+        event.catalog_id,
+        event.event_type,
+        event.node_id,
+        event.node_name,
+        event.node_type,
+        event.status,
+        context,
+        meta,
+        result,
+        event.worker_id,
+        dump_time(event.created_at),
+    )
+
+
+def row_event(row: tuple[Any, ...]) -> Event:
+    (
+        event_id, execution_id, parent_event_id, parent_execution_id, catalog_id, event_type,
+        node_id, node_name, node_type, status, context, meta, result, worker_id, created_at,
+    ) = row  # fmt: skip
+    return Event(
+        event_id=event_id,
+        execution_id=execution_id,
+        event_type=event_type,
+        node_name=node_name,
+        node_id=node_id,
+        node_type=node_type,
+        status=status,
+        context=load_json(context),
+        meta=load_json(meta),
+        result=load_json(result),
+        parent_event_id=parent_event_id,
+        parent_execution_id=parent_execution_id,
+        catalog_id=catalog_id,
+        worker_id=worker_id,
+        created_at=load_time(created_at),
+    )

@@ -1,0 +1,413 @@
+"""`SQLiteStore`: the Store port on the standard library's sqlite3 (the embedded mode).
+
+One connection per store, shared across threads behind a lock. Writes run in explicit
+`BEGIN IMMEDIATE` transactions (so two processes on one file queue on the busy timeout instead
+of failing on a lock upgrade); the file uses WAL with `synchronous=NORMAL` unless
+`NOETL_SQLITE_SYNC` says otherwise (NORMAL in WAL mode never corrupts the file; a power cut
+may lose the last transactions, which `FULL` prevents at the cost of an fsync per commit).
+SQL text is constant, so sqlite3's statement cache prepares each statement once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from noetl.engine.events import COLUMNS, Event, utcnow
+from noetl.errors import Conflict, StoreError
+from noetl.ids import default_ids
+from noetl.store import projection
+from noetl.store.codec import dump_json, dump_time, event_row, load_json, load_time, row_event
+from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential
+
+if TYPE_CHECKING:
+    from noetl.store.crypto import Cipher
+
+SCHEMA_VERSION = 1
+SYNC_ENV = "NOETL_SQLITE_SYNC"
+SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+MEMORY = ":memory:"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS event (
+    event_id            INTEGER PRIMARY KEY,
+    execution_id        INTEGER NOT NULL,
+    parent_event_id     INTEGER,
+    parent_execution_id INTEGER,
+    catalog_id          INTEGER,
+    event_type          TEXT NOT NULL,
+    node_id             TEXT,
+    node_name           TEXT,
+    node_type           TEXT,
+    status              TEXT,
+    context             TEXT,
+    meta                TEXT,
+    result              TEXT,
+    worker_id           TEXT,
+    created_at          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_event_execution ON event (execution_id, event_id);
+CREATE INDEX IF NOT EXISTS idx_event_type ON event (event_type);
+CREATE INDEX IF NOT EXISTS idx_event_parent_execution ON event (parent_execution_id)
+    WHERE parent_execution_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS execution (
+    execution_id        INTEGER PRIMARY KEY,
+    path                TEXT,
+    catalog_id          INTEGER,
+    parent_execution_id INTEGER,
+    status              TEXT NOT NULL,
+    started_at          TEXT NOT NULL,
+    completed_at        TEXT,
+    error               TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_execution_started ON execution (started_at, execution_id);
+CREATE INDEX IF NOT EXISTS idx_execution_status ON execution (status);
+CREATE INDEX IF NOT EXISTS idx_execution_parent ON execution (parent_execution_id)
+    WHERE parent_execution_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS catalog (
+    catalog_id INTEGER PRIMARY KEY,
+    path       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    meta       TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    UNIQUE (path, version)
+);
+CREATE INDEX IF NOT EXISTS idx_catalog_kind ON catalog (kind);
+
+CREATE TABLE IF NOT EXISTS credential (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    type           TEXT NOT NULL,
+    data_encrypted TEXT NOT NULL,
+    description    TEXT,
+    tags           TEXT NOT NULL DEFAULT '[]',
+    created_at     TEXT NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+"""
+
+_EVENT_COLUMNS = ", ".join(COLUMNS)
+_INSERT_EVENT = f"INSERT OR IGNORE INTO event ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM event"
+_START_EXECUTION = """
+INSERT INTO execution (execution_id, path, catalog_id, parent_execution_id, status, started_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (execution_id) DO UPDATE SET
+    path = excluded.path, catalog_id = excluded.catalog_id,
+    parent_execution_id = excluded.parent_execution_id, started_at = excluded.started_at
+"""
+_FINISH_EXECUTION = """
+INSERT INTO execution (execution_id, status, started_at, completed_at, error) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (execution_id) DO UPDATE SET
+    status = excluded.status, completed_at = excluded.completed_at, error = excluded.error
+"""
+_EXECUTION_COLUMNS = (
+    "execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error"
+)
+_CATALOG_COLUMNS = "catalog_id, path, version, kind, content, created_at, meta"
+_CREDENTIAL_COLUMNS = "name, type, data_encrypted, description, tags, created_at, updated_at"
+_PUT_CREDENTIAL = """
+INSERT INTO credential (id, name, type, data_encrypted, description, tags, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET
+    type = excluded.type, data_encrypted = excluded.data_encrypted,
+    description = excluded.description, tags = excluded.tags, updated_at = excluded.updated_at
+"""
+
+
+class SQLiteStore:
+    def __init__(
+        self, path: str | Path = MEMORY, *, url: str | None = None, cipher: Cipher | None = None
+    ) -> None:
+        self.path = str(path)
+        self.url = url or ("sqlite://" if self.path == MEMORY else f"sqlite:///{self.path}")
+        self._cipher = cipher
+        self._lock = threading.Lock()
+        sync = os.environ.get(SYNC_ENV, "NORMAL").strip().upper() or "NORMAL"
+        if sync not in SYNC_MODES:
+            raise StoreError(f"{SYNC_ENV}={sync!r} is not one of {', '.join(SYNC_MODES)}")
+        with self._errors(f"open {self.path}"):
+            if self.path != MEMORY:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._setup(sync)
+            except BaseException:
+                self._conn.close()
+                raise
+
+    def _setup(self, sync: str) -> None:
+        conn = self._conn
+        if self.path != MEMORY:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={sync}")
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {found}; this NoETL understands up to {SCHEMA_VERSION}"
+            )
+        if found < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def close(self) -> None:
+        with self._lock, self._errors("close"):
+            self._conn.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"sqlite store {self.url}: {action}: {exc}") from exc
+        except (sqlite3.Error, UnicodeError, OSError) as exc:
+            raise StoreError(f"sqlite store {self.url}: {action}: {exc}") from exc
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._errors(action):
+            yield self._conn
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock, self._errors(action):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+
+    # -- event log -------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        rows = [event_row(event) for event in events]
+        with self._writing(f"append {len(rows)} events") as conn:
+            plain: list[Any] = []
+            for event, row in zip(events, rows, strict=True):
+                if event.event_type not in projection.PROJECTED_TYPES:
+                    plain.append(row)
+                    continue
+                # Rare: insert alone, so the projection only follows events that were new.
+                if conn.execute(_INSERT_EVENT, row).rowcount == 1:
+                    self._project(conn, event)
+            if plain:
+                conn.executemany(_INSERT_EVENT, plain)
+
+    @staticmethod
+    def _project(conn: sqlite3.Connection, event: Event) -> None:
+        change = projection.change(event)
+        if isinstance(change, projection.Start):
+            conn.execute(
+                _START_EXECUTION,
+                (
+                    change.execution_id,
+                    change.path,
+                    change.catalog_id,
+                    change.parent_execution_id,
+                    RUNNING,
+                    dump_time(change.started_at),
+                ),
+            )
+        elif isinstance(change, projection.Finish):
+            completed = dump_time(change.completed_at)
+            conn.execute(
+                _FINISH_EXECUTION, (change.execution_id, change.status, completed, completed, change.error)
+            )
+
+    def read(self, execution_id: int, *, after_event_id: int | None = None) -> list[Event]:
+        with self._reading("read events") as conn:
+            if after_event_id is None:
+                rows = conn.execute(
+                    f"{_SELECT_EVENTS} WHERE execution_id = ? ORDER BY event_id", (execution_id,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"{_SELECT_EVENTS} WHERE execution_id = ? AND event_id > ? ORDER BY event_id",
+                    (execution_id, after_event_id),
+                ).fetchall()
+        return [row_event(row) for row in rows]
+
+    def get_event(self, event_id: int) -> Event | None:
+        with self._reading("get event") as conn:
+            row = conn.execute(f"{_SELECT_EVENTS} WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else row_event(row)
+
+    def execution(self, execution_id: int) -> ExecutionSummary | None:
+        with self._reading("get execution") as conn:
+            row = conn.execute(
+                f"SELECT {_EXECUTION_COLUMNS} FROM execution WHERE execution_id = ?", (execution_id,)
+            ).fetchone()
+        return None if row is None else _execution(row)
+
+    def executions(
+        self,
+        *,
+        status: str | None = None,
+        parent_execution_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ExecutionSummary]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if parent_execution_id is not None:
+            where.append("parent_execution_id = ?")
+            params.append(parent_execution_id)
+        sql = f"SELECT {_EXECUTION_COLUMNS} FROM execution"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, execution_id DESC LIMIT ? OFFSET ?"
+        with self._reading("list executions") as conn:
+            rows = conn.execute(sql, (*params, limit, offset)).fetchall()
+        return [_execution(row) for row in rows]
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def register(self, content: str, *, path: str, kind: str = "playbook") -> CatalogEntry:
+        catalog_id, created_at = default_ids.next(), dump_time(utcnow())
+        with self._writing(f"register {path}") as conn:
+            version = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM catalog WHERE path = ?", (path,)
+            ).fetchone()[0]
+            conn.execute(
+                f"INSERT INTO catalog ({_CATALOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, '{{}}')",
+                (catalog_id, path, version, kind.lower(), content, created_at),
+            )
+        return CatalogEntry(catalog_id, path, version, kind.lower(), content, load_time(created_at), {})
+
+    def resource(self, path: str, version: int | None = None) -> CatalogEntry | None:
+        with self._reading(f"get {path}") as conn:
+            if version is None:
+                row = conn.execute(
+                    f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE path = ? ORDER BY version DESC LIMIT 1",
+                    (path,),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE path = ? AND version = ?", (path, version)
+                ).fetchone()
+        return None if row is None else _catalog_entry(row)
+
+    def resource_by_id(self, catalog_id: int) -> CatalogEntry | None:
+        with self._reading("get catalog entry") as conn:
+            row = conn.execute(
+                f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE catalog_id = ?", (catalog_id,)
+            ).fetchone()
+        return None if row is None else _catalog_entry(row)
+
+    def entries(self, kind: str | None = None) -> list[CatalogEntry]:
+        order = " ORDER BY created_at DESC, catalog_id DESC"
+        with self._reading("list catalog") as conn:
+            if kind is None:
+                rows = conn.execute(f"SELECT {_CATALOG_COLUMNS} FROM catalog{order}").fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_CATALOG_COLUMNS} FROM catalog WHERE kind = ?{order}", (kind.lower(),)
+                ).fetchall()
+        return [_catalog_entry(row) for row in rows]
+
+    # -- credentials -----------------------------------------------------------------------
+
+    @property
+    def cipher(self) -> Cipher:
+        """Built on first use, so stores that never touch credentials never need a key."""
+        if self._cipher is None:
+            from noetl.store.crypto import Cipher
+
+            self._cipher = Cipher.from_env()
+        return self._cipher
+
+    def put_credential(self, credential: StoredCredential) -> None:
+        sealed = self.cipher.encrypt(credential.data)
+        now = dump_time(utcnow())
+        created = dump_time(credential.created_at) if credential.created_at else now
+        tags = dump_json(list(credential.tags))
+        with self._writing(f"put credential {credential.name!r}") as conn:
+            row = (default_ids.next(), credential.name, credential.type, sealed, credential.description)
+            conn.execute(_PUT_CREDENTIAL, (*row, tags, created, now))
+
+    def get_credential(self, name: str) -> StoredCredential | None:
+        with self._reading(f"get credential {name!r}") as conn:
+            row = conn.execute(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM credential WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else self._credential(row)
+
+    def list_credentials(self) -> list[StoredCredential]:
+        with self._reading("list credentials") as conn:
+            rows = conn.execute(f"SELECT {_CREDENTIAL_COLUMNS} FROM credential ORDER BY name").fetchall()
+        return [self._credential(row) for row in rows]
+
+    def delete_credential(self, name: str) -> bool:
+        with self._writing(f"delete credential {name!r}") as conn:
+            return conn.execute("DELETE FROM credential WHERE name = ?", (name,)).rowcount > 0
+
+    def _credential(self, row: tuple[Any, ...]) -> StoredCredential:
+        name, type_, sealed, description, tags, created_at, updated_at = row
+        return StoredCredential(
+            name=name,
+            type=type_,
+            data=self.cipher.decrypt(sealed, name=name),
+            description=description,
+            tags=tuple(json.loads(tags)),
+            created_at=load_time(created_at),
+            updated_at=load_time(updated_at),
+        )
+
+
+def _execution(row: tuple[Any, ...]) -> ExecutionSummary:
+    execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error = row
+    return ExecutionSummary(
+        execution_id=execution_id,
+        path=path,
+        catalog_id=catalog_id,
+        status=status,
+        started_at=load_time(started_at),
+        completed_at=None if completed_at is None else load_time(completed_at),
+        parent_execution_id=parent_execution_id,
+        error=error,
+    )
+
+
+def _catalog_entry(row: tuple[Any, ...]) -> CatalogEntry:
+    catalog_id, path, version, kind, content, created_at, meta = row
+    return CatalogEntry(
+        catalog_id=catalog_id,
+        path=path,
+        version=version,
+        kind=kind,
+        content=content,
+        created_at=load_time(created_at),
+        meta=load_json(meta) or {},
+    )

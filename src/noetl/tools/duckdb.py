@@ -1,0 +1,181 @@
+"""`kind: duckdb` (and `ducklake`): run SQL in an embedded DuckDB database, in a worker thread.
+
+Config: SQL from `query`, `command`, `sql`, `commands` (also `queries`, `cmds`): a string or a list of strings,
+each possibly holding several statements; `database` (alias `db_path`; default `:memory:`, a fresh database per
+call, else a file that keeps its data between calls); `params` (a list, or a map for `$name` parameters) bound
+to the last statement; `read_only`; `timeout`/`timeout_seconds` (the running query is interrupted).
+
+Statements are split by DuckDB's own parser (quotes, comments and dollar quoting are handled) and run in order
+on one connection. Result data is the rows of the last statement that produced a result set (SELECT, PRAGMA,
+EXPLAIN, CALL, `... RETURNING`), as a list of dicts with JSON-safe values; `[]` when none did (plain DDL, DML
+without RETURNING). The whole text is parsed before anything runs, so a syntax error anywhere runs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from noetl.tools.base import ToolContext, ToolResult, ToolStatus
+from noetl.tools.jsonsafe import to_jsonable
+
+__all__ = ["DuckDBTool"]
+
+_SQL_KEYS = ("query", "command", "sql", "commands", "queries", "cmds")
+_NO_ROWS_COLUMNS = (["Count"], ["Success"])  # what DuckDB reports for DDL/DML and utility statements
+
+
+@dataclass
+class _Outcome:
+    status: ToolStatus
+    data: Any = None
+    error: str | None = None
+
+
+class _Interruptible:
+    """Lets the event loop thread interrupt the query running in the worker thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connection: Any = None
+        self.cancelled = False
+
+    def interrupt(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            if self.connection is not None:
+                self.connection.interrupt()
+
+
+class DuckDBTool:
+    kind = "duckdb"
+
+    async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        started = time.perf_counter()
+        try:
+            texts = _sql_texts(config)
+        except ValueError as exc:
+            return ToolResult(status="error", error=str(exc), duration_ms=_ms(started))
+        database = str(config.get("database") or config.get("db_path") or ":memory:")
+        params = config.get("params")
+        if params is not None and not isinstance(params, (list, tuple, Mapping)):
+            params = [params]
+        read_only = bool(config.get("read_only", False))
+        timeout = _timeout_seconds(config, ctx)
+
+        guard = _Interruptible()
+        task = asyncio.ensure_future(asyncio.to_thread(_run_sql, texts, database, params, read_only, guard))
+        try:
+            if timeout is None:
+                outcome = await task
+            else:
+                outcome = await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            guard.interrupt()
+            return ToolResult(
+                status="timeout", error=f"duckdb query timed out after {timeout:g} s", duration_ms=_ms(started)
+            )
+        except asyncio.CancelledError:
+            guard.interrupt()
+            raise
+        return ToolResult(status=outcome.status, data=outcome.data, error=outcome.error, duration_ms=_ms(started))
+
+
+def _sql_texts(config: Mapping[str, Any]) -> list[str]:
+    for key in _SQL_KEYS:
+        value = config.get(key)
+        if value is None or value == "" or value == []:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        texts = [str(item) for item in items if item is not None and str(item).strip()]
+        if texts:
+            return texts
+    raise ValueError("duckdb: the tool needs SQL in 'query' (or 'command', 'sql', 'commands')")
+
+
+def _run_sql(
+    texts: list[str], database: str, params: Any, read_only: bool, guard: _Interruptible
+) -> _Outcome:
+    """Runs in a worker thread; never raises."""
+    try:
+        if database != ":memory:" and ":" not in database.split("/", 1)[0]:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        connection = duckdb.connect(database, read_only=read_only)
+    except Exception as exc:
+        return _Outcome("error", error=f"cannot open duckdb database '{database}': {_message(exc)}")
+    try:
+        with guard.lock:
+            if guard.cancelled:
+                return _Outcome("timeout", error="duckdb query timed out")
+            guard.connection = connection
+        statements: list[Any] = []
+        for text in texts:
+            statements.extend(connection.extract_statements(text))
+        rows: list[dict[str, Any]] = []
+        last = len(statements) - 1
+        for index, statement in enumerate(statements):
+            if guard.cancelled:
+                return _Outcome("timeout", error="duckdb query timed out")
+            if index == last and params is not None:
+                cursor = connection.execute(statement, params)
+            else:
+                cursor = connection.execute(statement)
+            description = cursor.description
+            if _produces_rows(statement, description):
+                columns = [str(col[0]) for col in description]
+                rows = [
+                    {name: to_jsonable(value) for name, value in zip(columns, record, strict=False)}
+                    for record in cursor.fetchall()
+                ]
+        return _Outcome("success", rows)
+    except Exception as exc:
+        if guard.cancelled:
+            return _Outcome("timeout", error="duckdb query timed out")
+        return _Outcome("error", error=_message(exc))
+    finally:
+        with guard.lock:
+            guard.connection = None
+        try:
+            connection.close()
+        except Exception:
+            pass
+
+
+def _produces_rows(statement: Any, description: Any) -> bool:
+    if not description:
+        return False
+    kind = getattr(getattr(statement, "type", None), "name", "")
+    if kind == "SELECT":
+        return True
+    return [str(col[0]) for col in description] not in _NO_ROWS_COLUMNS
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
+    for key in ("timeout", "timeout_seconds"):
+        value = config.get(key)
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        return seconds if seconds > 0 else None
+    if ctx.timeout is not None and ctx.timeout > 0:
+        return float(ctx.timeout)
+    return None

@@ -1,0 +1,681 @@
+"""`kind: python`: run a step's Python source in-process, in a worker thread.
+
+What the code sees as globals: every input key by name, `input_data` (a copy of the input, unless the input
+has a key literally named `input_data`, whose value then wins), `args` (the input map), `context` and
+`variables` (a shallow copy of the render context), `execution_id`, `step`, and the modules named in `libs`.
+
+The step's value is, in this order: the value of a top-level `return` (the code is then run as the body of a
+function whose names are declared `global`, so it behaves like module code); the global `result`; the return
+value of a callable `main`, called with keyword arguments bound by parameter name from the input (an
+`async def main` runs with `asyncio.run` in the worker thread). The value is made JSON-safe with
+`to_jsonable`.
+
+Runaway code is stopped at the timeout by raising an exception inside its thread
+(`PyThreadState_SetAsyncExc`): pure-Python loops stop at once, a blocking C call (`time.sleep`, a socket
+read) stops when it returns. Threads come from a module-owned pool of daemon threads that grows whenever all
+of its threads are busy, so a stuck step never starves later ones and never blocks interpreter exit.
+
+`print` output is captured per call through thread-aware proxies installed on `sys.stdout`/`sys.stderr`;
+output written by other threads the code starts, by subprocesses, or straight to file descriptor 1/2 is not
+captured.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import builtins
+import ctypes
+import hashlib
+import importlib
+import inspect
+import itertools
+import linecache
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import CodeType, ModuleType
+from typing import Any, TextIO, cast
+
+from noetl.tools.base import ToolContext, ToolResult, ToolStatus
+from noetl.tools.jsonsafe import to_jsonable
+
+__all__ = ["PythonTool"]
+
+OUTPUT_LIMIT = 64 * 1024  # characters kept of stdout and of stderr per call
+_CACHE_SIZE = 512  # distinct sources whose compiled code is kept
+_IDLE_THREAD_SECONDS = 60.0  # an idle pool thread exits after this long
+_STEP_FUNC = "__noetl_step__"
+_MODULE_NAME = "__noetl_python__"  # `__name__` of step code: not "__main__", so `if __name__ == ...` guards stay off
+_MISSING: Any = object()
+
+
+class _StepTimeout(BaseException):
+    """Raised inside a worker thread whose code ran past its timeout.
+
+    A BaseException so that `except Exception:` in user code does not swallow it.
+    """
+
+
+class _LibError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------------
+# Output capture
+
+
+class _BoundedText:
+    """A write-only text buffer that keeps the first and the last `limit // 2` characters."""
+
+    __slots__ = ("_half", "_head", "_head_len", "_tail", "_tail_len", "_total")
+
+    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
+        self._half = limit // 2
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail: list[str] = []
+        self._tail_len = 0
+        self._total = 0
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        n = len(text)
+        self._total += n
+        if self._head_len < self._half:
+            take = text[: self._half - self._head_len]
+            self._head.append(take)
+            self._head_len += len(take)
+            text = text[len(take) :]
+            if not text:
+                return n
+        self._tail.append(text)
+        self._tail_len += len(text)
+        if self._tail_len > 2 * self._half:
+            kept = "".join(self._tail)[-self._half :]
+            self._tail = [kept]
+            self._tail_len = len(kept)
+        return n
+
+    def getvalue(self) -> str:
+        head = "".join(self._head)
+        tail = "".join(self._tail)
+        if self._total <= 2 * self._half:
+            return head + tail
+        tail = tail[-self._half :]
+        omitted = self._total - len(head) - len(tail)
+        return f"{head}\n... [{omitted} characters truncated] ...\n{tail}"
+
+
+_capture = threading.local()  # .stdout / .stderr: the current thread's _BoundedText, or None
+
+
+class _ThreadAwareStream:
+    """Stands in for sys.stdout/sys.stderr: writes go to the current thread's capture buffer if one is
+    active, else to the stream it replaced."""
+
+    def __init__(self, real: TextIO | None, slot: str) -> None:
+        self._real = real
+        self._slot = slot
+
+    def write(self, text: str) -> int:
+        buf: _BoundedText | None = getattr(_capture, self._slot, None)
+        if buf is not None:
+            return buf.write(text)
+        if self._real is None:
+            return len(text)
+        return self._real.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if getattr(_capture, self._slot, None) is None and self._real is not None:
+            self._real.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+_install_lock = threading.Lock()
+
+
+def _install_proxies() -> None:
+    """Put the proxies in place (again, if something such as pytest swapped sys.stdout since)."""
+    if isinstance(sys.stdout, _ThreadAwareStream) and isinstance(sys.stderr, _ThreadAwareStream):
+        return
+    with _install_lock:
+        if not isinstance(sys.stdout, _ThreadAwareStream):
+            sys.stdout = cast(TextIO, _ThreadAwareStream(sys.stdout, "stdout"))
+        if not isinstance(sys.stderr, _ThreadAwareStream):
+            sys.stderr = cast(TextIO, _ThreadAwareStream(sys.stderr, "stderr"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Compilation
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    code: CodeType
+    filename: str
+    lines: list[str]
+    wrapped: bool  # the source has a top-level `return` and runs as the body of _STEP_FUNC
+
+
+_cache: OrderedDict[str, _Compiled] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _compile(source: str) -> _Compiled:
+    with _cache_lock:
+        hit = _cache.get(source)
+        if hit is not None:
+            _cache.move_to_end(source)
+            return hit
+    digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    filename = f"<noetl-python-{digest}>"
+    lines = source.splitlines()
+    tree = ast.parse(source, filename, "exec")
+    wrapped = _has_top_level_return(tree)
+    code = _compile_wrapped(tree, filename) if wrapped else compile(tree, filename, "exec")
+    compiled = _Compiled(code, filename, lines, wrapped)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    with _cache_lock:
+        _cache[source] = compiled
+        while len(_cache) > _CACHE_SIZE:
+            _, old = _cache.popitem(last=False)
+            linecache.cache.pop(old.filename, None)
+    return compiled
+
+
+def _has_top_level_return(tree: ast.Module) -> bool:
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _compile_wrapped(tree: ast.Module, filename: str) -> CodeType:
+    """Compile `def __noetl_step__(): global <every name the body binds>; <body>`.
+
+    The `global` declaration keeps module semantics (assignments land in the globals, input names can be
+    reassigned, nested functions see top-level names); the compiler's own scope analysis of a first pass
+    tells which names the body binds. Nodes keep their line numbers, so tracebacks point at user lines.
+    """
+    body = list(tree.body)
+    future: list[ast.stmt] = []
+    start = 1 if body and _is_docstring(body[0]) else 0
+    while start < len(body):
+        stmt = body[start]
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
+            future.append(body.pop(start))
+        else:
+            break
+
+    def build(stmts: list[ast.stmt]) -> CodeType:
+        fields: dict[str, Any] = {
+            "name": _STEP_FUNC,
+            "args": ast.arguments(
+                posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]
+            ),
+            "body": stmts,
+            "decorator_list": [],
+            "returns": None,
+            "lineno": 1,
+            "col_offset": 0,
+        }
+        if "type_params" in ast.FunctionDef._fields:
+            fields["type_params"] = []
+        module = ast.Module(body=[*future, ast.FunctionDef(**fields)], type_ignores=[])
+        ast.fix_missing_locations(module)
+        return compile(module, filename, "exec")
+
+    first = build(body)
+    func_code = next(
+        c for c in first.co_consts if isinstance(c, CodeType) and c.co_name == _STEP_FUNC
+    )
+    bound = sorted(set(func_code.co_varnames) | set(func_code.co_cellvars))
+    if not bound:
+        return first
+    declare = ast.Global(names=bound)
+    ast.copy_location(declare, body[0])
+    return build([declare, *body])
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Running one call (in a worker thread)
+
+
+@dataclass
+class _Spec:
+    source: str
+    inputs: dict[str, Any]
+    input_value: Any  # what `input_data`/`args` are when the input is not a map
+    context: dict[str, Any]
+    libs: Any
+    execution_id: int
+    step: str
+
+
+@dataclass
+class _Outcome:
+    status: ToolStatus
+    data: Any = None
+    error: str | None = None
+
+
+def _execute(spec: _Spec) -> _Outcome:
+    compiled: _Compiled | None = None
+    try:
+        compiled = _compile(spec.source)
+        glb = _globals(spec)
+        exec(compiled.code, glb)
+        result: Any = None
+        if compiled.wrapped:
+            result = glb.pop(_STEP_FUNC)()
+        if result is None:
+            result = glb.get("result")
+            if "result" in spec.inputs and result is spec.inputs["result"]:
+                result = None  # an input named `result` the code never set
+        if result is None:
+            main = glb.get("main")
+            if callable(main):
+                result = _call_main(main, spec)
+        return _Outcome("success", to_jsonable(result))
+    except _StepTimeout:
+        return _Outcome("timeout", error="python code timed out")
+    except _LibError as exc:
+        return _Outcome("error", error=str(exc))
+    except BaseException as exc:
+        return _Outcome("error", error=_describe(exc, compiled))
+
+
+def _globals(spec: _Spec) -> dict[str, Any]:
+    glb: dict[str, Any] = {
+        "__builtins__": builtins,
+        "__name__": _MODULE_NAME,
+        "context": spec.context,
+        "variables": spec.context,
+        "args": spec.input_value,
+        "execution_id": spec.execution_id,
+        "step": spec.step,
+    }
+    glb.update(spec.inputs)
+    if "input_data" not in spec.inputs:
+        glb["input_data"] = dict(spec.inputs) if isinstance(spec.input_value, Mapping) else spec.input_value
+    _import_libs(spec.libs, glb)
+    return glb
+
+
+def _import_libs(libs: Any, glb: dict[str, Any]) -> None:
+    if libs is None or libs == "" or libs == {} or libs == []:
+        return
+    if isinstance(libs, str):
+        libs = [libs]
+    if isinstance(libs, Mapping):
+        for alias, target in libs.items():
+            glb[str(alias)] = _import_one(str(alias), target)
+        return
+    if isinstance(libs, (list, tuple)):
+        for item in libs:
+            if isinstance(item, Mapping):
+                _import_libs(item, glb)
+            elif isinstance(item, str):
+                name, _, alias = (part.strip() for part in item.partition(" as "))
+                if alias:
+                    glb[alias] = _import_one(alias, name)
+                else:
+                    _import_one(name, name)  # `import a.b` binds `a`
+                    top = name.split(".")[0]
+                    glb[top] = _import_one(top, top)
+            else:
+                raise _LibError(f"libs: cannot read entry {item!r} (expected a module name)")
+        return
+    raise _LibError("libs must be a map {alias: module} or a list of module names")
+
+
+def _import_one(alias: str, target: Any) -> Any:
+    if target is None or target is True:
+        target = alias
+    try:
+        if isinstance(target, str):
+            return importlib.import_module(target)
+        if isinstance(target, Mapping):
+            source = target.get("from")
+            name = target.get("import") or target.get("module")
+            if source and name:
+                module = importlib.import_module(str(source))
+                try:
+                    return getattr(module, str(name))
+                except AttributeError:
+                    return importlib.import_module(f"{source}.{name}")
+            if source or name:
+                return importlib.import_module(str(source or name))
+    except Exception as exc:
+        raise _LibError(f"cannot import lib '{alias}' ({_describe_target(target)}): {type(exc).__name__}: {exc}") from None
+    raise _LibError(f"lib '{alias}': expected a module name or {{from: <package>, import: <name>}}, got {target!r}")
+
+
+def _describe_target(target: Any) -> str:
+    if isinstance(target, Mapping) and target.get("from") and target.get("import"):
+        return f"from {target['from']} import {target['import']}"
+    if isinstance(target, Mapping):
+        return str(target.get("from") or target.get("import") or target.get("module"))
+    return str(target)
+
+
+def _call_main(main: Callable[..., Any], spec: _Spec) -> Any:
+    positional: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    try:
+        params = list(inspect.signature(main).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    specials: dict[str, Any] = {"input_data": spec.input_value, "args": spec.input_value, "context": spec.context}
+    positional_only: set[str] = set()
+    for param in params:
+        if param.kind is param.VAR_POSITIONAL:
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            for key, value in spec.inputs.items():
+                if key not in positional_only:
+                    kwargs.setdefault(key, value)
+            continue
+        if param.name in spec.inputs:
+            value = spec.inputs[param.name]
+        elif param.name in specials:
+            value = specials[param.name]
+        else:
+            continue  # a default applies, or the call fails naming the missing argument
+        if param.kind is param.POSITIONAL_ONLY:
+            positional_only.add(param.name)
+            if len(positional) == params.index(param):
+                positional.append(value)
+        else:
+            kwargs[param.name] = value
+    result = main(*positional, **kwargs)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_await(result))
+    return result
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _describe(exc: BaseException, compiled: _Compiled | None) -> str:
+    message = str(exc)
+    if isinstance(exc, SyntaxError):
+        text = f"SyntaxError: {exc.msg}"
+        if exc.lineno:
+            text += f" (line {exc.lineno})"
+        if exc.text and exc.text.strip():
+            text += f"\n    {exc.text.strip()}"
+        return text
+    head = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if compiled is None:
+        return head
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == compiled.filename]
+    where: list[str] = []
+    for frame in frames[-3:]:
+        lineno = frame.lineno or 0
+        name = "<module>" if frame.name == _STEP_FUNC else frame.name
+        text = compiled.lines[lineno - 1].strip() if 0 < lineno <= len(compiled.lines) else ""
+        where.append(f"  at line {lineno}, in {name}: {text}" if text else f"  at line {lineno}, in {name}")
+    return "\n".join([head, *where])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Threads
+
+
+def _async_raise(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Schedule `exc_type` in the thread (None clears a pending one)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type is not None else None
+    )
+
+
+class _Job:
+    """One call: runs in a pool thread, can be interrupted from the event loop thread."""
+
+    def __init__(self, spec: _Spec, on_done: Callable[[_Outcome], None]) -> None:
+        self.spec = spec
+        self.stdout = _BoundedText()
+        self.stderr = _BoundedText()
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._thread_id: int | None = None
+        self._started = False
+        self._cancelled = False
+        self._injected = False
+
+    def run(self) -> None:
+        outcome: _Outcome | None = None
+        try:
+            with self._lock:
+                if not self._cancelled:
+                    self._started = True
+                    self._thread_id = threading.get_ident()
+            if self._started:
+                _capture.stdout = self.stdout
+                _capture.stderr = self.stderr
+                outcome = _execute(self.spec)
+        except _StepTimeout:
+            outcome = _Outcome("timeout", error="python code timed out")
+        except BaseException as exc:  # an error outside user code; report it rather than lose the call
+            outcome = _Outcome("error", error=f"{type(exc).__name__}: {exc}")
+        while True:  # disarm: after this no exception can be injected into this thread for this job
+            try:
+                self._disarm()
+                break
+            except _StepTimeout:
+                continue
+        try:
+            self._on_done(outcome or _Outcome("timeout", error="python code timed out"))
+        except Exception:
+            pass
+
+    def _disarm(self) -> None:
+        _capture.stdout = None
+        _capture.stderr = None
+        with self._lock:
+            self._thread_id = None
+            if self._injected:
+                _async_raise(threading.get_ident(), None)
+
+    def interrupt(self) -> None:
+        """Stop the call: drop it if it has not started, else raise _StepTimeout inside its thread."""
+        with self._lock:
+            if not self._started:
+                self._cancelled = True
+            elif self._thread_id is not None and not self._injected:
+                self._injected = True
+                _async_raise(self._thread_id, _StepTimeout)
+
+
+class _ElasticPool:
+    """Daemon worker threads; a new one starts whenever every existing one is busy, idle ones exit."""
+
+    def __init__(self, idle_seconds: float = _IDLE_THREAD_SECONDS) -> None:
+        self._idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._names = itertools.count(1)
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._queue.put(fn)
+            if self._idle > 0:
+                self._idle -= 1  # an idle thread will take it
+                return
+        threading.Thread(target=self._work, name=f"noetl-python-{next(self._names)}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                fn = self._queue.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:
+                        self._idle -= 1
+                        return
+                continue  # a submit counted on this thread: its work is in the queue
+            try:
+                fn()
+            except BaseException:
+                pass
+            with self._lock:
+                self._idle += 1
+
+
+_pool = _ElasticPool()
+
+# Classes defined by step code name this module; dataclasses and typing look it up in sys.modules.
+sys.modules.setdefault(_MODULE_NAME, ModuleType(_MODULE_NAME, "Namespace of code run by the python tool"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The tool
+
+
+class PythonTool:
+    kind = "python"
+
+    async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        started = time.perf_counter()
+
+        def finish(status: ToolStatus, data: Any = None, error: str | None = None, job: _Job | None = None) -> ToolResult:
+            return ToolResult(
+                status=status,
+                data=data,
+                error=error,
+                stdout=job.stdout.getvalue() if job else None,
+                stderr=job.stderr.getvalue() if job else None,
+                duration_ms=(time.perf_counter() - started) * 1000.0,
+            )
+
+        try:
+            source = _source(config, ctx)
+        except (OSError, ValueError) as exc:
+            return finish("error", error=str(exc))
+        raw_input = config.get("input", config.get("args"))
+        if raw_input is None:
+            raw_input = {}
+        inputs = dict(raw_input) if isinstance(raw_input, Mapping) else {}
+        spec = _Spec(
+            source=source,
+            inputs=inputs,
+            input_value=inputs if isinstance(raw_input, Mapping) else raw_input,
+            context=dict(ctx.render_context),
+            libs=config.get("libs"),
+            execution_id=ctx.execution_id,
+            step=ctx.step,
+        )
+        timeout = _timeout_seconds(config, ctx)
+
+        _install_proxies()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_Outcome] = loop.create_future()
+
+        def on_done(outcome: _Outcome) -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, waiter, outcome)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        job = _Job(spec, on_done)
+        _pool.submit(job.run)
+        try:
+            if timeout is None:
+                outcome = await waiter
+            else:
+                outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            job.interrupt()
+            return finish("timeout", error=f"python code timed out after {timeout:g} s", job=job)
+        except asyncio.CancelledError:
+            job.interrupt()
+            raise
+        if outcome.status == "timeout":
+            outcome.error = f"python code timed out after {timeout or 0:g} s"
+        return finish(outcome.status, outcome.data, outcome.error, job)
+
+
+def _resolve(waiter: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
+    if not waiter.done():
+        waiter.set_result(outcome)
+
+
+def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
+    code = config.get("code")
+    if code is not None and code != "":
+        return code if isinstance(code, str) else str(code)
+    for key in ("code_b64", "code_base64"):
+        encoded = config.get(key)
+        if encoded:
+            try:
+                return base64.b64decode(str(encoded)).decode("utf-8")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"python: '{key}' is not valid base64 UTF-8 text: {exc}") from None
+    script = config.get("script")
+    if script:
+        if isinstance(script, str):
+            return _read_script(script, ctx)
+        if isinstance(script, Mapping):
+            src = script.get("source")
+            src = src if isinstance(src, Mapping) else {}
+            kind = str(src.get("type") or ("inline" if src.get("code") else "file"))
+            if kind == "inline" and src.get("code"):
+                return str(src["code"])
+            path = script.get("uri") or script.get("path")
+            if kind == "file" and path:
+                return _read_script(str(path), ctx)
+            raise ValueError(f"python: script source type '{kind}' is not supported (use code, or a file script)")
+    raise ValueError("python: the tool needs 'code' (or 'code_b64', or a file 'script')")
+
+
+def _read_script(path: str, ctx: ToolContext) -> str:
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    file = Path(path)
+    if not file.is_absolute() and ctx.base_path:
+        file = Path(ctx.base_path) / file
+    return file.read_text(encoding="utf-8")
+
+
+def _timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
+    for key in ("timeout", "timeout_seconds"):
+        value = config.get(key)
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        return seconds if seconds > 0 else None
+    if ctx.timeout is not None and ctx.timeout > 0:
+        return float(ctx.timeout)
+    return None

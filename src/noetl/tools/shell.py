@@ -1,0 +1,228 @@
+"""`kind: shell`: run commands with `/bin/sh -c` as asyncio subprocesses.
+
+Config: `command` (a string; a list is read as `cmds`) or `cmds` (strings run in order, stopping at the first
+non-zero exit); `shell` (default `/bin/sh`), `cwd`, `env` (added to the inherited environment),
+`timeout`/`timeout_seconds` (one deadline for the whole call; on expiry the command's process group is
+killed and the status is `timeout`).
+
+Result data: `{exit_code, stdout, stderr}` (for `cmds` the texts of every command run, concatenated, plus
+`commands: [{command, exit_code, stdout, stderr}]`). stdin is /dev/null; each command runs in its own
+session (process group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from noetl.tools.base import ToolContext, ToolResult, ToolStatus
+
+__all__ = ["ShellTool"]
+
+OUTPUT_LIMIT = 64 * 1024  # characters of stdout/stderr kept on ToolResult.stdout/.stderr
+DATA_LIMIT = 16 * 1024 * 1024  # bytes of each stream kept in the result data
+_DRAIN_AFTER_EXIT = 2.0  # seconds to wait for pipes held open by background children
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass
+class _Run:
+    command: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+class ShellTool:
+    kind = "shell"
+
+    async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        started = time.perf_counter()
+        try:
+            commands, many = _commands(config)
+        except ValueError as exc:
+            return ToolResult(status="error", error=str(exc), duration_ms=_ms(started))
+        shell = str(config.get("shell") or "/bin/sh")
+        cwd = config.get("cwd")
+        cwd = str(cwd) if cwd not in (None, "") else None
+        env = dict(os.environ)
+        extra = config.get("env")
+        if isinstance(extra, Mapping):
+            for key, value in extra.items():
+                if value is None:
+                    env.pop(str(key), None)
+                else:
+                    env[str(key)] = _env_text(value)
+        timeout = _timeout_seconds(config, ctx)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+
+        runs: list[_Run] = []
+        status: ToolStatus = "success"
+        error: str | None = None
+        for command in commands:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                status, error = "timeout", f"command timed out after {timeout:g} s"
+                break
+            try:
+                run = await _run_one(command, shell, cwd, env, remaining)
+            except OSError as exc:
+                runs.append(_Run(command, None, "", str(exc)))
+                status, error = "error", f"cannot start command: {exc}"
+                break
+            runs.append(run)
+            if run.timed_out:
+                status, error = "timeout", f"command timed out after {timeout:g} s"
+                break
+            if run.exit_code != 0:
+                status = "error"
+                error = f"command exited with code {run.exit_code}"
+                last = _last_line(run.stderr)
+                if last:
+                    error += f": {last}"
+                break
+
+        stdout = "".join(r.stdout for r in runs)
+        stderr = "".join(r.stderr for r in runs)
+        exit_code = runs[-1].exit_code if runs else None
+        data: dict[str, Any] = {"exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+        if many:
+            data["commands"] = [
+                {"command": r.command, "exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}
+                for r in runs
+            ]
+        return ToolResult(
+            status=status,
+            data=data,
+            error=error,
+            stdout=_truncate(stdout),
+            stderr=_truncate(stderr),
+            exit_code=exit_code,
+            duration_ms=_ms(started),
+        )
+
+
+def _commands(config: Mapping[str, Any]) -> tuple[list[str], bool]:
+    for key in ("cmds", "command", "cmd"):
+        value = config.get(key)
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, (list, tuple)):
+            commands = [str(c) for c in value if c is not None and str(c).strip()]
+            if commands:
+                return commands, True
+            continue
+        return [str(value)], key == "cmds"
+    raise ValueError("shell: the tool needs 'command' (a string) or 'cmds' (a list of strings)")
+
+
+async def _run_one(command: str, shell: str, cwd: str | None, env: dict[str, str], timeout: float | None) -> _Run:
+    proc = await asyncio.create_subprocess_exec(
+        shell,
+        "-c",
+        command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    out = bytearray()
+    err = bytearray()
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [asyncio.create_task(_drain(proc.stdout, out)), asyncio.create_task(_drain(proc.stderr, err))]
+    timed_out = False
+    try:
+        if timeout is None:
+            await proc.wait()
+        else:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                timed_out = True
+                _kill_group(proc.pid)
+                await proc.wait()
+        _, pending = await asyncio.wait(readers, timeout=_DRAIN_AFTER_EXIT)
+        for task in pending:
+            task.cancel()
+    except BaseException:  # cancelled: do not leave the process running
+        _kill_group(proc.pid)
+        for task in readers:
+            task.cancel()
+        raise
+    return _Run(command, proc.returncode, _decode(out), _decode(err), timed_out)
+
+
+async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
+    dropped = 0
+    while True:
+        chunk = await stream.read(_READ_CHUNK)
+        if not chunk:
+            break
+        room = DATA_LIMIT - len(sink)
+        if room > 0:
+            sink += chunk[:room]
+        dropped += max(0, len(chunk) - max(room, 0))
+    if dropped:
+        sink += f"\n... [{dropped} bytes dropped] ...\n".encode()
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _decode(raw: bytearray) -> str:
+    return bytes(raw).decode("utf-8", errors="replace")
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    omitted = len(text) - 2 * half
+    return f"{text[:half]}\n... [{omitted} characters truncated] ...\n{text[-half:]}"
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
+    for key in ("timeout", "timeout_seconds"):
+        value = config.get(key)
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        return seconds if seconds > 0 else None
+    if ctx.timeout is not None and ctx.timeout > 0:
+        return float(ctx.timeout)
+    return None

@@ -1,0 +1,48 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# `tests.support` must import the same way under pytest and under `python -m tests.support.stub_api`.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from tests.support.stub_api import StubAPI  # noqa: E402
+
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_TEST_DSN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
+
+
+def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """DSN of the local test database; skips when PostgreSQL is down, but fails when CI=true."""
+    if not _reachable(PG_HOST, PG_PORT):
+        message = f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}"
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"{message} (CI=true: PostgreSQL tests must run, not skip)")
+        pytest.skip(f"{message}; start it to run this test")
+    return PG_TEST_DSN
+
+
+@pytest.fixture
+def stub_api() -> Iterator[StubAPI]:
+    """A fresh deterministic HTTP stub on an ephemeral port (`stub_api.base_url`)."""
+    with StubAPI() as api:
+        yield api
