@@ -46,3 +46,22 @@ def stub_api() -> Iterator[StubAPI]:
     """A fresh deterministic HTTP stub on an ephemeral port (`stub_api.base_url`)."""
     with StubAPI() as api:
         yield api
+
+
+SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def conformance_dir() -> Path:
+    """`../shared/conformance/playbooks`, read in place; skips when missing, fails when CI=true."""
+    path = SHARED_DIR / "conformance" / "playbooks"
+    if not path.is_dir():
+        message = f"the conformance corpus is not at {path}"
+        if _ci():
+            pytest.fail(f"{message} (CI=true: conformance tests must run, not skip)")
+        pytest.skip(f"{message}; check out ../shared beside the project")
+    return path

@@ -367,21 +367,21 @@ def test_stub_pagination_shapes(stub_api: StubAPI) -> None:
 
 def test_stub_runs_standalone() -> None:
     port = closed_port()
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "tests.support.stub_api", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in line, line + (proc.stderr.read() if proc.stderr else "")
-        assert get_json(f"http://127.0.0.1:{port}/health") == (200, {"status": "ok"})
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert f"http://127.0.0.1:{port}" in line, line + (proc.stderr.read() if proc.stderr else "")
+            assert get_json(f"http://127.0.0.1:{port}/health") == (200, {"status": "ok"})
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,3 +651,25 @@ def test_split_statements() -> None:
     ]
     assert split_statements("-- only\n/* comments */ ; ;") == []
     assert split_statements("SELECT $1, a$b$c FROM t; SELECT 2") == ["SELECT $1, a$b$c FROM t", "SELECT 2"]
+
+
+def test_postgres_statement_timeout_from_context(pg_dsn: str) -> None:
+    ctx = make_ctx(FakeCredentials(pg_test=PG_CRED), timeout=0.3)
+    result = run(lambda: PostgresTool().run({"auth": "pg_test", "command": "SELECT pg_sleep(3)"}, ctx))
+    assert result.status == "error"
+    assert "canceling statement due to statement timeout (SQLSTATE 57014)" in (result.error or "")
+    assert result.retryable is True
+
+
+def test_postgres_session_settings_do_not_leak(pg_ctx: ToolContext) -> None:
+    async def go() -> list[Any]:
+        tool = PostgresTool()
+        with_schema = await tool.run(
+            {"auth": "pg_test", "command": "SHOW search_path", "schema": "pg_catalog"}, pg_ctx
+        )
+        plain = await tool.run({"auth": "pg_test", "command": "SHOW search_path"}, pg_ctx)
+        return [with_schema.data["rows"][0]["search_path"], plain.data["rows"][0]["search_path"]]
+
+    scoped, after = run(go)
+    assert scoped == "pg_catalog"
+    assert after != "pg_catalog"

@@ -110,6 +110,11 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.state = StubState()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client hung up; stay quiet
+        super().handle_error(request, client_address)
+
 
 def _int(query: dict[str, list[str]], name: str, default: int, *, minimum: int = 0) -> int:
     values = query.get(name)
@@ -191,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query, keep_blank_values=True)
         try:
             self._route(self.command, path, query, body)
+        except ConnectionError:  # the client went away (e.g. it timed out): nothing to answer
+            self.close_connection = True
         except BadRequest as exc:
             self._send(400, {"error": str(exc)})
         except Exception as exc:  # a bug in the stub: say so instead of hanging the client

@@ -259,7 +259,7 @@ class Engine:
         if command is None:  # unknown, duplicate or superseded: ignore
             return
         payload = state.call_results.pop(command.command_id, {})
-        data = _payload_data(payload)
+        data, labels = _payload_data(payload)
         step = state.steps[command.step]
         if command.index is not None and step.loop is not None:
             loop = step.loop
@@ -269,7 +269,7 @@ class Engine:
             loop.in_flight -= 1
         else:
             step.data = data
-            step.view = view_of(data)
+            step.view = view_of(data, labels)
             step.has_result = True
             state.version += 1
         step.completed_event_id = event.event_id
@@ -845,15 +845,17 @@ class Engine:
         return values
 
 
-def _payload_data(payload: Mapping[str, Any]) -> Any:
-    """The tool's data inside a `call.done` payload (`result.context.data`)."""
+def _payload_data(payload: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """The tool's data inside a `call.done` payload (`result.context.data`), and a pipeline's
+    results by task label (`result.context.tasks`)."""
     result = payload.get("result")
     if isinstance(result, dict):
         context = result.get("context")
         if isinstance(context, dict):
-            return context.get("data")
-        return result.get("data")
-    return payload.get("data")
+            tasks = context.get("tasks")
+            return context.get("data"), tasks if isinstance(tasks, dict) else None
+        return result.get("data"), None
+    return payload.get("data"), None
 
 
 __all__ = ["Engine", "NoetlError", "pool_for"]

@@ -11,12 +11,19 @@ from noetl.errors import EngineError
 
 class StepView(dict[str, Any]):
     """A step's map result as templates see it: `{{ s.x }}` and `{{ s.data.x }}` read the same
-    value when the result has no `data` key of its own. The alias is not a real key, so it never
-    shows up when the result is serialised or iterated."""
+    value when the result has no `data` key of its own, and a pipeline's task results are reachable
+    by label (`{{ s.fetch.status_code }}`). The aliases are not real keys, so they never show up when
+    the result is serialised or iterated."""
 
-    __slots__ = ()
+    __slots__ = ("labels",)
+
+    def __init__(self, data: dict[str, Any], labels: dict[str, Any] | None = None) -> None:
+        super().__init__(data)
+        self.labels = labels or {}
 
     def __missing__(self, key: str) -> Any:
+        if key in self.labels:
+            return view_of(self.labels[key])
         if key == "data":
             return self
         raise KeyError(key)
@@ -33,9 +40,10 @@ class LoopView(dict[str, Any]):
         raise KeyError(key)
 
 
-def view_of(data: Any) -> Any:
-    if isinstance(data, dict) and not isinstance(data, (StepView, LoopView)) and "data" not in data:
-        return StepView(data)
+def view_of(data: Any, labels: dict[str, Any] | None = None) -> Any:
+    """What templates see for a result: maps get the `data` alias and pipeline labels."""
+    if isinstance(data, dict) and not isinstance(data, (StepView, LoopView)) and ("data" not in data or labels):
+        return StepView(data, labels)
     return data
 
 

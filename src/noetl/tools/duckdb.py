@@ -80,12 +80,16 @@ class DuckDBTool:
         except TimeoutError:
             guard.interrupt()
             return ToolResult(
-                status="timeout", error=f"duckdb query timed out after {timeout:g} s", duration_ms=_ms(started)
+                status="timeout",
+                error=f"duckdb query timed out after {timeout:g} s",
+                duration_ms=_ms(started),
             )
         except asyncio.CancelledError:
             guard.interrupt()
             raise
-        return ToolResult(status=outcome.status, data=outcome.data, error=outcome.error, duration_ms=_ms(started))
+        return ToolResult(
+            status=outcome.status, data=outcome.data, error=outcome.error, duration_ms=_ms(started)
+        )
 
 
 def _sql_texts(config: Mapping[str, Any]) -> list[str]:

@@ -53,8 +53,8 @@ OUTPUT_LIMIT = 64 * 1024  # characters kept of stdout and of stderr per call
 _CACHE_SIZE = 512  # distinct sources whose compiled code is kept
 _IDLE_THREAD_SECONDS = 60.0  # an idle pool thread exits after this long
 _STEP_FUNC = "__noetl_step__"
-_MODULE_NAME = "__noetl_python__"  # `__name__` of step code: not "__main__", so `if __name__ == ...` guards stay off
-_MISSING: Any = object()
+# `__name__` of step code: not "__main__", so `if __name__ == "__main__":` blocks do not run (main is called anyway)
+_MODULE_NAME = "__noetl_python__"
 
 
 class _StepTimeout(BaseException):
@@ -246,9 +246,7 @@ def _compile_wrapped(tree: ast.Module, filename: str) -> CodeType:
         return compile(module, filename, "exec")
 
     first = build(body)
-    func_code = next(
-        c for c in first.co_consts if isinstance(c, CodeType) and c.co_name == _STEP_FUNC
-    )
+    func_code = next(c for c in first.co_consts if isinstance(c, CodeType) and c.co_name == _STEP_FUNC)
     bound = sorted(set(func_code.co_varnames) | set(func_code.co_cellvars))
     if not bound:
         return first
@@ -259,7 +257,9 @@ def _compile_wrapped(tree: ast.Module, filename: str) -> CodeType:
 
 def _is_docstring(stmt: ast.stmt) -> bool:
     return (
-        isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
     )
 
 
@@ -373,8 +373,12 @@ def _import_one(alias: str, target: Any) -> Any:
             if source or name:
                 return importlib.import_module(str(source or name))
     except Exception as exc:
-        raise _LibError(f"cannot import lib '{alias}' ({_describe_target(target)}): {type(exc).__name__}: {exc}") from None
-    raise _LibError(f"lib '{alias}': expected a module name or {{from: <package>, import: <name>}}, got {target!r}")
+        raise _LibError(
+            f"cannot import lib '{alias}' ({_describe_target(target)}): {type(exc).__name__}: {exc}"
+        ) from None
+    raise _LibError(
+        f"lib '{alias}': expected a module name or {{from: <package>, import: <name>}}, got {target!r}"
+    )
 
 
 def _describe_target(target: Any) -> str:
@@ -392,7 +396,11 @@ def _call_main(main: Callable[..., Any], spec: _Spec) -> Any:
         params = list(inspect.signature(main).parameters.values())
     except (TypeError, ValueError):
         params = []
-    specials: dict[str, Any] = {"input_data": spec.input_value, "args": spec.input_value, "context": spec.context}
+    specials: dict[str, Any] = {
+        "input_data": spec.input_value,
+        "args": spec.input_value,
+        "context": spec.context,
+    }
     positional_only: set[str] = set()
     for param in params:
         if param.kind is param.VAR_POSITIONAL:
@@ -567,7 +575,9 @@ class PythonTool:
     async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
         started = time.perf_counter()
 
-        def finish(status: ToolStatus, data: Any = None, error: str | None = None, job: _Job | None = None) -> ToolResult:
+        def finish(
+            status: ToolStatus, data: Any = None, error: str | None = None, job: _Job | None = None
+        ) -> ToolResult:
             return ToolResult(
                 status=status,
                 data=data,
@@ -653,7 +663,9 @@ def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
             path = script.get("uri") or script.get("path")
             if kind == "file" and path:
                 return _read_script(str(path), ctx)
-            raise ValueError(f"python: script source type '{kind}' is not supported (use code, or a file script)")
+            raise ValueError(
+                f"python: script source type '{kind}' is not supported (use code, or a file script)"
+            )
     raise ValueError("python: the tool needs 'code' (or 'code_b64', or a file 'script')")
 
 

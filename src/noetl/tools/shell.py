@@ -125,7 +125,9 @@ def _commands(config: Mapping[str, Any]) -> tuple[list[str], bool]:
     raise ValueError("shell: the tool needs 'command' (a string) or 'cmds' (a list of strings)")
 
 
-async def _run_one(command: str, shell: str, cwd: str | None, env: dict[str, str], timeout: float | None) -> _Run:
+async def _run_one(
+    command: str, shell: str, cwd: str | None, env: dict[str, str], timeout: float | None
+) -> _Run:
     proc = await asyncio.create_subprocess_exec(
         shell,
         "-c",

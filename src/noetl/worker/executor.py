@@ -230,11 +230,8 @@ class Executor:
                 position = index_of[str(target)]
                 continue
             position += 1
-        if isinstance(last, dict):
-            final: Any = {**{k: v for k, v in results.items() if k not in last}, **last}
-        else:
-            final = last
-        return final, status, last_error, ctx_updates, {}
+        # The step's result is the last task's; every task's result stays reachable by label.
+        return last, status, last_error, ctx_updates, {"tasks": results}
 
     async def _attempt(
         self,
