@@ -19,6 +19,15 @@ app = typer.Typer(
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
+
+def _register_subcommands() -> None:
+    from noetl.cli import credential
+
+    app.add_typer(credential.app, name="credential")
+
+
+_register_subcommands()
+
 StoreOption = Annotated[
     str | None,
     typer.Option("--store", help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir."),
@@ -91,8 +100,10 @@ def run(
     workload.update(parse_assignments(set_ or []))
     store_obj = _open_store(store)
     outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
+    from noetl.secrets import masker
+
     if as_json:
-        sys.stdout.write(json.dumps(outcome.to_json(), default=_json_default) + "\n")
+        sys.stdout.write(json.dumps(masker.mask(outcome.to_json()), default=_json_default) + "\n")
     else:
         _print_outcome(outcome)
     raise typer.Exit(EXIT_OK if outcome.status == "COMPLETED" else EXIT_FAILED)
@@ -119,11 +130,13 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
 
 
 def _print_outcome(outcome: Any) -> None:
+    from noetl.secrets import masker
+
     typer.echo(f"execution {outcome.execution_id}: {outcome.status}")
     if outcome.error:
-        typer.echo(f"error: {outcome.error}")
+        typer.echo(masker.mask_text(f"error: {outcome.error}"))
     if outcome.status == "COMPLETED":
-        typer.echo("result: " + json.dumps(outcome.result, indent=2, default=_json_default))
+        typer.echo("result: " + masker.mask_text(json.dumps(outcome.result, indent=2, default=_json_default)))
 
 
 @app.command()

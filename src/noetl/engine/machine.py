@@ -45,7 +45,7 @@ from noetl.engine.state import (
     StepState,
 )
 from noetl.errors import EngineError, NoetlError, TemplateError
-from noetl.template import evaluate_condition, referenced_names, render_to_value, render_value
+from noetl.template import evaluate_condition, referenced_names, render_value
 
 log = logging.getLogger(__name__)
 
@@ -598,10 +598,7 @@ class Engine:
         sources = graph.forward_in[name]
         edge_states = [self.state.edges.get((source, name)) for source in sources]
         if cyclic and comp in self._entered_cycles:
-            # A forward arc into a cycle that already ran: start that step again if it fired.
-            if LIVE in edge_states and step.status not in (RUNNING,) and self._newly_live(name):
-                self._dispatch(name, arc_args=self._first_live_args(name))
-            return
+            return  # a cycle that already ran is re-entered only through its own arcs
         if step.status != PENDING:
             return
         if any(s is None for s in edge_states) or not sources:
@@ -612,10 +609,6 @@ class Engine:
             self._maybe_skip_cycle(comp)
         else:
             self._skip(name, reason="no incoming arc was taken")
-
-    def _newly_live(self, name: str) -> bool:
-        # Forward arcs into an entered cycle re-fire only from sources that completed after it ran.
-        return False
 
     def _first_live_args(self, name: str) -> dict[str, Any]:
         for source in self.graph.forward_in[name]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from noetl.errors import ToolError
 
@@ -122,6 +122,6 @@ def get_tool(kind: str) -> Tool:
         raise ToolError(f"tool kind '{kind}' is not available (known kinds: {', '.join(sorted(_REGISTRY))})")
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
-    tool = cls()
+    tool = cast(Tool, cls())
     _INSTANCES[kind] = tool
     return tool

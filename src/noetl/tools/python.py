@@ -278,7 +278,7 @@ class _Spec:
     step: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Outcome:
     status: ToolStatus
     data: Any = None
@@ -466,7 +466,11 @@ def _async_raise(thread_id: int, exc_type: type[BaseException] | None) -> None:
 
 
 class _Job:
-    """One call: runs in a pool thread, can be interrupted from the event loop thread."""
+    """One call: runs in a pool thread, can be interrupted from the event loop thread.
+
+    Once an exception has been injected, the thread that ran the job is retired instead of going back to
+    the pool, so a late-arriving injected exception can never land in another job.
+    """
 
     def __init__(self, spec: _Spec, on_done: Callable[[_Outcome], None]) -> None:
         self.spec = spec
@@ -477,9 +481,9 @@ class _Job:
         self._thread_id: int | None = None
         self._started = False
         self._cancelled = False
-        self._injected = False
+        self.injected = False  # read by the pool: retire the thread after this job
 
-    def run(self) -> None:
+    def __call__(self) -> None:
         outcome: _Outcome | None = None
         try:
             with self._lock:
@@ -491,17 +495,17 @@ class _Job:
                 _capture.stderr = self.stderr
                 outcome = _execute(self.spec)
         except _StepTimeout:
-            outcome = _Outcome("timeout", error="python code timed out")
+            outcome = _TIMED_OUT
         except BaseException as exc:  # an error outside user code; report it rather than lose the call
             outcome = _Outcome("error", error=f"{type(exc).__name__}: {exc}")
-        while True:  # disarm: after this no exception can be injected into this thread for this job
+        while True:  # after a complete _disarm nothing more can be injected for this job
             try:
                 self._disarm()
                 break
             except _StepTimeout:
                 continue
         try:
-            self._on_done(outcome or _Outcome("timeout", error="python code timed out"))
+            self._on_done(outcome or _TIMED_OUT)
         except Exception:
             pass
 
@@ -510,51 +514,80 @@ class _Job:
         _capture.stderr = None
         with self._lock:
             self._thread_id = None
-            if self._injected:
-                _async_raise(threading.get_ident(), None)
+            if self.injected:
+                _async_raise(threading.get_ident(), None)  # drop one still pending
 
     def interrupt(self) -> None:
-        """Stop the call: drop it if it has not started, else raise _StepTimeout inside its thread."""
+        """Stop the call: drop it if it has not started, else raise _StepTimeout inside its thread
+        (again every few tenths of a second for a while, in case the code swallowed it)."""
         with self._lock:
             if not self._started:
                 self._cancelled = True
-            elif self._thread_id is not None and not self._injected:
-                self._injected = True
-                _async_raise(self._thread_id, _StepTimeout)
+                return
+        self._inject(_REINJECT_TIMES)
+
+    def _inject(self, remaining: int) -> None:
+        with self._lock:
+            if self._thread_id is None:
+                return
+            self.injected = True
+            _async_raise(self._thread_id, _StepTimeout)
+        if remaining > 0:
+            timer = threading.Timer(_REINJECT_SECONDS, self._inject, (remaining - 1,))
+            timer.daemon = True
+            timer.start()
+
+
+_TIMED_OUT = _Outcome("timeout", error="python code timed out")
+_REINJECT_TIMES = 20
+_REINJECT_SECONDS = 0.25
 
 
 class _ElasticPool:
-    """Daemon worker threads; a new one starts whenever every existing one is busy, idle ones exit."""
+    """Daemon worker threads; a new one starts whenever every existing one is busy, idle ones exit.
+
+    Daemon threads never hold up interpreter exit, and a job stuck in a blocking call only ever costs
+    its own thread.
+    """
 
     def __init__(self, idle_seconds: float = _IDLE_THREAD_SECONDS) -> None:
         self._idle_seconds = idle_seconds
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for work and not yet promised to a submitted job
         self._names = itertools.count(1)
 
-    def submit(self, fn: Callable[[], None]) -> None:
+    def submit(self, job: _Job) -> None:
         with self._lock:
-            self._queue.put(fn)
+            self._queue.put(job)
             if self._idle > 0:
                 self._idle -= 1  # an idle thread will take it
                 return
-        threading.Thread(target=self._work, name=f"noetl-python-{next(self._names)}", daemon=True).start()
+        name = f"noetl-python-{next(self._names)}"
+        threading.Thread(target=self._thread_main, name=name, daemon=True).start()
+
+    def _thread_main(self) -> None:
+        try:
+            self._work()
+        except BaseException:  # a late injected exception in a retiring thread
+            pass
 
     def _work(self) -> None:
         while True:
             try:
-                fn = self._queue.get(timeout=self._idle_seconds)
+                job = self._queue.get(timeout=self._idle_seconds)
             except queue.Empty:
                 with self._lock:
                     if self._idle > 0:
                         self._idle -= 1
                         return
-                continue  # a submit counted on this thread: its work is in the queue
+                continue  # a submit counted on this thread: its job is in the queue
             try:
-                fn()
+                job()
             except BaseException:
                 pass
+            if job.injected:
+                return  # retire: not counted idle, so the pool's books stay balanced
             with self._lock:
                 self._idle += 1
 
@@ -617,7 +650,7 @@ class PythonTool:
                 pass
 
         job = _Job(spec, on_done)
-        _pool.submit(job.run)
+        _pool.submit(job)
         try:
             if timeout is None:
                 outcome = await waiter
@@ -629,9 +662,10 @@ class PythonTool:
         except asyncio.CancelledError:
             job.interrupt()
             raise
-        if outcome.status == "timeout":
-            outcome.error = f"python code timed out after {timeout or 0:g} s"
-        return finish(outcome.status, outcome.data, outcome.error, job)
+        error = outcome.error
+        if outcome.status == "timeout":  # only when the call was interrupted in a race with its deadline
+            error = f"python code timed out after {timeout or 0:g} s"
+        return finish(outcome.status, outcome.data, error, job)
 
 
 def _resolve(waiter: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
