@@ -14,6 +14,7 @@ Data: 35 items (ids 1..35), 10 per page unless asked otherwise.
 - GET  /api/v1/flaky?page=N&fail_on=K[,K2]       -> HTTP 500 on the first call of a listed page, then the
                                                     assessments page (`fail_times=T` fails T times)
 - POST /api/v1/flaky/reset ; GET /api/v1/flaky/stats -> {"calls": {page: n}, "failures": {page: n}}
+                                                    (`state.flaky_log`: [(page, status)] in call order)
 - GET  /api/v1/concurrency/probe?delay_seconds=S&label=L (or delay=S): sleeps S seconds
 - GET  /api/v1/concurrency/stats                 -> {"started", "completed", "active", "max_active"}
 - POST /api/v1/concurrency/reset                 -> {"status": "reset"}
@@ -21,6 +22,8 @@ Data: 35 items (ids 1..35), 10 per page unless asked otherwise.
 - ANY  /api/v1/echo?delay=S                      -> {"method", "path", "query", "headers", "body"}
 - GET  /api/v1/text                              -> a text/plain body
 - anything else                                  -> 404 {"error": "not found", "path": ...}
+
+Every request is counted per method and path in `state.calls` (see `StubState.call_count`).
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class StubState:
         self.lock = threading.Lock()
         self.flaky_calls: dict[int, int] = {}
         self.flaky_failures: dict[int, int] = {}
+        self.flaky_log: list[tuple[int, int]] = []  # (page, HTTP status answered), in call order
+        self.calls: dict[tuple[str, str], int] = {}  # (method, path) -> requests received
         self.started = 0
         self.completed = 0
         self.active = 0
@@ -87,10 +92,20 @@ class StubState:
         with self.lock:
             self.flaky_calls.clear()
             self.flaky_failures.clear()
+            self.flaky_log.clear()
 
     def reset_concurrency(self) -> None:
         with self.lock:
             self.started = self.completed = self.active = self.max_active = 0
+
+    def count_call(self, method: str, path: str) -> None:
+        with self.lock:
+            self.calls[(method, path)] = self.calls.get((method, path), 0) + 1
+
+    def call_count(self, path: str, method: str | None = None) -> int:
+        """Requests received for `path` (any method unless `method` is given)."""
+        with self.lock:
+            return sum(n for (m, p), n in self.calls.items() if p == path and method in (None, m))
 
     def concurrency_stats(self) -> dict[str, int]:
         with self.lock:
@@ -194,6 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         query = parse_qs(parts.query, keep_blank_values=True)
+        self.server.state.count_call(self.command, path)
         try:
             self._route(self.command, path, query, body)
         except ConnectionError:  # the client went away (e.g. it timed out): nothing to answer
@@ -275,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
                 fail = page in fail_on and failed < fail_times
                 if fail:
                     state.flaky_failures[page] = failed + 1
+                state.flaky_log.append((page, 500 if fail else 200))
             if fail:
                 self._send(500, {"error": "simulated failure", "page": page, "attempt": calls})
             else:

@@ -274,24 +274,6 @@ def test_python_timeout_not_swallowed_by_except_exception() -> None:
     assert py("result = 1").data == 1
 
 
-def test_python_timeout_repeated_until_bare_except_loop_stops() -> None:
-    ticks: list[int] = []  # input values are passed by reference: the test watches the loop through it
-    code = (
-        "while True:\n    try:\n        ticks.append(1)\n        sum(range(100))\n    except:\n        pass\n"
-    )
-    res = py(code, input={"ticks": ticks}, timeout=0.2)
-    assert res.status == "timeout"
-    deadline = time.monotonic() + 5
-    stopped = False
-    while time.monotonic() < deadline:
-        before = len(ticks)
-        time.sleep(0.3)
-        if len(ticks) == before:
-            stopped = True
-            break
-    assert stopped, "the runaway thread kept running"
-
-
 def test_python_timeout_from_context() -> None:
     res = py("import time\nwhile True:\n    time.sleep(0.01)\n", _ctx(timeout=0.3))
     assert res.status == "timeout"

@@ -8,6 +8,7 @@ the tools it calls.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -45,8 +46,10 @@ class Command:
 
     @classmethod
     def from_event(cls, event: Event) -> Command:
-        context = event.context or {}
-        meta = event.meta or {}
+        """The command as a remote worker would receive it: a JSON copy, so a tool that mutates
+        its inputs never touches the engine's state (local and distributed runs behave alike)."""
+        context = json.loads(json.dumps(event.context or {}, default=str))
+        meta = json.loads(json.dumps(event.meta or {}, default=str))
         return cls(
             execution_id=event.execution_id,
             event_id=event.event_id,

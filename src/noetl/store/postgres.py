@@ -1,0 +1,639 @@
+"""`PostgresStore`: the Store port on PostgreSQL (psycopg 3 and a `psycopg_pool.ConnectionPool`).
+
+Everything lives in one schema, `noetl` unless the caller names another (the contract tests give
+each test a schema of its own). The schema is created on construction by numbered migrations
+(`MIGRATIONS` below), recorded in `<schema>.schema_migrations` and applied under a session
+advisory lock, so servers starting together queue instead of racing; once every migration is
+recorded, construction runs no DDL at all (a role without CREATE rights can use a prepared schema).
+
+Pooled connections run in autocommit with the session time zone UTC; every write is one explicit
+transaction. `append` inserts a batch with multi-row `INSERT ... ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id`, so a retried event is ignored and the execution projection (the rules of
+`noetl.store.projection`, as in the SQLite adapter) follows only the events that were new, in the
+same transaction. JSON goes in as `Jsonb` (compact text, encoded up front so a value that is not
+JSON fails before the transaction and names its event) and comes back parsed by psycopg.
+Timestamps are stored as TIMESTAMPTZ at millisecond precision, like the other adapters.
+psycopg errors become `Conflict` (integrity) or `StoreError`, with the original as `__cause__`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from noetl.engine.events import COLUMNS, Event, utcnow
+from noetl.errors import Conflict, StoreError
+from noetl.ids import default_ids
+from noetl.store import projection
+from noetl.store.codec import dump_json, utc_ms
+from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential
+
+if TYPE_CHECKING:
+    from noetl.store.crypto import Cipher
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEMA: Final = "noetl"
+MIN_POOL_SIZE: Final = 1
+MAX_POOL_SIZE: Final = 10
+CONNECT_TIMEOUT: Final = 30.0  # seconds to wait for the pool's first connection / a free connection
+BATCH_ROWS: Final = 1000  # events per INSERT statement (15 parameters each, well under 65535)
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+Connection = psycopg.Connection[TupleRow]
+
+# -- migrations ---------------------------------------------------------------------------------
+#
+# (version, name, SQL). `{schema}` stands for the quoted schema name. Append new migrations with
+# the next number; never edit one that has shipped. Each runs in its own transaction and is
+# written to be idempotent (IF NOT EXISTS), so a schema that was created by hand is adopted.
+
+MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
+    (
+        1,
+        "event log, execution projection, catalog, credentials, commands, runtimes",
+        """
+CREATE TABLE IF NOT EXISTS {schema}.event (
+    event_id            BIGINT PRIMARY KEY,
+    execution_id        BIGINT NOT NULL,
+    parent_event_id     BIGINT,
+    parent_execution_id BIGINT,
+    catalog_id          BIGINT,
+    event_type          TEXT NOT NULL,
+    node_id             TEXT,
+    node_name           TEXT,
+    node_type           TEXT,
+    status              TEXT,
+    context             JSONB,
+    meta                JSONB,
+    result              JSONB,
+    worker_id           TEXT,
+    created_at          TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_execution_idx ON {schema}.event (execution_id, event_id);
+CREATE INDEX IF NOT EXISTS event_type_idx ON {schema}.event (event_type);
+CREATE INDEX IF NOT EXISTS event_parent_execution_idx ON {schema}.event (parent_execution_id)
+    WHERE parent_execution_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS event_command_id_idx ON {schema}.event ((meta->>'command_id'))
+    WHERE (meta->>'command_id') IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS {schema}.execution (
+    execution_id        BIGINT PRIMARY KEY,
+    path                TEXT,
+    catalog_id          BIGINT,
+    parent_execution_id BIGINT,
+    status              TEXT NOT NULL,
+    started_at          TIMESTAMPTZ NOT NULL,
+    completed_at        TIMESTAMPTZ,
+    error               TEXT
+);
+CREATE INDEX IF NOT EXISTS execution_started_idx ON {schema}.execution (started_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS execution_status_idx ON {schema}.execution (status);
+CREATE INDEX IF NOT EXISTS execution_parent_idx ON {schema}.execution (parent_execution_id)
+    WHERE parent_execution_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS {schema}.catalog (
+    catalog_id BIGINT PRIMARY KEY,
+    path       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    meta       JSONB NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL,
+    UNIQUE (path, version)
+);
+CREATE INDEX IF NOT EXISTS catalog_kind_idx ON {schema}.catalog (kind);
+CREATE INDEX IF NOT EXISTS catalog_created_idx ON {schema}.catalog (created_at DESC, catalog_id DESC);
+
+CREATE TABLE IF NOT EXISTS {schema}.credential (
+    id             BIGINT PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    type           TEXT NOT NULL,
+    data_encrypted TEXT NOT NULL,
+    description    TEXT,
+    tags           TEXT[] NOT NULL DEFAULT '{}',
+    created_at     TIMESTAMPTZ NOT NULL,
+    updated_at     TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credential_type_idx ON {schema}.credential (type);
+
+CREATE TABLE IF NOT EXISTS {schema}.command (
+    command_id   TEXT PRIMARY KEY,
+    event_id     BIGINT UNIQUE,
+    execution_id BIGINT NOT NULL,
+    step         TEXT NOT NULL,
+    tool_kind    TEXT,
+    pool         TEXT,
+    status       TEXT NOT NULL DEFAULT 'PENDING',
+    worker_id    TEXT,
+    attempt      INTEGER NOT NULL DEFAULT 1,
+    max_attempts INTEGER NOT NULL DEFAULT 3,
+    lease_until  TIMESTAMPTZ,
+    claimed_at   TIMESTAMPTZ,
+    completed_at TIMESTAMPTZ,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS command_queue_idx ON {schema}.command (status, pool, created_at);
+CREATE INDEX IF NOT EXISTS command_execution_idx ON {schema}.command (execution_id);
+
+CREATE TABLE IF NOT EXISTS {schema}.runtime (
+    runtime_id   BIGINT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    uri          TEXT,
+    status       TEXT,
+    labels       JSONB,
+    capabilities JSONB,
+    capacity     INTEGER,
+    runtime      JSONB,
+    heartbeat    TIMESTAMPTZ,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (kind, name)
+);
+""",
+    ),
+)
+SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
+
+_EVENT_COLUMNS = ", ".join(COLUMNS)
+_EVENT_ROW = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+_EXECUTION_COLUMNS = (
+    "execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error"
+)
+_CATALOG_COLUMNS = "catalog_id, path, version, kind, content, created_at, meta"
+_CREDENTIAL_COLUMNS = "name, type, data_encrypted, description, tags, created_at, updated_at"
+
+
+class PostgresStore:
+    """The Store port on PostgreSQL. `url` is a libpq URL (`postgresql://user@host:5432/db`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        cipher: Cipher | None = None,
+        min_size: int = MIN_POOL_SIZE,
+        max_size: int = MAX_POOL_SIZE,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise StoreError(
+                f"invalid PostgreSQL schema name {schema!r}: use lower-case letters, digits and '_' "
+                "(63 at most, not starting with a digit)"
+            )
+        self.url = url
+        self.schema = schema
+        self._cipher = cipher
+        self._where = _redact(url)
+        self._sql = _Statements(f'"{schema}"')
+        kwargs: dict[str, Any] = {"autocommit": True}
+        try:
+            if "application_name" not in conninfo_to_dict(url):
+                kwargs["application_name"] = "noetl"
+        except psycopg.Error as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self._where}: {exc}") from exc
+        # Connect once directly: it reports the real reason (bad password, no such database)
+        # where a pool would only time out, and it holds the migration lock.
+        with self._errors("connect"), psycopg.connect(url, **kwargs) as conn:
+            _configure(conn)
+            self._migrate(conn)
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            url,
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            open=True,
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            name=f"noetl-store-{schema}",
+            timeout=timeout,
+        )
+        try:
+            with self._errors("open the connection pool"):
+                self._pool.wait(timeout=timeout)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where!r}, schema={self.schema!r})"
+
+    def close(self) -> None:
+        with self._errors("close"):
+            self._pool.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.IntegrityError as exc:
+            raise Conflict(f"postgres store {self._where}: {action}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"postgres store {self._where}: {action}: {exc}") from exc
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[Connection]:
+        """A pooled connection in autocommit: each statement sees the latest committed data."""
+        with self._errors(action), self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _writing(self, action: str) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._errors(action), self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def _migrate(self, conn: Connection) -> None:
+        sql = self._sql
+        if not self._pending(conn):
+            return
+        lock_key = f"noetl.schema_migrations:{self.schema}"
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key,))
+        try:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.schema}")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {sql.schema}.schema_migrations ("
+                " version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            for version, name, text in self._pending(conn):  # again: another server may have won
+                with conn.transaction():
+                    conn.execute(text.replace("{schema}", sql.schema))
+                    conn.execute(
+                        f"INSERT INTO {sql.schema}.schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                log.info("postgres store %s: applied migration %d (%s)", self._where, version, name)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock_key,))
+
+    def _pending(self, conn: Connection) -> list[tuple[int, str, str]]:
+        """The migrations not yet recorded (all of them when the schema does not exist)."""
+        table = f"{self._sql.schema}.schema_migrations"
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        if row is None or not row[0]:
+            return list(MIGRATIONS)
+        applied = {version for (version,) in conn.execute(f"SELECT version FROM {table}")}
+        newer = [version for version in applied if version > SCHEMA_VERSION]
+        if newer:
+            log.warning(
+                "postgres store %s: schema %s has migration %d; this NoETL knows up to %d",
+                self._where,
+                self.schema,
+                max(newer),
+                SCHEMA_VERSION,
+            )
+        return [migration for migration in MIGRATIONS if migration[0] not in applied]
+
+    # -- event log -------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        unique: dict[int, Event] = {}
+        for event in events:  # a duplicate inside the batch: the first one wins
+            unique.setdefault(event.event_id, event)
+        batch = list(unique.values())
+        rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
+        inserted: set[int] = set()
+        with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
+            for start in range(0, len(rows), BATCH_ROWS):
+                chunk = rows[start : start + BATCH_ROWS]
+                cur.execute(self._sql.insert_events(len(chunk)), [value for row in chunk for value in row])
+                inserted.update(event_id for (event_id,) in cur.fetchall())
+            for event in batch:
+                if event.event_type in projection.PROJECTED_TYPES and event.event_id in inserted:
+                    self._project(cur, event)
+
+    def _project(self, cur: psycopg.Cursor[TupleRow], event: Event) -> None:
+        change = projection.change(event)
+        if isinstance(change, projection.Start):
+            cur.execute(
+                self._sql.start_execution,
+                (
+                    change.execution_id,
+                    change.path,
+                    change.catalog_id,
+                    change.parent_execution_id,
+                    RUNNING,
+                    change.started_at,
+                ),
+            )
+        elif isinstance(change, projection.Finish):
+            cur.execute(
+                self._sql.finish_execution,
+                (change.execution_id, change.status, change.completed_at, change.completed_at, change.error),
+            )
+
+    def read(self, execution_id: int, *, after_event_id: int | None = None) -> list[Event]:
+        with self._reading("read events") as conn:
+            if after_event_id is None:
+                rows = conn.execute(self._sql.read_events, (execution_id,)).fetchall()
+            else:
+                rows = conn.execute(self._sql.read_events_after, (execution_id, after_event_id)).fetchall()
+        return [_event(row) for row in rows]
+
+    def get_event(self, event_id: int) -> Event | None:
+        with self._reading("get event") as conn:
+            row = conn.execute(self._sql.get_event, (event_id,)).fetchone()
+        return None if row is None else _event(row)
+
+    def execution(self, execution_id: int) -> ExecutionSummary | None:
+        with self._reading("get execution") as conn:
+            row = conn.execute(self._sql.get_execution, (execution_id,)).fetchone()
+        return None if row is None else _execution(row)
+
+    def executions(
+        self,
+        *,
+        status: str | None = None,
+        parent_execution_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[ExecutionSummary]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("status = %s")
+            params.append(status)
+        if parent_execution_id is not None:
+            where.append("parent_execution_id = %s")
+            params.append(parent_execution_id)
+        sql = f"SELECT {_EXECUTION_COLUMNS} FROM {self._sql.schema}.execution"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, execution_id DESC LIMIT %s OFFSET %s"
+        with self._reading("list executions") as conn:
+            rows = conn.execute(sql, (*params, limit, offset)).fetchall()
+        return [_execution(row) for row in rows]
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def register(self, content: str, *, path: str, kind: str = "playbook") -> CatalogEntry:
+        catalog_id, created_at, kind = default_ids.next(), utc_ms(utcnow()), kind.lower()
+        with self._writing(f"register {path}") as conn:
+            # Serialise registrations of one path, so MAX(version) + 1 is never taken twice.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.schema}.catalog:{path}",))
+            row = conn.execute(self._sql.register, (catalog_id, path, kind, content, created_at, path)).fetchone()
+        if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
+            raise StoreError(f"postgres store {self._where}: register {path}: no row returned")
+        return CatalogEntry(catalog_id, path, row[0], kind, content, created_at, {})
+
+    def resource(self, path: str, version: int | None = None) -> CatalogEntry | None:
+        with self._reading(f"get {path}") as conn:
+            if version is None:
+                row = conn.execute(self._sql.latest_resource, (path,)).fetchone()
+            else:
+                row = conn.execute(self._sql.resource_version, (path, version)).fetchone()
+        return None if row is None else _catalog_entry(row)
+
+    def resource_by_id(self, catalog_id: int) -> CatalogEntry | None:
+        with self._reading("get catalog entry") as conn:
+            row = conn.execute(self._sql.resource_by_id, (catalog_id,)).fetchone()
+        return None if row is None else _catalog_entry(row)
+
+    def entries(self, kind: str | None = None) -> list[CatalogEntry]:
+        with self._reading("list catalog") as conn:
+            if kind is None:
+                rows = conn.execute(self._sql.entries).fetchall()
+            else:
+                rows = conn.execute(self._sql.entries_of_kind, (kind.lower(),)).fetchall()
+        return [_catalog_entry(row) for row in rows]
+
+    # -- credentials -----------------------------------------------------------------------
+
+    @property
+    def cipher(self) -> Cipher:
+        """Built on first use, so stores that never touch credentials never need a key."""
+        if self._cipher is None:
+            from noetl.store.crypto import Cipher
+
+            self._cipher = Cipher.from_env()
+        return self._cipher
+
+    def put_credential(self, credential: StoredCredential) -> None:
+        sealed = self.cipher.encrypt(credential.data)
+        now = utc_ms(utcnow())
+        created = utc_ms(credential.created_at) if credential.created_at else now
+        row = (default_ids.next(), credential.name, credential.type, sealed, credential.description)
+        with self._writing(f"put credential {credential.name!r}") as conn:
+            conn.execute(self._sql.put_credential, (*row, list(credential.tags), created, now))
+
+    def get_credential(self, name: str) -> StoredCredential | None:
+        with self._reading(f"get credential {name!r}") as conn:
+            row = conn.execute(self._sql.get_credential, (name,)).fetchone()
+        return None if row is None else self._credential(row)
+
+    def list_credentials(self) -> list[StoredCredential]:
+        with self._reading("list credentials") as conn:
+            rows = conn.execute(self._sql.list_credentials).fetchall()
+        return [self._credential(row) for row in rows]
+
+    def delete_credential(self, name: str) -> bool:
+        with self._writing(f"delete credential {name!r}") as conn:
+            return conn.execute(self._sql.delete_credential, (name,)).rowcount > 0
+
+    def _credential(self, row: tuple[Any, ...]) -> StoredCredential:
+        name, type_, sealed, description, tags, created_at, updated_at = row
+        return StoredCredential(
+            name=name,
+            type=type_,
+            data=self.cipher.decrypt(sealed, name=name),
+            description=description,
+            tags=tuple(tags or ()),
+            created_at=_utc(created_at),
+            updated_at=_utc(updated_at),
+        )
+
+
+class _Statements:
+    """The SQL of one store, with its (validated, quoted) schema name filled in."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        s = schema
+        self._insert_prefix = f"INSERT INTO {s}.event ({_EVENT_COLUMNS}) VALUES "
+        self._insert_suffix = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        self._inserts: dict[int, str] = {}
+        select_events = f"SELECT {_EVENT_COLUMNS} FROM {s}.event"
+        self.read_events = f"{select_events} WHERE execution_id = %s ORDER BY event_id"
+        self.read_events_after = f"{select_events} WHERE execution_id = %s AND event_id > %s ORDER BY event_id"
+        self.get_event = f"{select_events} WHERE event_id = %s"
+        self.start_execution = f"""
+            INSERT INTO {s}.execution
+                (execution_id, path, catalog_id, parent_execution_id, status, started_at)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (execution_id) DO UPDATE SET
+                path = excluded.path, catalog_id = excluded.catalog_id,
+                parent_execution_id = excluded.parent_execution_id, started_at = excluded.started_at
+        """
+        self.finish_execution = f"""
+            INSERT INTO {s}.execution (execution_id, status, started_at, completed_at, error)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (execution_id) DO UPDATE SET
+                status = excluded.status, completed_at = excluded.completed_at, error = excluded.error
+        """
+        self.get_execution = f"SELECT {_EXECUTION_COLUMNS} FROM {s}.execution WHERE execution_id = %s"
+        select_catalog = f"SELECT {_CATALOG_COLUMNS} FROM {s}.catalog"
+        self.register = f"""
+            INSERT INTO {s}.catalog (catalog_id, path, version, kind, content, created_at, meta)
+            SELECT %s, %s, COALESCE(MAX(version), 0) + 1, %s, %s, %s, '{{}}'::jsonb
+            FROM {s}.catalog WHERE path = %s
+            RETURNING version
+        """
+        self.latest_resource = f"{select_catalog} WHERE path = %s ORDER BY version DESC LIMIT 1"
+        self.resource_version = f"{select_catalog} WHERE path = %s AND version = %s"
+        self.resource_by_id = f"{select_catalog} WHERE catalog_id = %s"
+        self.entries = f"{select_catalog} ORDER BY created_at DESC, catalog_id DESC"
+        self.entries_of_kind = f"{select_catalog} WHERE kind = %s ORDER BY created_at DESC, catalog_id DESC"
+        self.put_credential = f"""
+            INSERT INTO {s}.credential
+                (id, name, type, data_encrypted, description, tags, created_at, updated_at)
+            VALUES (%s, %s, %s, %s, %s, %s::text[], %s, %s)
+            ON CONFLICT (name) DO UPDATE SET
+                type = excluded.type, data_encrypted = excluded.data_encrypted,
+                description = excluded.description, tags = excluded.tags,
+                updated_at = excluded.updated_at
+        """
+        select_credentials = f"SELECT {_CREDENTIAL_COLUMNS} FROM {s}.credential"
+        self.get_credential = f"{select_credentials} WHERE name = %s"
+        self.list_credentials = f"{select_credentials} ORDER BY name"
+        self.delete_credential = f"DELETE FROM {s}.credential WHERE name = %s"
+
+    def insert_events(self, rows: int) -> str:
+        """A multi-row insert of `rows` events (one text per size, so psycopg can prepare it)."""
+        sql = self._inserts.get(rows)
+        if sql is None:
+            sql = self._insert_prefix + ", ".join([_EVENT_ROW] * rows) + self._insert_suffix
+            if len(self._inserts) < 64:
+                self._inserts[rows] = sql
+        return sql
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+
+def _configure(conn: Connection) -> None:
+    """Every connection reads and writes timestamps in UTC."""
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _as_is(text: Any) -> str:
+    return str(text)
+
+
+def _jsonb(value: Any, event: Event) -> Jsonb | None:
+    """`value` as JSONB, encoded here (compact, non-ASCII kept) so errors name the event."""
+    try:
+        text = dump_json(value)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            f"event {event.event_id} ({event.event_type}) holds a value that is not JSON: {exc}"
+        ) from exc
+    return None if text is None else Jsonb(text, dumps=_as_is)
+
+
+def _event_row(event: Event) -> tuple[Any, ...]:
+    return (
+        event.event_id,
+        event.execution_id,
+        event.parent_event_id,
+        event.parent_execution_id,
+        event.catalog_id,
+        event.event_type,
+        event.node_id,
+        event.node_name,
+        event.node_type,
+        event.status,
+        _jsonb(event.context, event),
+        _jsonb(event.meta, event),
+        _jsonb(event.result, event),
+        event.worker_id,
+        utc_ms(event.created_at),
+    )
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    (
+        event_id, execution_id, parent_event_id, parent_execution_id, catalog_id, event_type,
+        node_id, node_name, node_type, status, context, meta, result, worker_id, created_at,
+    ) = row  # fmt: skip
+    return Event(
+        event_id=event_id,
+        execution_id=execution_id,
+        event_type=event_type,
+        node_name=node_name,
+        node_id=node_id,
+        node_type=node_type,
+        status=status,
+        context=context,
+        meta=meta,
+        result=result,
+        parent_event_id=parent_event_id,
+        parent_execution_id=parent_execution_id,
+        catalog_id=catalog_id,
+        worker_id=worker_id,
+        created_at=_utc(created_at),
+    )
+
+
+def _execution(row: tuple[Any, ...]) -> ExecutionSummary:
+    execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error = row
+    return ExecutionSummary(
+        execution_id=execution_id,
+        path=path,
+        catalog_id=catalog_id,
+        status=status,
+        started_at=_utc(started_at),
+        completed_at=None if completed_at is None else _utc(completed_at),
+        parent_execution_id=parent_execution_id,
+        error=error,
+    )
+
+
+def _catalog_entry(row: tuple[Any, ...]) -> CatalogEntry:
+    catalog_id, path, version, kind, content, created_at, meta = row
+    return CatalogEntry(
+        catalog_id=catalog_id,
+        path=path,
+        version=version,
+        kind=kind,
+        content=content,
+        created_at=_utc(created_at),
+        meta=meta or {},
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    """A TIMESTAMPTZ value with `datetime.UTC` as its zone (psycopg gives the session's zone)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_SECRETS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (re.compile(r"(://[^:/@?#]*:)[^@/?#]*@"), lambda m: f"{m.group(1)}***@"),
+    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE), lambda m: f"{m.group(1)}***"),
+)
+
+
+def _redact(url: str) -> str:
+    """`url` with any password replaced by `***`, for messages and logs."""
+    for pattern, replace in _SECRETS:
+        url = pattern.sub(replace, url)
+    return url
