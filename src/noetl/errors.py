@@ -65,6 +65,10 @@ class CredentialError(NoetlError):
     """A credential is missing, malformed or cannot be decrypted."""
 
 
+class ValidationFailed(NoetlError):
+    """A request is well-formed JSON but its content is not acceptable (HTTP 422)."""
+
+
 class StoreError(NoetlError):
     """The event store or catalog failed."""
 

@@ -181,7 +181,9 @@ def test_p6_save_simple_with_child_create_tables(conformance_dir: Path, store: s
             "test_execution": eid,
         }
     ]
-    nested = query(pg_dsn, "SELECT test_id, test_name, test_data, storage_type, test_execution FROM simple_test_nested")
+    nested = query(
+        pg_dsn, "SELECT test_id, test_name, test_data, storage_type, test_execution FROM simple_test_nested"
+    )
     assert nested == [
         {
             "test_id": "200",
@@ -196,7 +198,9 @@ def test_p6_save_simple_with_child_create_tables(conformance_dir: Path, store: s
         children = db.executions(parent_execution_id=int(eid))
     finally:
         db.close()
-    assert [(c.path, c.status) for c in children] == [("fixtures/playbooks/save_storage_test/create_tables", "COMPLETED")]
+    assert [(c.path, c.status) for c in children] == [
+        ("fixtures/playbooks/save_storage_test/create_tables", "COMPLETED")
+    ]
     assert steps_of(outcome)["create_tables"] == {"status": "completed"}
 
 
@@ -217,5 +221,7 @@ def test_p7_broken_sql_fails(conformance_dir: Path, store: str, pg_dsn: str) -> 
     failed = [e for e in log if e["event_type"] == "command.failed" and e["node_name"] == "verify_pg_data"]
     assert len(failed) == 1
     assert 'syntax error at or near "FROM"' in failed[0]["result"]["context"]["error"]
-    assert not [e for e in log if e["node_name"] == "end" and e["event_type"] in ("step.enter", "command.issued")]
+    assert not [
+        e for e in log if e["node_name"] == "end" and e["event_type"] in ("step.enter", "command.issued")
+    ]
     assert log[-1]["event_type"] == "playbook.failed"

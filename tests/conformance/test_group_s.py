@@ -27,7 +27,7 @@ def run_ok(conformance_dir: Path, name: str, store: str, api: StubAPI) -> dict[s
     api.state.reset_concurrency()
     result = run_playbook(conformance_dir / name, store, "--set", f"api_url={api.base_url}")
     assert result.code == 0, f"{name} exited {result.code}:\n{result.stdout}\n{result.stderr}"
-    outcome = result.json
+    outcome: dict[str, Any] = result.json
     assert outcome["status"] == "COMPLETED", outcome
     assert outcome["error"] is None
     return outcome
@@ -40,7 +40,12 @@ def steps_of(outcome: dict[str, Any]) -> dict[str, Any]:
 def test_s1_offset_pagination(conformance_dir: Path, store: str, stub_api: StubAPI) -> None:
     outcome = run_ok(conformance_dir, "pagination/offset/test_pagination_offset.yaml", store, stub_api)
     results = steps_of(outcome)
-    assert results["validate_results"] == {"status": "success", "total_users": 35, "first_id": 1, "last_id": 35}
+    assert results["validate_results"] == {
+        "status": "success",
+        "total_users": 35,
+        "first_id": 1,
+        "last_id": 35,
+    }
     assert [u["id"] for u in results["check_pagination"]["collected_users"]] == list(range(1, 36))
     # offsets 0 -> 10 -> 20 -> 30: four pages, the step graph cycled fetch_page <-> check_pagination
     assert stub_api.state.call_count("/api/v1/users", "GET") == 4
@@ -90,7 +95,9 @@ def test_s4_max_iterations(conformance_dir: Path, store: str, stub_api: StubAPI)
 
 
 def test_s5_pipeline_simple(conformance_dir: Path, store: str, stub_api: StubAPI) -> None:
-    results = steps_of(run_ok(conformance_dir, "pagination/pipeline/test_pipeline_simple.yaml", store, stub_api))
+    results = steps_of(
+        run_ok(conformance_dir, "pagination/pipeline/test_pipeline_simple.yaml", store, stub_api)
+    )
     assert results["report_result"]["status"] == "passed"
     assert results["run_pipeline"] == {
         "status": "passed",

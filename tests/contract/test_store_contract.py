@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,10 +36,13 @@ TEST_KEY = "q2PN0mB6cWuZ7s3b3Qd9pQ2cC1kXJ0m5Q8v4aHq9Jx0="  # 32 bytes, URL-safe 
 ids = Snowflake(node=7)
 
 
-@pytest.fixture(params=["memory", "sqlite-file", "sqlite-memory"])
+@pytest.fixture(
+    params=["memory", "sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """Every adapter under test is built here, and only here. Each param must yield an empty
-    store (a PostgreSQL param would add `marks=pytest.mark.postgres` and a fresh schema)."""
+    store: PostgreSQL gets a schema of its own in database `test`, dropped afterwards (it asks for
+    `pg_dsn` only here, so the other params run without PostgreSQL)."""
     monkeypatch.setenv("NOETL_ENCRYPTION_KEY", TEST_KEY)
     adapter: Store
     if request.param == "memory":
@@ -53,10 +57,30 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         from noetl.store.sqlite import SQLiteStore
 
         adapter = SQLiteStore(":memory:")
+    elif request.param == "postgres":
+        yield from _postgres_store(request.getfixturevalue("pg_dsn"))
+        return
     else:  # pragma: no cover
         raise AssertionError(request.param)
     yield adapter
     adapter.close()
+
+
+def _postgres_store(dsn: str) -> Iterator[Store]:
+    import psycopg
+
+    from noetl.store.postgres import PostgresStore
+
+    schema = f"noetl_t_{uuid.uuid4().hex[:8]}"
+    try:
+        adapter = PostgresStore(dsn, schema=schema)
+        try:
+            yield adapter
+        finally:
+            adapter.close()
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def event(execution_id: int, event_type: str = STEP_ENTER, **fields: Any) -> Event:

@@ -20,7 +20,9 @@ def fresh_encryption_key() -> str:
     return base64.b64encode(os.urandom(32)).decode("ascii")
 
 
-def pg_credential_data(dsn: str, *, password: str = "any-password", port: int | None = None) -> dict[str, Any]:
+def pg_credential_data(
+    dsn: str, *, password: str = "any-password", port: int | None = None
+) -> dict[str, Any]:
     """The upstream `data` block `{db_host, db_port, db_user, db_password, db_name}` for `dsn`."""
     parts = conninfo_to_dict(dsn)
     return {

@@ -391,7 +391,9 @@ class PostgresStore:
         with self._writing(f"register {path}") as conn:
             # Serialise registrations of one path, so MAX(version) + 1 is never taken twice.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.schema}.catalog:{path}",))
-            row = conn.execute(self._sql.register, (catalog_id, path, kind, content, created_at, path)).fetchone()
+            row = conn.execute(
+                self._sql.register, (catalog_id, path, kind, content, created_at, path)
+            ).fetchone()
         if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
             raise StoreError(f"postgres store {self._where}: register {path}: no row returned")
         return CatalogEntry(catalog_id, path, row[0], kind, content, created_at, {})
@@ -474,7 +476,9 @@ class _Statements:
         self._inserts: dict[int, str] = {}
         select_events = f"SELECT {_EVENT_COLUMNS} FROM {s}.event"
         self.read_events = f"{select_events} WHERE execution_id = %s ORDER BY event_id"
-        self.read_events_after = f"{select_events} WHERE execution_id = %s AND event_id > %s ORDER BY event_id"
+        self.read_events_after = (
+            f"{select_events} WHERE execution_id = %s AND event_id > %s ORDER BY event_id"
+        )
         self.get_event = f"{select_events} WHERE event_id = %s"
         self.start_execution = f"""
             INSERT INTO {s}.execution
@@ -628,7 +632,10 @@ def _utc(moment: datetime) -> datetime:
 
 _SECRETS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
     (re.compile(r"(://[^:/@?#]*:)[^@/?#]*@"), lambda m: f"{m.group(1)}***@"),
-    (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE), lambda m: f"{m.group(1)}***"),
+    (
+        re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE),
+        lambda m: f"{m.group(1)}***",
+    ),
 )
 
 

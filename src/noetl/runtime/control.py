@@ -1,0 +1,734 @@
+"""The control plane: registers playbooks, starts executions, ingests worker events, hands out
+commands and reports status. The HTTP API (`noetl.api`) is a thin layer over this class.
+
+Each execution's engine is kept in memory and rebuilt from the event log when missing (after a
+restart, or when another server process wrote events). Orchestration of one execution is
+serialised by a per-execution lock (plus the store's cross-process lock where it has one).
+Effects on *other* executions (starting a child, reporting a child's end to its parent,
+cancelling children) are queued and run after the lock is released, so locks never nest.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from noetl.dsl import parse_playbook
+from noetl.dsl.model import Playbook
+from noetl.engine import events as ev
+from noetl.engine.events import Event, utcnow
+from noetl.engine.machine import Engine
+from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
+from noetl.ids import Snowflake, default_ids
+from noetl.secrets import masker
+from noetl.store.ports import Store
+from noetl.worker.executor import Command, Executor, child_request
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEDUP_WINDOW_SECS = 300
+MAX_BATCH_ITEMS = 1000
+CONTROL_WORKER = "control-plane"
+
+
+@dataclass
+class DedupSpec:
+    key: str
+    window_secs: int = DEFAULT_DEDUP_WINDOW_SECS
+
+
+@dataclass
+class ExecuteRequest:
+    path: str | None = None
+    catalog_id: int | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    parent_execution_id: int | None = None
+    execution_pool: str | None = None
+    trace: dict[str, Any] | None = None
+    dedup: DedupSpec | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> ExecuteRequest:
+        if not isinstance(body, Mapping):
+            raise ValidationFailed("the request body must be a JSON object")
+        payload = body.get("payload", body.get("workload")) or {}
+        if not isinstance(payload, Mapping):
+            raise ValidationFailed("'payload' must be a JSON object")
+        dedup_raw = body.get("dedup")
+        dedup = None
+        if dedup_raw is not None:
+            if not isinstance(dedup_raw, Mapping) or not isinstance(dedup_raw.get("key"), str):
+                raise ValidationFailed("'dedup' must be an object with a string 'key'")
+            window = dedup_raw.get("window_secs", DEFAULT_DEDUP_WINDOW_SECS)
+            if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+                raise ValidationFailed("'dedup.window_secs' must be a non-negative integer")
+            dedup = DedupSpec(dedup_raw["key"], window)
+        trace = body.get("trace")
+        if trace is not None and not isinstance(trace, Mapping):
+            raise ValidationFailed("'trace' must be an object")
+        request = cls(
+            path=_opt_str(body.get("path")),
+            catalog_id=_opt_int(body.get("catalog_id"), "catalog_id"),
+            payload=dict(payload),
+            parent_execution_id=_opt_int(body.get("parent_execution_id"), "parent_execution_id"),
+            execution_pool=_opt_str(body.get("execution_pool")),
+            trace=dict(trace) if trace else None,
+            dedup=dedup,
+        )
+        request.validate()
+        return request
+
+    def validate(self) -> None:
+        if not self.path and self.catalog_id is None:
+            raise ValidationFailed("Either 'path' or 'catalog_id' must be provided")
+
+
+@dataclass
+class ExecuteOutcome:
+    execution_id: int
+    status: str  # started | duplicate
+    commands_generated: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "execution_id": str(self.execution_id),
+            "status": self.status,
+            "commands_generated": self.commands_generated,
+        }
+
+
+Notifier = Callable[[str, dict[str, Any]], None]
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ids: Snowflake | None = None,
+        notify: Notifier | None = None,
+        server_url: str = "http://localhost:8082",
+    ) -> None:
+        self.store = store
+        self.ids = ids or default_ids
+        self.notify = notify
+        self.server_url = server_url
+        self._engines: dict[int, Engine] = {}
+        self._locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._playbooks: dict[int, Playbook] = {}
+        self._pending: dict[str, dict[int, Event]] = {}  # pool -> command event_id -> command.issued
+        self._pending_guard = threading.Lock()
+        self._dedup: dict[tuple[int, str], tuple[int, float]] = {}
+        self._dedup_guard = threading.Lock()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    # ------------------------------------------------------------------ catalog
+
+    def register(self, content: str, resource_type: str = "Playbook") -> dict[str, Any]:
+        import base64
+
+        import yaml
+
+        text = content
+        try:
+            decoded = base64.b64decode(content, validate=True).decode("utf-8")
+            if decoded.strip():
+                text = decoded
+        except (ValueError, UnicodeDecodeError):
+            pass
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValidationFailed(f"Invalid YAML: {exc}") from exc
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("metadata"), Mapping):
+            raise ValidationFailed("The resource must have a 'metadata' section")
+        metadata = doc["metadata"]
+        path = metadata.get("path") or metadata.get("name")
+        if not path:
+            raise ValidationFailed("metadata.path or metadata.name is required")
+        kind = str(doc.get("kind") or resource_type).lower()
+        entry = self.store.register(text, path=str(path), kind=kind)
+        return {
+            "status": "success",
+            "message": f"Resource '{entry.path}' version '{entry.version}' registered.",
+            "path": entry.path,
+            "version": entry.version,
+            "catalog_id": str(entry.catalog_id),
+            "kind": entry.kind,
+        }
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, request: ExecuteRequest) -> ExecuteOutcome:
+        request.validate()
+        execution_id = self.ids()
+        if request.dedup is not None:
+            existing = self._claim_dedup(request, execution_id)
+            if existing is not None:
+                return ExecuteOutcome(existing, "duplicate", 0)
+        entry = (
+            self.store.resource_by_id(request.catalog_id)
+            if request.catalog_id is not None
+            else self.store.resource(str(request.path))
+        )
+        if entry is None:
+            what = f"Catalog entry not found: {request.catalog_id}" if request.catalog_id is not None else f"Playbook not found: {request.path}"
+            raise NotFound(what)
+        playbook = self._playbook(entry.catalog_id, entry.content, entry.path, entry.version)
+        trace = request.trace
+        stamp: dict[str, Any] = {}
+        start_meta: dict[str, Any] = {"emitter": "control_plane"}
+        if request.execution_pool:
+            start_meta["execution_pool"] = request.execution_pool
+        if request.parent_execution_id is not None and not trace:
+            parent = self._engine_or_none(request.parent_execution_id)
+            if parent is not None:
+                trace = parent.state.meta.get("trace")  # children inherit the parent's trace
+        if trace:
+            start_meta["trace"] = trace
+            stamp["trace"] = trace
+        commands = self._start(playbook, entry.catalog_id, execution_id, request.payload, request.parent_execution_id, stamp, start_meta)
+        return ExecuteOutcome(execution_id, "started", commands)
+
+    def execute_batch(self, items: Any) -> dict[str, Any]:
+        if not isinstance(items, list) or not items:
+            raise ValidationFailed("execute batch requires a non-empty 'executions' array")
+        if len(items) > MAX_BATCH_ITEMS:
+            raise ValidationFailed(f"execute batch size {len(items)} exceeds the {MAX_BATCH_ITEMS} cap")
+        results: list[dict[str, Any]] = []
+        counts = {"started": 0, "duplicate": 0, "error": 0}
+        for index, body in enumerate(items):
+            try:
+                outcome = self.execute(ExecuteRequest.from_json(body))
+            except NoetlError as exc:
+                counts["error"] += 1
+                results.append({"index": index, "status": "error", "commands_generated": 0, "error": str(exc)})
+                continue
+            counts[outcome.status] += 1
+            results.append({"index": index, **outcome.to_json()})
+        return {
+            "count": len(items),
+            "started": counts["started"],
+            "duplicates": counts["duplicate"],
+            "failed": counts["error"],
+            "results": results,
+        }
+
+    def _claim_dedup(self, request: ExecuteRequest, execution_id: int) -> int | None:
+        """Race-safe: the first request with a key inside the window wins; later ones get its id."""
+        assert request.dedup is not None
+        scope = request.parent_execution_id or 0
+        key = (scope, request.dedup.key)
+        now = utcnow().timestamp()
+        claimer = getattr(self.store, "claim_dedup", None)
+        if claimer is not None:
+            existing: int | None = claimer(scope, request.dedup.key, request.dedup.window_secs, execution_id)
+        else:
+            with self._dedup_guard:
+                seen = self._dedup.get(key)
+                if seen is not None and now - seen[1] <= request.dedup.window_secs:
+                    existing = seen[0]
+                else:
+                    self._dedup[key] = (execution_id, now)
+                    existing = None
+        if existing is not None and scope:
+            self._audit_duplicate(scope, request.dedup.key, existing, execution_id)
+        return existing
+
+    def _audit_duplicate(self, scope: int, key: str, existing: int, suppressed: int) -> None:
+        event = Event(
+            event_id=self.ids(),
+            execution_id=scope,
+            event_type="subscription.message.deduplicated",
+            node_id="ingress",
+            node_name="ingress",
+            node_type="subscription",
+            status="DEDUPLICATED",
+            result={
+                "status": "DEDUPLICATED",
+                "context": {
+                    "dedup_key": key,
+                    "original_execution_id": str(existing),
+                    "suppressed_execution_id": str(suppressed),
+                    "duplicate_suppressed": True,
+                },
+            },
+            meta={"emitter": "control_plane"},
+        )
+        self.store.append([event])
+
+    def _start(
+        self,
+        playbook: Playbook,
+        catalog_id: int | None,
+        execution_id: int,
+        workload: Mapping[str, Any],
+        parent_execution_id: int | None,
+        stamp: Mapping[str, Any],
+        start_meta: Mapping[str, Any],
+    ) -> int:
+        engine = Engine(
+            playbook,
+            execution_id,
+            ids=self.ids,
+            catalog_id=catalog_id,
+            parent_execution_id=parent_execution_id,
+            stamp=stamp,
+        )
+        followups: deque[Callable[[], None]] = deque()
+        with self._lock(execution_id):
+            self._engines[execution_id] = engine
+            out = engine.start(workload, meta={**start_meta, **stamp})
+            self._commit(engine, out, followups)
+        self._run(followups)
+        return sum(1 for e in out if e.event_type == ev.COMMAND_ISSUED)
+
+    # ------------------------------------------------------------------ events
+
+    def ingest(self, events: list[Event]) -> list[int]:
+        """Store worker events (idempotent on event_id) and let the engines react."""
+        ids: list[int] = []
+        followups: deque[Callable[[], None]] = deque()
+        by_execution: dict[int, list[Event]] = {}
+        for event in events:
+            by_execution.setdefault(event.execution_id, []).append(event)
+            ids.append(event.event_id)
+        for execution_id, batch in by_execution.items():
+            engine = self._engine_or_none(execution_id)
+            if engine is None:
+                raise NotFound(f"execution {execution_id} not found")
+            with self._lock(execution_id):
+                out: list[Event] = []
+                for event in batch:
+                    if self.store.get_event(event.event_id) is not None:
+                        continue  # already ingested: posting twice changes nothing
+                    self._stamp(engine, event)
+                    out.append(event)
+                    out.extend(engine.react(event))
+                self._commit(engine, out, followups)
+        self._run(followups)
+        return ids
+
+    def _stamp(self, engine: Engine, event: Event) -> None:
+        if engine.state.parent_execution_id is not None and event.parent_execution_id is None:
+            event.parent_execution_id = engine.state.parent_execution_id
+        if event.catalog_id is None:
+            event.catalog_id = engine.state.catalog_id
+        if engine.stamp:
+            event.meta = {**(event.meta or {}), **engine.stamp}
+
+    def _commit(self, engine: Engine, events: list[Event], followups: deque[Callable[[], None]]) -> None:
+        if not events:
+            return
+        stored = [_masked(e) for e in events] if masker.active else events
+        self.store.append(stored)
+        for event in events:
+            for listener in self._listeners:
+                listener(event)
+            kind = event.event_type
+            if kind == ev.COMMAND_ISSUED:
+                if (event.meta or {}).get("tool_kind") == "playbook":
+                    followups.append(functools.partial(self._start_child, event))
+                else:
+                    self._publish(event)
+            elif kind in (ev.COMMAND_CLAIMED, ev.COMMAND_COMPLETED, ev.COMMAND_FAILED):
+                self._unpend(event)
+            elif kind in ev.TERMINAL_TYPES:
+                self._drop_pending(event.execution_id)
+                meta = engine.state.meta
+                if meta.get("parent_command_id") and engine.state.parent_execution_id is not None:
+                    followups.append(functools.partial(self._report_child, engine))
+
+    def _run(self, followups: deque[Callable[[], None]]) -> None:
+        while followups:
+            followups.popleft()()
+
+    # ------------------------------------------------------------------ commands
+
+    def _publish(self, event: Event) -> None:
+        meta = event.meta or {}
+        pool = str(meta.get("pool") or "shared")
+        with self._pending_guard:
+            self._pending.setdefault(pool, {})[event.event_id] = event
+        if self.notify is not None:
+            payload: dict[str, Any] = {
+                "execution_id": event.execution_id,
+                "event_id": event.event_id,
+                "command_id": meta.get("command_id"),
+                "step": event.node_name,
+                "server_url": self.server_url,
+            }
+            if meta.get("trace"):
+                payload["trace"] = meta["trace"]
+            try:
+                self.notify(f"noetl.commands.{pool}.{event.execution_id}", payload)
+            except Exception:  # NATS is only a wake-up signal; polling still finds the command
+                log.warning("command notification failed", extra={"event_id": event.event_id}, exc_info=True)
+
+    def _unpend(self, event: Event) -> None:
+        parent = event.parent_event_id
+        with self._pending_guard:
+            for commands in self._pending.values():
+                if parent is not None and parent in commands:
+                    del commands[parent]
+                    return
+                for event_id, issued in list(commands.items()):
+                    if (issued.meta or {}).get("command_id") == event.command_id:
+                        del commands[event_id]
+                        return
+
+    def _drop_pending(self, execution_id: int) -> None:
+        with self._pending_guard:
+            for commands in self._pending.values():
+                for event_id in [k for k, v in commands.items() if v.execution_id == execution_id]:
+                    del commands[event_id]
+
+    def pending(self, pools: list[str] | None = None, limit: int = 10) -> list[dict[str, Any]]:
+        """Commands nobody claimed yet (for workers polling without NATS), oldest first."""
+        found: list[Event] = []
+        with self._pending_guard:
+            for pool, commands in self._pending.items():
+                if pools and pool not in pools:
+                    continue
+                found.extend(commands.values())
+        found.sort(key=lambda e: e.event_id)
+        return [
+            {
+                "execution_id": e.execution_id,
+                "event_id": e.event_id,
+                "command_id": (e.meta or {}).get("command_id"),
+                "step": e.node_name,
+                "server_url": self.server_url,
+            }
+            for e in found[:limit]
+        ]
+
+    def get_command(self, event_id: int) -> dict[str, Any]:
+        event = self.store.get_event(event_id)
+        if event is None or event.event_type != ev.COMMAND_ISSUED:
+            raise NotFound(f"command.issued event not found: {event_id}")
+        return _command_body(event)
+
+    def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
+        event = self.store.get_event(event_id)
+        if event is None or event.event_type != ev.COMMAND_ISSUED:
+            raise NotFound(f"command.issued event not found: {event_id}")
+        command_id = str((event.meta or {}).get("command_id"))
+        engine = self._engine_or_none(event.execution_id)
+        if engine is None:
+            raise NotFound(f"execution {event.execution_id} not found")
+        followups: deque[Callable[[], None]] = deque()
+        with self._lock(event.execution_id):
+            state = engine.state
+            if state.status == "CANCELLED" or state.cancel_requested:
+                raise Conflict("Execution has been cancelled")
+            if state.terminal:
+                raise Conflict("Execution has already ended")
+            current = state.commands.get(command_id)
+            if current is None:
+                raise Conflict("Command already reached terminal state")
+            if current.status != "issued":
+                if current.worker_id == worker_id:
+                    return {"status": "ok", **_command_body(event)}
+                raise Conflict(f"Command already claimed by {current.worker_id}")
+            if not engine.accepts(command_id):
+                raise Conflict("Execution is failing; no new commands are handed out")
+            executor = Executor(ids=self.ids, worker_id=worker_id)
+            claimed = executor.claimed(Command.from_event(event))
+            self._stamp(engine, claimed)
+            self._commit(engine, [claimed, *engine.react(claimed)], followups)
+        self._run(followups)
+        return {"status": "ok", **_command_body(event)}
+
+    # ------------------------------------------------------------------ nested playbooks
+
+    def _start_child(self, issued: Event) -> None:
+        """A `kind: playbook` command: the control plane runs the child itself."""
+        command = Command.from_event(issued)
+        parent = self._engine_or_none(command.execution_id)
+        if parent is None or not parent.accepts(command.command_id):
+            return
+        executor = Executor(ids=self.ids, worker_id=CONTROL_WORKER)
+        self.ingest([executor.claimed(command), executor.started(command)])
+        request = child_request(command.tool_config if isinstance(command.tool_config, dict) else {})
+        try:
+            entry = (
+                self.store.resource_by_id(request.catalog_id)
+                if request.catalog_id is not None
+                else self.store.resource(str(request.path), request.version)
+            )
+            if entry is None:
+                raise NotFound(f"Playbook not found: {request.path or request.catalog_id}")
+            playbook = self._playbook(entry.catalog_id, entry.content, entry.path, entry.version)
+        except NoetlError as exc:
+            self.ingest(_finish_events(executor, command, None, f"cannot start child playbook: {exc}"))
+            return
+        stamp: dict[str, Any] = {"parent_execution_id": str(command.execution_id)}
+        meta = command.meta
+        if "iteration_index" in meta:
+            stamp.update(
+                iterator_index=meta["iteration_index"],
+                iterator_count=meta.get("iteration_total"),
+                iterator_item=meta.get("iterator_item"),
+            )
+        trace = parent.state.meta.get("trace")
+        if trace:
+            stamp["trace"] = trace
+        start_meta = {
+            "emitter": "control_plane",
+            "parent_step": command.step,
+            "parent_command_id": command.command_id,
+            "parent_command_event_id": command.event_id,
+            "return_step": request.return_step,
+        }
+        pool = parent.state.meta.get("execution_pool")
+        if pool:
+            start_meta["execution_pool"] = pool
+        self._start(playbook, entry.catalog_id, self.ids(), request.workload, command.execution_id, stamp, start_meta)
+
+    def _report_child(self, child: Engine) -> None:
+        meta = child.state.meta
+        parent_id = child.state.parent_execution_id
+        issued_id = meta.get("parent_command_event_id")
+        if parent_id is None or issued_id is None:
+            return
+        issued = self.store.get_event(int(issued_id))
+        if issued is None:
+            return
+        command = Command.from_event(issued)
+        executor = Executor(ids=self.ids, worker_id=CONTROL_WORKER)
+        state = child.state
+        if state.status == "COMPLETED":
+            result = child.result(meta.get("return_step"))
+            self.ingest(_finish_events(executor, command, result, None))
+        else:
+            error = f"child execution {state.execution_id} {state.status.lower()}: {state.error or 'no detail'}"
+            self.ingest(_finish_events(executor, command, None, error))
+
+    # ------------------------------------------------------------------ executions
+
+    def status(self, execution_id: int) -> dict[str, Any]:
+        engine = self._engine_or_none(execution_id)
+        if engine is None:
+            raise NotFound(f"execution {execution_id} not found")
+        state = engine.state
+        steps = state.steps.values()
+        current = next((s.name for s in reversed(list(steps)) if s.status == "running"), None)
+        return {
+            "execution_id": execution_id,
+            "status": state.status if state.status != "INITIAL" else "RUNNING",
+            "completed": state.status == "COMPLETED",
+            "failed": state.status == "FAILED",
+            "current_step": current,
+            "error": state.error,
+            "progress": {
+                "total_steps": sum(1 for s in steps if s.runs > 0 or s.status != "pending"),
+                "completed_steps": sum(1 for s in steps if s.status == "completed"),
+                "running_steps": sum(1 for s in steps if s.status == "running"),
+                "failed_steps": len(state.failed_steps),
+            },
+            "is_cancelled": state.status == "CANCELLED",
+            "result": engine.result(),
+        }
+
+    def cancel(self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request") -> dict[str, Any]:
+        engine = self._engine_or_none(execution_id)
+        if engine is None:
+            raise NotFound(f"execution {execution_id} not found")
+        followups: deque[Callable[[], None]] = deque()
+        with self._lock(execution_id):
+            if engine.state.terminal:
+                raise ValidationFailed(f"Cannot cancel execution in {engine.state.status} state")
+            self._commit(engine, engine.cancel(reason), followups)
+        self._run(followups)
+        if cascade:
+            self._cancel_children(execution_id)
+        return {"execution_id": execution_id, "status": "cancelled", "message": "Execution cancellation requested"}
+
+    def _cancel_children(self, execution_id: int) -> None:
+        for child in self.store.executions(parent_execution_id=execution_id, status="RUNNING", limit=10_000):
+            try:
+                self.cancel(child.execution_id, reason=f"parent execution {execution_id} was cancelled")
+            except NoetlError:
+                continue
+
+    # ------------------------------------------------------------------ engines
+
+    @contextmanager
+    def _lock(self, execution_id: int) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault(execution_id, threading.Lock())
+        with lock:
+            yield
+
+    def _playbook(self, catalog_id: int, content: str, path: str, version: int) -> Playbook:
+        playbook = self._playbooks.get(catalog_id)
+        if playbook is None:
+            try:
+                playbook = parse_playbook(content, source=f"catalog:{path}@{version}")
+            except PlaybookError as exc:
+                raise ValidationFailed(str(exc)) from exc
+            self._playbooks[catalog_id] = playbook
+        return playbook
+
+    def engine(self, execution_id: int) -> Engine:
+        engine = self._engine_or_none(execution_id)
+        if engine is None:
+            raise NotFound(f"execution {execution_id} not found")
+        return engine
+
+    def _engine_or_none(self, execution_id: int) -> Engine | None:
+        engine = self._engines.get(execution_id)
+        if engine is not None:
+            return engine
+        with self._lock(execution_id):
+            engine = self._engines.get(execution_id)
+            if engine is not None:
+                return engine
+            log_events = self.store.read(execution_id)
+            if not log_events or log_events[0].event_type != ev.PLAYBOOK_STARTED:
+                return None
+            started = log_events[0]
+            catalog_id = started.catalog_id
+            entry = self.store.resource_by_id(catalog_id) if catalog_id is not None else None
+            if entry is None:
+                return None
+            playbook = self._playbook(entry.catalog_id, entry.content, entry.path, entry.version)
+            stamp = {k: v for k, v in (started.meta or {}).items() if k.startswith("iterator_") or k in ("trace", "parent_execution_id")}
+            engine = Engine(
+                playbook,
+                execution_id,
+                ids=self.ids,
+                catalog_id=catalog_id,
+                parent_execution_id=started.parent_execution_id,
+                stamp=stamp,
+            )
+            engine.fold(log_events)
+            self._engines[execution_id] = engine
+            return engine
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+
+def _command_body(event: Event) -> dict[str, Any]:
+    meta = event.meta or {}
+    return {
+        "event_id": event.event_id,
+        "execution_id": event.execution_id,
+        "node_id": event.node_name,
+        "node_name": event.node_name,
+        "action": meta.get("tool_kind") or event.node_type,
+        "context": event.context or {},
+        "meta": meta,
+    }
+
+
+def _finish_events(executor: Executor, command: Command, data: Any, error: str | None) -> list[Event]:
+    """call.done + command.completed, or call.error + command.failed, for a command the control
+    plane ran itself."""
+    if error is not None:
+        return [
+            executor._event(command, ev.CALL_ERROR, "FAILED", {"call_index": 0, "error": error}),
+            executor._event(command, ev.COMMAND_FAILED, "FAILED", {"error": error}),
+        ]
+    inner = {"status": "success", "context": {"data": data}}
+    return [
+        executor._event(command, ev.CALL_DONE, "COMPLETED", {"call_index": 0, "result": inner}),
+        executor._event(command, ev.COMMAND_COMPLETED, "success", {"status": "success"}),
+    ]
+
+
+def _masked(event: Event) -> Event:
+    from dataclasses import replace
+
+    return replace(
+        event,
+        context=masker.mask(event.context),
+        meta=masker.mask(event.meta),
+        result=masker.mask(event.result),
+    )
+
+
+def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:
+    """A worker-posted event (`POST /api/events`), in the upstream request shape."""
+    try:
+        execution_id = int(body["execution_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValidationFailed("Invalid execution_id") from exc
+    event_type = body.get("event_type") or body.get("name")
+    if not isinstance(event_type, str) or not event_type:
+        raise ValidationFailed("'event_type' (or 'name') is required")
+    step = body.get("step")
+    payload = body.get("payload", body.get("context"))
+    status = body.get("status") or _status_from_name(event_type)
+    raw_id = body.get("event_id")
+    try:
+        event_id = int(raw_id) if raw_id not in (None, "", 0) else ids()
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed("Invalid event_id") from exc
+    meta = dict(body.get("meta") or {})
+    worker_id = body.get("worker_id")
+    meta.setdefault("actionable", body.get("actionable", True))
+    meta.setdefault("informative", body.get("informative", True))
+    if worker_id:
+        meta["worker_id"] = worker_id
+    result: dict[str, Any] = {"status": str(status)}
+    if isinstance(payload, Mapping):
+        result["context"] = dict(payload)
+    created = body.get("created_at")
+    created_at = utcnow()
+    if isinstance(created, str):
+        try:
+            created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+            if created_at.tzinfo is None:
+                created_at = created_at.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    parent_event_id = body.get("parent_event_id")
+    return Event(
+        event_id=event_id,
+        execution_id=execution_id,
+        event_type=event_type,
+        node_name=str(step) if step is not None else None,
+        node_id=str(step) if step is not None else None,
+        node_type=body.get("node_type"),
+        status=str(status),
+        result=result,
+        meta=meta,
+        worker_id=str(worker_id) if worker_id else None,
+        parent_event_id=int(parent_event_id) if parent_event_id not in (None, "") else None,
+        created_at=created_at,
+    )
+
+
+def _status_from_name(name: str) -> str:
+    lowered = name.lower()
+    if any(word in lowered for word in ("done", "exit", "completed")):
+        return "COMPLETED"
+    if "error" in lowered or "failed" in lowered:
+        return "FAILED"
+    return "RUNNING"
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _opt_int(value: Any, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool):
+        raise ValidationFailed(f"'{name}' must be an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed(f"'{name}' must be an integer") from exc
