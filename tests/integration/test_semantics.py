@@ -175,16 +175,11 @@ def test_failed_branch_of_inclusive_fanout_fails_run(tmp_path: Path, store: str)
         assert log.index(done) < len(log) - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step whose command completed after another branch failed stays RUNNING in the final "
-    "outcome of the FAILED run (no step.exit is emitted while failing, and nothing settles it)",
-)
 def test_no_step_is_reported_running_after_the_run_failed(tmp_path: Path, store: str) -> None:
     outcome = failed(run(tmp_path, store, FANOUT_WITH_FAILURE))
     log = events(outcome["execution_id"], store)
     assert of_type(log, "command.completed", "good")  # the sibling's command did finish
-    assert statuses(outcome)["good"] != "RUNNING"
+    assert statuses(outcome)["good"] == "COMPLETED"
 
 
 def test_policy_continue_rule_handles_error(tmp_path: Path, store: str) -> None:

@@ -496,6 +496,14 @@ class Engine:
                 result={"status": "CONTEXT", "context": {"step": command.step, "values": updates}},
             )
         if state.failing:
+            if command.index is None and step.status == RUNNING:
+                # The run is ending: record the step's completion, but route nowhere.
+                self._emit(
+                    ev.STEP_EXIT,
+                    node_name=step.name,
+                    status="COMPLETED",
+                    result={"status": "COMPLETED", "context": {"fired": [], "halted": True}},
+                )
             return
         if command.index is not None and step.loop is not None:
             if step.status != RUNNING:
