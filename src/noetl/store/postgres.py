@@ -7,10 +7,10 @@ advisory lock, so servers starting together queue instead of racing; once every 
 recorded, construction runs no DDL at all (a role without CREATE rights can use a prepared schema).
 
 Pooled connections run in autocommit with the session time zone UTC; every write is one explicit
-transaction. `append` inserts a batch with multi-row `INSERT ... ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id`, so a retried event is ignored and the execution projection (the rules of
-`noetl.store.projection`, as in the SQLite adapter) follows only the events that were new, in the
-same transaction. JSON goes in as `Jsonb` (compact text, encoded up front so a value that is not
+transaction. `append` sends a batch as one pipelined `executemany` of `INSERT ... ON CONFLICT
+(event_id) DO NOTHING RETURNING event_id` (one round trip, one prepared plan), so a retried event
+is ignored and the execution projection (the rules of `noetl.store.projection`, as in the SQLite
+adapter) follows only the events that were new, in the same transaction. JSON goes in as `Jsonb` (compact text, encoded up front so a value that is not
 JSON fails before the transaction and names its event) and comes back parsed by psycopg.
 Timestamps are stored as TIMESTAMPTZ at millisecond precision, like the other adapters.
 psycopg errors become `Conflict` (integrity) or `StoreError`, with the original as `__cause__`.
@@ -47,7 +47,6 @@ DEFAULT_SCHEMA: Final = "noetl"
 MIN_POOL_SIZE: Final = 1
 MAX_POOL_SIZE: Final = 10
 CONNECT_TIMEOUT: Final = 30.0  # seconds to wait for the pool's first connection / a free connection
-BATCH_ROWS: Final = 1000  # events per INSERT statement (15 parameters each, well under 65535)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -168,7 +167,6 @@ CREATE TABLE IF NOT EXISTS {schema}.runtime (
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
 _EVENT_COLUMNS = ", ".join(COLUMNS)
-_EVENT_ROW = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
 _EXECUTION_COLUMNS = (
     "execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error"
 )
@@ -201,10 +199,13 @@ class PostgresStore:
         self._sql = _Statements(f'"{schema}"')
         kwargs: dict[str, Any] = {"autocommit": True}
         try:
-            if "application_name" not in conninfo_to_dict(url):
-                kwargs["application_name"] = "noetl"
+            given = conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise StoreError(f"invalid PostgreSQL URL {self._where}: {exc}") from exc
+        if "application_name" not in given:
+            kwargs["application_name"] = "noetl"
+        if "connect_timeout" not in given:  # libpq waits forever on an unanswering host
+            kwargs["connect_timeout"] = max(1, round(timeout))
         # Connect once directly: it reports the real reason (bad password, no such database)
         # where a pool would only time out, and it holds the migration lock.
         with self._errors("connect"), psycopg.connect(url, **kwargs) as conn:
@@ -312,14 +313,21 @@ class PostgresStore:
             unique.setdefault(event.event_id, event)
         batch = list(unique.values())
         rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
-        inserted: set[int] = set()
+        projected = [event for event in batch if event.event_type in projection.PROJECTED_TYPES]
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
-            for start in range(0, len(rows), BATCH_ROWS):
-                chunk = rows[start : start + BATCH_ROWS]
-                cur.execute(self._sql.insert_events(len(chunk)), [value for row in chunk for value in row])
-                inserted.update(event_id for (event_id,) in cur.fetchall())
-            for event in batch:
-                if event.event_type in projection.PROJECTED_TYPES and event.event_id in inserted:
+            # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
+            cur.executemany(self._sql.insert_event, rows, returning=bool(projected))
+            if not projected:
+                return
+            inserted: set[int] = set()
+            while True:  # one result per row: the event_id when it was new, nothing when not
+                row = cur.fetchone()
+                if row is not None:
+                    inserted.add(row[0])
+                if not cur.nextset():
+                    break
+            for event in projected:  # the projection follows only new events, in batch order
+                if event.event_id in inserted:
                     self._project(cur, event)
 
     def _project(self, cur: psycopg.Cursor[TupleRow], event: Event) -> None:
@@ -471,9 +479,10 @@ class _Statements:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         s = schema
-        self._insert_prefix = f"INSERT INTO {s}.event ({_EVENT_COLUMNS}) VALUES "
-        self._insert_suffix = " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-        self._inserts: dict[int, str] = {}
+        self.insert_event = (
+            f"INSERT INTO {s}.event ({_EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        )
         select_events = f"SELECT {_EVENT_COLUMNS} FROM {s}.event"
         self.read_events = f"{select_events} WHERE execution_id = %s ORDER BY event_id"
         self.read_events_after = (
@@ -520,15 +529,6 @@ class _Statements:
         self.get_credential = f"{select_credentials} WHERE name = %s"
         self.list_credentials = f"{select_credentials} ORDER BY name"
         self.delete_credential = f"DELETE FROM {s}.credential WHERE name = %s"
-
-    def insert_events(self, rows: int) -> str:
-        """A multi-row insert of `rows` events (one text per size, so psycopg can prepare it)."""
-        sql = self._inserts.get(rows)
-        if sql is None:
-            sql = self._insert_prefix + ", ".join([_EVENT_ROW] * rows) + self._insert_suffix
-            if len(self._inserts) < 64:
-                self._inserts[rows] = sql
-        return sql
 
 
 # -- rows -------------------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""`make bench`: orchestration overhead, fan-out throughput and scaling of the local runtime.
+
+Each figure is measured in a fresh `noetl run` process (so start-up, import time and peak RSS
+are real), medians over a few repetitions. Results go to bench/results.json and a table.
+Distributed figures (server + workers on PostgreSQL + NATS) are added when that mode lands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOETL = [sys.executable, "-m", "noetl"]
+REPEAT = int(os.environ.get("NOETL_BENCH_REPEAT", "3"))
+
+HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: bench, path: bench/%s}\n"
+
+
+def chain(n: int) -> str:
+    steps = []
+    for i in range(n):
+        name = "start" if i == 0 else f"s{i}"
+        nxt = f"\n    next: s{i + 1}" if i < n - 1 else ""
+        steps.append(f"  - step: {name}\n    tool: {{kind: python, code: 'result = {i}'}}{nxt}")
+    return HEADER % f"chain{n}" + "workflow:\n" + "\n".join(steps) + "\n"
+
+
+def fanout(n: int) -> str:
+    return HEADER % f"fanout{n}" + f"""workflow:
+  - step: start
+    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 100}}}}
+    tool: {{kind: python, code: 'result = i'}}
+"""
+
+
+def nested(n: int) -> tuple[str, str]:
+    child = HEADER % "child" + """workflow:
+  - step: start
+    tool: {kind: python, input: {x: "{{ x }}"}, code: 'result = {"y": x}'}
+"""
+    parent = HEADER % f"nested{n}" + f"""workflow:
+  - step: start
+    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 50}}}}
+    tool: {{kind: playbook, path: bench/child, input: {{x: "{{{{ i }}}}"}}}}
+"""
+    return parent, child
+
+
+def run_once(playbook: Path, store: Path) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    begin = time.perf_counter()
+    proc = subprocess.run(
+        [*NOETL, "run", str(playbook), "--json", "--quiet", "--store", f"sqlite:///{store}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    wall = time.perf_counter() - begin
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise SystemExit(f"{playbook.name} failed:\n{proc.stdout}\n{proc.stderr}")
+    outcome = json.loads(proc.stdout)
+    return {"wall": wall, "peak_rss_mb": max(peak_kb, before) / 1024, "execution_id": outcome["execution_id"]}
+
+
+def median_run(playbook: Path, workdir: Path) -> dict[str, Any]:
+    runs = []
+    for i in range(REPEAT):
+        store = workdir / f"{playbook.stem}-{i}.db"
+        runs.append({**run_once(playbook, store), "store": store})
+    runs.sort(key=lambda r: r["wall"])
+    return runs[len(runs) // 2]
+
+
+def log_growth(store: Path) -> tuple[int, int]:
+    with sqlite3.connect(store) as con:
+        count, size = con.execute(
+            "SELECT COUNT(*), SUM(LENGTH(COALESCE(context,'')) + LENGTH(COALESCE(meta,''))"
+            " + LENGTH(COALESCE(result,''))) FROM event"
+        ).fetchone()
+    return int(count), int(size or 0)
+
+
+def main() -> None:
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    with tempfile.TemporaryDirectory(prefix="noetl-bench-") as tmp:
+        work = Path(tmp)
+
+        one = work / "one.yaml"
+        one.write_text(chain(1))
+        startup = statistics.median(run_once(one, work / f"one-{i}.db")["wall"] for i in range(max(REPEAT, 5)))
+        results["startup_seconds"] = round(startup, 3)
+
+        for n in (40, 400):
+            path = work / f"chain{n}.yaml"
+            path.write_text(chain(n))
+            run = median_run(path, work)
+            per_step = (run["wall"] - startup) / n * 1000
+            events, size = log_growth(run["store"])
+            results[f"chain_{n}"] = {
+                "wall_seconds": round(run["wall"], 3),
+                "overhead_ms_per_step": round(per_step, 3),
+                "events_per_step": round(events / n, 2),
+                "bytes_per_step": round(size / n),
+            }
+
+        for n in (1000, 10000):
+            path = work / f"fanout{n}.yaml"
+            path.write_text(fanout(n))
+            run = median_run(path, work)
+            results[f"fanout_{n}"] = {
+                "wall_seconds": round(run["wall"], 3),
+                "items_per_second": round(n / run["wall"]),
+                "peak_rss_mb": round(run["peak_rss_mb"], 1),
+            }
+        results["fanout_ratio_10000_to_1000"] = round(
+            results["fanout_10000"]["wall_seconds"] / results["fanout_1000"]["wall_seconds"], 2
+        )
+
+        parent_text, child_text = nested(100)
+        nested_dir = work / "nested"
+        nested_dir.mkdir()
+        (nested_dir / "child.yaml").write_text(child_text)
+        parent = nested_dir / "parent.yaml"
+        parent.write_text(parent_text)
+        run = median_run(parent, work)
+        results["nested_100"] = {
+            "wall_seconds": round(run["wall"], 3),
+            "children_per_second": round(100 / run["wall"], 1),
+        }
+
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rows = [
+        ("start-up, 1-step playbook (whole process)", f"{r['startup_seconds']:.3f} s", "<= 0.3 s"),
+        ("sequential chain of 40: overhead per step", f"{r['chain_40']['overhead_ms_per_step']:.2f} ms", "<= 1 ms"),
+        ("sequential chain of 400: overhead per step", f"{r['chain_400']['overhead_ms_per_step']:.2f} ms", "<= 1 ms"),
+        ("parallel loop 1,000 items", f"{r['fanout_1000']['items_per_second']} items/s", ""),
+        ("parallel loop 10,000 items", f"{r['fanout_10000']['items_per_second']} items/s", ">= 3,000 items/s"),
+        ("10,000 / 1,000 wall-time ratio", f"{r['fanout_ratio_10000_to_1000']}", "<= 12"),
+        ("peak RSS, 10,000-item loop", f"{r['fanout_10000']['peak_rss_mb']} MB", "<= 300 MB"),
+        ("100 nested playbooks from a loop", f"{r['nested_100']['children_per_second']} children/s", ""),
+        ("event log per step (chain of 400)", f"{r['chain_400']['events_per_step']} events, "
+         f"{r['chain_400']['bytes_per_step']} bytes", ""),
+    ]
+    width = max(len(a) for a, _, _ in rows)
+    print(f"{'local mode (embedded SQLite)':<{width}}  {'measured':<24} target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:<24} {target}")
+
+
+if __name__ == "__main__":
+    main()

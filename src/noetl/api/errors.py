@@ -1,0 +1,91 @@
+"""Error bodies: every failure answers `{"error": "<message>", "status": <code>}`.
+
+`ValidationFailed` and invalid playbooks are 422, `NotFound` 404, `Conflict` 409, malformed JSON 400,
+any other NoETL error (and any bug) 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
+from noetl.secrets import masker
+
+log = logging.getLogger(__name__)
+
+
+class MalformedRequest(NoetlError):
+    """The request body is not valid JSON (HTTP 400)."""
+
+
+class Unavailable(NoetlError):
+    """A dependency (the store) does not answer (HTTP 503)."""
+
+
+def status_of(exc: BaseException) -> int:
+    if isinstance(exc, (ValidationFailed, PlaybookError)):
+        return 422
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, MalformedRequest):
+        return 400
+    if isinstance(exc, Unavailable):
+        return 503
+    return 500
+
+
+def error_response(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": masker.mask_text(message), "status": status}, status_code=status)
+
+
+async def _noetl_error(request: Request, exc: Exception) -> JSONResponse:
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return error_response(str(exc), status)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors: list[Any] = list(exc.errors())
+    for error in errors:
+        if isinstance(error, dict) and error.get("type") == "json_invalid":
+            detail = (error.get("ctx") or {}).get("error") or error.get("msg") or "JSON decode error"
+            return error_response(f"Invalid JSON body: {detail}", 400)
+    return error_response("; ".join(_describe(e) for e in errors) or "Invalid request", 422)
+
+
+def _describe(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    message = str(error.get("msg") or "invalid value")
+    return f"{where}: {message}" if where else message
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    response = error_response(str(exc.detail), exc.status_code)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s crashed", request.method, request.url.path)
+    return error_response(f"Internal server error: {type(exc).__name__}: {exc}", 500)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(NoetlError, _noetl_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
