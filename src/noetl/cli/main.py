@@ -21,9 +21,13 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _register_subcommands() -> None:
-    from noetl.cli import credential
+    from noetl.cli import credential, remote
 
     app.add_typer(credential.app, name="credential")
+    from noetl.cli import server
+
+    app.add_typer(server.app, name="server")
+    remote.install(app)  # register, exec, status, cancel, catalog, worker
 
 
 _register_subcommands()

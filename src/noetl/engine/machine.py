@@ -15,7 +15,7 @@ step kills its own outgoing arcs. So fan-in barriers never wait forever and ever
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -97,7 +97,9 @@ class Engine:
         self.stamp: dict[str, Any] = dict(stamp or {})
         self._out: list[Event] = []
         self._ready: deque[str] = deque()
-        self._ctx_cache: tuple[int, dict[str, Any]] | None = None
+        self._base: dict[str, Any] | None = None  # the render context, kept up to date incrementally
+        self._dirty_steps: set[str] = set()
+        self._dirty_keys: set[str] = set()
         self._last_command: tuple[CommandState, dict[str, Any]] | None = None
         self._entered_cycles: set[int] = set()
 
@@ -215,7 +217,7 @@ class Engine:
             values = event.payload.get("values")
             if isinstance(values, dict):
                 state.ctx.update(values)
-                state.version += 1
+                self._changed(keys=values)
         elif kind == ev.PLAYBOOK_STARTED:
             context = event.context or {}
             workload = context.get("workload")
@@ -224,7 +226,7 @@ class Engine:
             state.status = "RUNNING"
             state.parent_execution_id = event.parent_execution_id
             state.meta = dict(event.meta or {})
-            state.version += 1
+            self._changed(everything=True)
         elif kind == ev.PLAYBOOK_COMPLETED:
             state.status = "COMPLETED"
         elif kind == ev.PLAYBOOK_FAILED:
@@ -271,7 +273,7 @@ class Engine:
             step.data = data
             step.view = view_of(data, labels)
             step.has_result = True
-            state.version += 1
+            self._changed(step=step.name)
         step.completed_event_id = event.event_id
         self._last_command = (command, payload)
 
@@ -330,7 +332,7 @@ class Engine:
             step.view = step.data
             step.has_result = True
         state.last_completed = step.name
-        state.version += 1
+        self._changed(step=step.name)
         self._mark_edges(step.name, event.payload)
 
     def _apply_skipped(self, event: Event) -> None:
@@ -443,45 +445,67 @@ class Engine:
 
     # --- contexts
 
+    def _changed(
+        self, *, step: str | None = None, keys: Mapping[str, Any] | None = None, everything: bool = False
+    ) -> None:
+        """Note what templates can now see differently; the context is patched lazily."""
+        self.state.version += 1
+        if everything:
+            self._base = None
+        elif step is not None:
+            self._dirty_steps.add(step)
+        elif keys:
+            self._dirty_keys.update(keys)
+
     def context(self) -> dict[str, Any]:
-        """The render context of the current state (cached until something visible changes)."""
+        """The render context of the current state. Updated in place by what changed since the
+        last call (a step's result, ctx keys), so its cost does not grow with the run."""
         state = self.state
-        cached = self._ctx_cache
-        if cached is not None and cached[0] == state.version:
-            return cached[1]
-        base: dict[str, Any] = dict(state.workload)
-        base["workload"] = state.workload
-        steps_ns: dict[str, Any] = {}
-        for name, step in state.steps.items():
-            if step.has_result:
-                base[name] = step.view
-                steps_ns[name] = step.view
-        base.update(state.ctx)
-        base["ctx"] = {**state.workload, **state.ctx}
-        base["steps"] = steps_ns
-        base["execution_id"] = str(state.execution_id)
-        base["catalog_id"] = None if state.catalog_id is None else str(state.catalog_id)
-        base["path"] = state.path
-        base["playbook"] = {"name": self.playbook.name, "path": self.playbook.path}
-        self._ctx_cache = (state.version, base)
+        base = self._base
+        if base is None:
+            base = dict(state.workload)
+            base["workload"] = state.workload
+            base["steps"] = {}
+            base["ctx"] = {**state.workload, **state.ctx}
+            base["execution_id"] = str(state.execution_id)
+            base["catalog_id"] = None if state.catalog_id is None else str(state.catalog_id)
+            base["path"] = state.path
+            base["playbook"] = {"name": self.playbook.name, "path": self.playbook.path}
+            self._base = base
+            self._dirty_steps = {name for name, step in state.steps.items() if step.has_result}
+            self._dirty_keys = set(state.ctx)
+        if self._dirty_steps:
+            steps_ns = base["steps"]
+            for name in self._dirty_steps:
+                step = state.steps[name]
+                if step.has_result:
+                    steps_ns[name] = step.view
+                    if name not in state.ctx:  # durable ctx values win over step results
+                        base[name] = step.view
+            self._dirty_steps.clear()
+        if self._dirty_keys:
+            ctx_ns = base["ctx"]
+            for key in self._dirty_keys:
+                value = state.ctx[key]
+                base[key] = value
+                ctx_ns[key] = value
+            self._dirty_keys.clear()
         return base
 
-    def _step_context(self, step: StepState, *, event_name: str) -> dict[str, Any]:
-        ctx = dict(self.context())
-        ctx["output"] = step.view
-        ctx["event"] = {"name": event_name}
-        return ctx
+    def _step_context(self, step: StepState, *, event_name: str) -> Mapping[str, Any]:
+        return ChainMap({"output": step.view, "event": {"name": event_name}}, self.context())
 
     @staticmethod
-    def _iteration_context(base: Mapping[str, Any], loop: LoopState, index: int) -> dict[str, Any]:
+    def _iteration_context(base: Mapping[str, Any], loop: LoopState, index: int) -> Mapping[str, Any]:
         item = loop.items[index]
-        ctx = dict(base)
-        ctx[loop.iterator] = item
-        ctx["_index"] = index
-        ctx["_total"] = loop.total
-        ctx["loop_index"] = index
-        ctx["iter"] = {loop.iterator: item, "_index": index, "_total": loop.total, "index": index}
-        return ctx
+        bindings = {
+            loop.iterator: item,
+            "_index": index,
+            "_total": loop.total,
+            "loop_index": index,
+        }
+        bindings["iter"] = {loop.iterator: item, "_index": index, "_total": loop.total, "index": index}
+        return ChainMap(bindings, base)  # type: ignore[arg-type]
 
     # --- step completion and routing
 
@@ -524,7 +548,7 @@ class Engine:
             step.data = loop_view(step.loop.results)
             step.view = step.data
             step.has_result = True
-            self.state.version += 1
+            self._changed(step=step.name)
         if spec.set:
             values = self._render_set(spec.set, self._step_context(step, event_name=event_name), step.name, "set")
             self._emit(
@@ -667,9 +691,9 @@ class Engine:
 
     def _dispatch(self, name: str, *, arc_args: Mapping[str, Any] | None = None, check_guard: bool = True) -> None:
         spec = self.playbook.steps[name]
-        base = self.context()
+        base: Mapping[str, Any] = self.context()
         if arc_args:
-            base = {**base, **arc_args}
+            base = ChainMap(dict(arc_args), base)  # type: ignore[arg-type]
         if check_guard and spec.when is not None and not self._condition(spec.when, base, name, "when"):
             self._guard_skip(spec, base)
             return
@@ -735,9 +759,9 @@ class Engine:
             limit = 1
         if loop.issued >= loop.total or loop.in_flight >= limit:
             return
-        base = self.context()
+        base: Mapping[str, Any] = self.context()
         if arc_args:
-            base = {**base, **arc_args}
+            base = ChainMap(dict(arc_args), base)  # type: ignore[arg-type]
         while loop.issued < loop.total and loop.in_flight < limit:
             index = loop.issued
             self._issue(spec, self._iteration_context(base, loop, index), index)
@@ -826,7 +850,8 @@ class Engine:
         loop_var = ctx.get("iter")
         if isinstance(loop_var, dict):
             wanted.update(k for k in loop_var if not k.startswith("_") and k != "index")
-        return {k: plain(ctx[k]) for k in wanted if k in ctx}
+        # Shallow copies: the context's namespace maps (`ctx`, `steps`) are updated in place later.
+        return {k: _detached(plain(ctx[k])) for k in wanted if k in ctx}
 
     # --- helpers
 
@@ -844,6 +869,14 @@ class Engine:
             except TemplateError as exc:
                 raise EngineError(f"step '{step}': {field}.{key}: {exc}") from exc
         return values
+
+
+def _detached(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value
 
 
 def _payload_data(payload: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:

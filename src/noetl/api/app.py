@@ -1,0 +1,84 @@
+"""The control-plane HTTP API: a thin FastAPI layer over `noetl.runtime.control.ControlPlane`.
+
+Routes and shapes are documented in docs/api.md. Endpoints are plain functions: FastAPI runs them
+in its thread pool, and the control plane and the stores are synchronous and thread-safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from noetl import __version__
+from noetl.api import (
+    errors,
+    routes_catalog,
+    routes_credentials,
+    routes_events,
+    routes_execute,
+    routes_executions,
+)
+from noetl.api.routes_workers import RuntimeRegistry
+from noetl.api.routes_workers import router as workers_router
+from noetl.runtime.control import ControlPlane
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    control: ControlPlane,
+    *,
+    nats_status: str = "not_configured",
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """The API over `control`. `nats_status` is what `/api/health` reports for the bus;
+    `lifespan` runs background work (the in-process worker) for the app's lifetime."""
+    app = FastAPI(
+        title="NoETL control plane",
+        version=__version__,
+        description="Register playbooks, start executions, hand out commands and ingest worker events.",
+        lifespan=lifespan,
+    )
+    app.state.control = control
+    registry = RuntimeRegistry(control.ids)
+    app.state.runtimes = registry
+    started = time.monotonic()
+    errors.install(app)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        """Liveness: always ok while the process serves requests."""
+        return {"status": "ok"}
+
+    @app.get("/api/health", tags=["health"], response_model=None)
+    def api_health() -> dict[str, Any] | JSONResponse:
+        """Readiness: the store answers; reports the bus and the uptime."""
+        body: dict[str, Any] = {
+            "status": "ok",
+            "database": "connected",
+            "nats": nats_status,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "version": __version__,
+        }
+        try:
+            control.store.executions(limit=1)
+        except Exception as exc:
+            body.update(status="unhealthy", database="disconnected", error=str(exc))
+            return JSONResponse(body, status_code=503)
+        return body
+
+    app.include_router(routes_catalog.router(control))
+    app.include_router(routes_execute.router(control))
+    app.include_router(routes_events.router(control))
+    app.include_router(routes_executions.router(control))
+    app.include_router(workers_router(registry))
+    app.include_router(routes_credentials.router(control.store))
+    return app
+
+
+__all__ = ["create_app"]

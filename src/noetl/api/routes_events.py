@@ -1,0 +1,68 @@
+"""Worker traffic: `/api/events` (ingest), `/api/commands/*` (pending, fetch, claim)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+
+from noetl.api.common import json_object, required_str
+from noetl.errors import ValidationFailed
+from noetl.runtime.control import ControlPlane, event_from_json
+
+JsonBody = Annotated[Any, Body()]
+MAX_PENDING = 1000
+
+
+def router(control: ControlPlane) -> APIRouter:
+    api = APIRouter(prefix="/api", tags=["events"])
+
+    @api.post("/events")
+    def post_event(body: JsonBody = None) -> dict[str, Any]:
+        """Ingest one worker event; posting the same `event_id` again changes nothing."""
+        event = event_from_json(json_object(body), control.ids)
+        control.ingest([event])
+        return {"status": "ok", "event_id": event.event_id, "commands_generated": 0}
+
+    @api.post("/events/batch")
+    def post_events(body: JsonBody = None) -> dict[str, Any]:
+        """Ingest several events of one execution; items inherit `execution_id` and `worker_id`."""
+        doc = json_object(body)
+        items = doc.get("events")
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise ValidationFailed("'events' must be an array")
+        events = []
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise ValidationFailed(f"events[{index}] must be a JSON object")
+            merged = dict(item)
+            merged.setdefault("execution_id", doc.get("execution_id"))
+            if not merged.get("worker_id") and doc.get("worker_id"):
+                merged["worker_id"] = doc["worker_id"]
+            events.append(event_from_json(merged, control.ids))
+        event_ids = control.ingest(events) if events else []
+        return {"status": "ok", "event_ids": event_ids, "commands_generated": 0}
+
+    @api.get("/commands/pending")
+    def pending(
+        pool: Annotated[list[str] | None, Query(description="Pools to poll (repeatable); all when absent.")] = None,
+        limit: Annotated[int, Query(ge=1)] = 10,
+    ) -> dict[str, Any]:
+        """Issued commands nobody claimed yet, oldest first (polling without NATS)."""
+        return {"commands": control.pending(pool or None, limit=min(limit, MAX_PENDING))}
+
+    @api.get("/commands/{event_id}")
+    def get_command(event_id: int) -> dict[str, Any]:
+        """The `command.issued` event a worker runs."""
+        return control.get_command(event_id)
+
+    @api.post("/commands/{event_id}/claim")
+    def claim(event_id: int, body: JsonBody = None) -> dict[str, Any]:
+        """Claim a command for a worker: 409 when another worker has it or the run ended."""
+        worker_id = required_str(json_object(body), "worker_id")
+        return control.claim(event_id, worker_id)
+
+    return api

@@ -1,0 +1,99 @@
+"""`noetl server start`: the control plane over HTTP, served by uvicorn.
+
+With `with_worker`, an in-process worker runs inside the server's event loop (a lifespan task),
+so one process can register and run playbooks without a separate `noetl worker start`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from noetl.api.app import create_app
+from noetl.api.worker import DEFAULT_WORKERS, InProcessWorker
+from noetl.errors import NoetlError
+from noetl.runtime.control import ControlPlane
+from noetl.store import open_store
+
+log = logging.getLogger(__name__)
+
+PUBLIC_URL_ENV = "NOETL_PUBLIC_SERVER_URL"
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def public_url(host: str, port: int) -> str:
+    """The URL workers use to reach this server: NOETL_PUBLIC_SERVER_URL, else host:port
+    (a wildcard bind address is not reachable as such, so it becomes localhost)."""
+    configured = os.environ.get(PUBLIC_URL_ENV, "").strip()
+    if configured:
+        return configured.rstrip("/")
+    reachable = "localhost" if host in _WILDCARD_HOSTS else host
+    if ":" in reachable and not reachable.startswith("["):
+        reachable = f"[{reachable}]"
+    return f"http://{reachable}:{port}"
+
+
+def bus_status(bus_url: str | None) -> str:
+    """What `/api/health` reports for the bus. Only in-process notification exists for now."""
+    if not bus_url or bus_url.startswith("inproc:"):
+        return "not_configured"
+    if bus_url.startswith(("nats://", "tls://")):
+        log.warning("NATS is not supported by this server yet; workers must poll (bus %s ignored)", bus_url)
+        return "not_configured"
+    raise NoetlError(f"unsupported bus URL {bus_url!r}: use inproc:// or nats://host:4222")
+
+
+def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_status: str) -> FastAPI:
+    """The app `serve` runs; the in-process worker lives as long as the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = InProcessWorker(control, workers=workers) if with_worker else None
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await _close_tool_resources()
+
+    return create_app(control, nats_status=nats_status, lifespan=lifespan)
+
+
+def serve(
+    store_url: str | None,
+    host: str,
+    port: int,
+    *,
+    with_worker: bool,
+    workers: int = DEFAULT_WORKERS,
+    bus_url: str | None = None,
+) -> None:
+    """Serve the API until SIGINT/SIGTERM; the store is closed on the way out."""
+    import uvicorn
+
+    if workers < 1:
+        raise NoetlError("--workers must be at least 1")
+    nats_status = bus_status(bus_url)
+    store = open_store(store_url)
+    try:
+        control = ControlPlane(store, server_url=public_url(host, port))
+        app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        uvicorn.Server(config).run()
+    finally:
+        store.close()
+
+
+async def _close_tool_resources() -> None:
+    from noetl.runtime.local import _close_tool_resources as close
+
+    await close()
+
+
+__all__ = ["build_app", "public_url", "serve"]

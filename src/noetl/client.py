@@ -1,0 +1,367 @@
+"""A synchronous HTTP client for the control-plane API (`docs/api.md`), used by the CLI and by
+remote workers.
+
+Every non-2xx answer becomes a `noetl.errors.NoetlError` subclass chosen by status (404
+`NotFound`, 409 `Conflict`, 422 `ValidationFailed`, anything else `ServerError`) carrying the
+server's `error` message. A server that cannot be reached raises `ServerUnreachable`.
+
+Retries: calls that are safe to repeat (reads, claims, event posts, which the server
+de-duplicates on `event_id`, and worker lifecycle upserts) are retried on transport errors and
+on 502/503/504, three times with a short backoff. Calls that create something (register,
+execute, cancel) are retried only when the connection could not be opened at all, since the
+request then never reached the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from noetl.engine.events import Event
+from noetl.errors import Conflict, NoetlError, NotFound, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVER_URL = "http://localhost:8082"
+RETRIES = 3
+_BACKOFF = 0.2  # seconds; doubles on every retry
+_RETRY_STATUSES = frozenset({502, 503, 504})
+TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+class ServerError(NoetlError):
+    """The server answered with an error status (other than 404, 409 and 422)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ServerUnreachable(NoetlError):
+    """The server could not be reached (connection refused, DNS, timeout)."""
+
+
+def server_url(explicit: str | None = None) -> str:
+    """The base URL: the explicit one, else NOETL_SERVER_URL, else http://localhost:8082."""
+    url = explicit or os.environ.get("NOETL_SERVER_URL") or DEFAULT_SERVER_URL
+    return url.rstrip("/")
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """One entry of an `/api/events/batch` body."""
+    result = event.result or {}
+    return {
+        "event_id": event.event_id,
+        "step": event.node_name,
+        "event_type": event.event_type,
+        "payload": result.get("context"),
+        "status": event.status,
+        "meta": event.meta,
+        "node_type": event.node_type,
+        "parent_event_id": event.parent_event_id,
+        "created_at": event.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+class ServerClient:
+    """`ServerClient(base_url, timeout=30)`; use as a context manager or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30,
+        retries: int = RETRIES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = server_url(base_url)
+        self.retries = retries
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError as exc:
+                retryable = idempotent or isinstance(exc, httpx.ConnectError)
+                if retryable and attempt < self.retries:
+                    attempt += 1
+                    self._pause(attempt, f"{method} {path}: {exc}")
+                    continue
+                raise ServerUnreachable(f"cannot reach the NoETL server at {self.base_url}: {exc}") from exc
+            if response.status_code in _RETRY_STATUSES and idempotent and attempt < self.retries:
+                attempt += 1
+                self._pause(attempt, f"{method} {path}: HTTP {response.status_code}")
+                continue
+            if response.is_success:
+                return response
+            raise _error_for(method, path, response)
+
+    def _pause(self, attempt: int, why: str) -> None:
+        delay = _BACKOFF * (2 ** (attempt - 1))
+        log.debug("retrying in %.1fs (attempt %d of %d): %s", delay, attempt, self.retries, why)
+        time.sleep(delay)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(f"{method} {path}: the server answered with invalid JSON", status=response.status_code) from exc
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = self._json(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise ServerError(f"{method} {path}: expected a JSON object, got {type(body).__name__}", status=200)
+        return body
+
+    # ------------------------------------------------------------------ health and catalog
+
+    def health(self) -> dict[str, Any]:
+        return self._object("GET", "/health")
+
+    def register(self, content_text: str, resource_type: str = "Playbook") -> dict[str, Any]:
+        """Register a resource (YAML text); the answer names `path`, `version` and `catalog_id`."""
+        content = base64.b64encode(content_text.encode("utf-8")).decode("ascii")
+        return self._object(
+            "POST",
+            "/api/catalog/register",
+            json={"content": content, "resource_type": resource_type},
+            idempotent=False,
+        )
+
+    def catalog_list(self, kind: str | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"resource_type": kind} if kind else {}
+        answer = self._object("POST", "/api/catalog/list", json=body)
+        entries = answer.get("entries")
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+    def catalog_resource(
+        self, *, path: str | None = None, catalog_id: int | str | None = None, version: str | int = "latest"
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": str(version)}
+        if catalog_id is not None:
+            body["catalog_id"] = str(catalog_id)
+        if path is not None:
+            body["path"] = path
+        return self._object("POST", "/api/catalog/resource", json=body)
+
+    # ------------------------------------------------------------------ executions
+
+    def execute(
+        self,
+        path: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        catalog_id: int | str | None = None,
+        parent_execution_id: int | str | None = None,
+        execution_pool: str | None = None,
+        trace: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Start an execution by catalog `path` or `catalog_id`; answers `{execution_id, status, ...}`."""
+        if not path and catalog_id is None:
+            raise ValidationFailed("Either 'path' or 'catalog_id' must be provided")
+        body: dict[str, Any] = {"payload": dict(payload or {})}
+        if path:
+            body["path"] = path
+        if catalog_id is not None:
+            body["catalog_id"] = str(catalog_id)
+        if parent_execution_id is not None:
+            body["parent_execution_id"] = str(parent_execution_id)
+        if execution_pool:
+            body["execution_pool"] = execution_pool
+        if trace:
+            body["trace"] = dict(trace)
+        return self._object("POST", "/api/execute", json=body, idempotent=False)
+
+    def status(self, execution_id: int | str) -> dict[str, Any]:
+        return self._object("GET", f"/api/executions/{execution_id}/status")
+
+    def execution(self, execution_id: int | str) -> dict[str, Any]:
+        return self._object("GET", f"/api/executions/{execution_id}")
+
+    def executions(
+        self,
+        *,
+        status: str | None = None,
+        parent_execution_id: int | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        if parent_execution_id is not None:
+            params["parent_execution_id"] = str(parent_execution_id)
+        rows = self._json("GET", "/api/executions", params=params)
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def events(self, execution_id: int | str) -> list[dict[str, Any]]:
+        body = self._object("GET", f"/api/executions/{execution_id}/events")
+        rows = body.get("events")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def cancel(self, execution_id: int | str, *, cascade: bool = True, reason: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"cascade": cascade}
+        if reason:
+            body["reason"] = reason
+        return self._object("POST", f"/api/executions/{execution_id}/cancel", json=body, idempotent=False)
+
+    # ------------------------------------------------------------------ commands and events
+
+    def pending(self, pools: Sequence[str] = ("shared",), limit: int = 10) -> list[dict[str, Any]]:
+        """Commands nobody claimed yet in these pools, oldest first."""
+        params: list[tuple[str, str | int]] = [("pool", p) for p in pools]
+        params.append(("limit", limit))
+        body = self._object("GET", "/api/commands/pending", params=params)
+        rows = body.get("commands")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def command(self, event_id: int | str) -> dict[str, Any]:
+        return self._object("GET", f"/api/commands/{event_id}")
+
+    def claim(self, event_id: int | str, worker_id: str) -> dict[str, Any] | None:
+        """Claim a command; None when it is not ours to run (409: claimed elsewhere, ended, cancelled).
+        Claiming twice by the same worker is idempotent on the server, so transport errors retry."""
+        try:
+            return self._object("POST", f"/api/commands/{event_id}/claim", json={"worker_id": worker_id})
+        except Conflict:
+            return None
+
+    def post_events(self, events: Iterable[Event], *, worker_id: str | None = None) -> list[int]:
+        """Report events through `/api/events/batch`, one request per execution; returns the
+        stored event ids. Idempotent on event_id, so retried like a read."""
+        by_execution: dict[int, list[Event]] = {}
+        for event in events:
+            by_execution.setdefault(event.execution_id, []).append(event)
+        stored: list[int] = []
+        for execution_id, batch in by_execution.items():
+            body: dict[str, Any] = {
+                "execution_id": str(execution_id),
+                "events": [event_payload(e) for e in batch],
+            }
+            sender = worker_id or next((e.worker_id for e in batch if e.worker_id), None)
+            if sender:
+                body["worker_id"] = sender
+            answer = self._object("POST", "/api/events/batch", json=body)
+            ids = answer.get("event_ids")
+            if isinstance(ids, list):
+                stored.extend(int(i) for i in ids)
+            else:
+                stored.extend(e.event_id for e in batch)
+        return stored
+
+    # ------------------------------------------------------------------ credentials
+
+    def get_credential(self, name: str) -> dict[str, Any]:
+        """The credential with its secret `data` (404 -> NotFound)."""
+        return self._object("GET", f"/api/credentials/{name}", params={"include_data": "true"})
+
+    # ------------------------------------------------------------------ worker pools
+
+    def worker_register(
+        self,
+        name: str,
+        *,
+        capacity: int | None = None,
+        labels: Mapping[str, Any] | None = None,
+        hostname: str | None = None,
+        runtime: Mapping[str, Any] | None = None,
+        status: str = "ready",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": name,
+            "component_type": "worker_pool",
+            "status": status,
+            "runtime": dict(runtime) if runtime is not None else {"kind": "python"},
+        }
+        if capacity is not None:
+            body["capacity"] = capacity
+        if labels:
+            body["labels"] = dict(labels)
+        if hostname:
+            body["hostname"] = hostname
+        answer = self._json("POST", "/api/worker/pool/register", json=body)
+        return answer if isinstance(answer, dict) else {}
+
+    def worker_heartbeat(self, name: str) -> dict[str, Any]:
+        return self._object("POST", "/api/worker/pool/heartbeat", json={"name": name, "component_type": "worker_pool"})
+
+    def worker_deregister(self, name: str) -> dict[str, Any]:
+        """DELETE first; falls back to POST on a server that routes only one of them."""
+        body = {"name": name, "component_type": "worker_pool"}
+        try:
+            return self._object("DELETE", "/api/worker/pool/deregister", json=body)
+        except ServerError as exc:
+            if exc.status != 405:
+                raise
+        except NotFound:
+            pass
+        return self._object("POST", "/api/worker/pool/deregister", json=body)
+
+    def worker_pools(self) -> list[dict[str, Any]]:
+        rows = self._json("GET", "/api/worker/pools")
+        if isinstance(rows, dict):  # tolerate a wrapped list
+            rows = rows.get("items") or rows.get("pools") or rows.get("workers")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _error_for(method: str, path: str, response: httpx.Response) -> NoetlError:
+    status = response.status_code
+    message = ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = body.get("error", body.get("detail", body.get("message")))
+        if raw is not None:
+            message = raw if isinstance(raw, str) else str(raw)
+    if not message:
+        message = (response.text or "").strip()[:500] or f"HTTP {status} from {method} {path}"
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Conflict(message)
+    if status == 422:
+        return ValidationFailed(message)
+    return ServerError(message, status=status)
+
+
+__all__ = [
+    "DEFAULT_SERVER_URL",
+    "TERMINAL_STATUSES",
+    "ServerClient",
+    "ServerError",
+    "ServerUnreachable",
+    "event_payload",
+    "server_url",
+]

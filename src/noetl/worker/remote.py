@@ -1,0 +1,434 @@
+"""The remote worker process: poll the control plane for commands, claim them, run them with the
+same `Executor` the local runtime uses, and report the events back over HTTP.
+
+    worker = RemoteWorker(ServerClient(url), worker_id="w1", pools=["shared"], concurrency=4)
+    await worker.run(stop)          # returns after `stop` is set and in-flight work drained
+
+Delivery: a command is claimed before it runs (the server refuses a second claimer) and its
+outcome (`command.started`, intermediate events, then `call.done`/`command.completed` or
+`call.error`/`command.failed`) is posted as one batch per command, retried until the server
+stores it; posting is idempotent on `event_id`, so a retried batch never doubles an event.
+Nothing is acknowledged before the outcome is posted. A nested playbook (a `kind: playbook`
+task of a pipeline) is started through the API and polled; the worker slot is released while
+it waits, as in the local runtime.
+
+The HTTP client is synchronous; every call runs in a thread so the event loop keeps serving the
+commands in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from noetl.client import TERMINAL_STATUSES, ServerClient
+from noetl.engine import events as ev
+from noetl.engine.events import Event
+from noetl.errors import CredentialError, NoetlError, NotFound, ValidationFailed
+from noetl.ids import Snowflake
+from noetl.secrets import masker
+from noetl.tools.base import ChildRequest, ChildResult
+from noetl.worker.credentials import _PUBLIC_FIELDS
+from noetl.worker.executor import Command, Executor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_IDLE_INTERVAL = 1.0  # seconds between polls when nothing is pending
+DEFAULT_GRACE_PERIOD = 30.0  # seconds in-flight commands get to finish on stop
+CREDENTIAL_TTL = 60.0  # seconds a resolved credential is reused
+_CHILD_POLL_START, _CHILD_POLL_MAX = 0.2, 2.0
+_POST_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # on top of the client's own quick retries
+
+
+class ServerCredentials:
+    """A `CredentialResolver` that asks the server (`GET /api/credentials/{name}?include_data=true`).
+
+    Every secret value is registered with the masker before a tool sees it, so it never reaches
+    an event or a log line in clear text; host/port/db/user-like fields stay readable.
+    """
+
+    def __init__(self, client: ServerClient, *, ttl: float = CREDENTIAL_TTL) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Mapping[str, Any]]] = {}
+
+    def resolve(self, alias: str) -> Mapping[str, Any]:
+        cached = self._cache.get(alias)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            body = self.client.get_credential(alias)
+        except NotFound as exc:
+            raise CredentialError(
+                f"credential '{alias}' not found on the server {self.client.base_url}; "
+                f"add it with POST /api/credentials or `noetl credential add` on the server's store"
+            ) from exc
+        except NoetlError as exc:
+            raise CredentialError(f"credential '{alias}' could not be fetched: {exc}") from exc
+        data = body.get("data")
+        if not isinstance(data, Mapping):
+            raise CredentialError(f"credential '{alias}' came back without its data (include_data=true)")
+        for key, value in data.items():
+            if key not in _PUBLIC_FIELDS:
+                masker.add(value)
+        resolved = {"name": str(body.get("name") or alias), "type": str(body.get("type") or ""), "data": dict(data)}
+        self._cache[alias] = (now, resolved)
+        return resolved
+
+
+class _Slots:
+    """A counting slot pool where a released slot goes first to a task waiting to resume (a
+    command whose child playbook ended), before the poll loop may use it for new work."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        if self._waiters:
+            return 0
+        return max(0, self.size - self.used)
+
+    def try_take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.used += 1
+        return True
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed to us as we were cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over; `used` stays the same
+                return
+        self.used = max(0, self.used - 1)
+        self.freed.set()
+
+
+class RemoteWorker:
+    def __init__(
+        self,
+        client: ServerClient,
+        *,
+        worker_id: str,
+        pools: Sequence[str] = ("shared",),
+        concurrency: int = 4,
+        poll_interval: float = 0.2,
+        heartbeat_interval: float = 15,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+        max_idle_interval: float = MAX_IDLE_INTERVAL,
+        ids: Callable[[], int] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.client = client
+        self.worker_id = worker_id
+        self.pools = list(pools) or ["shared"]
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_idle_interval = max(max_idle_interval, poll_interval)
+        self.ids: Callable[[], int] = ids or Snowflake()
+        self.credentials = ServerCredentials(client)
+        self.completed = 0  # commands whose outcome was posted
+        self._slots: _Slots | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Register, poll and run commands until `stop` is set; then drain and deregister."""
+        self._slots = _Slots(self.concurrency)
+        await self._register()
+        heartbeat = asyncio.create_task(self._heartbeat(stop), name="noetl-worker-heartbeat")
+        try:
+            await self._poll(stop)
+        finally:
+            await self._drain()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await self._deregister()
+            await _close_tool_resources()
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _register(self) -> None:
+        try:
+            await self._call(
+                self.client.worker_register,
+                self.worker_id,
+                capacity=self.concurrency,
+                labels={"pools": ",".join(self.pools)},
+                hostname=socket.gethostname(),
+                runtime={"kind": "python", "pid": os.getpid()},
+            )
+            log.info("worker registered", extra={"worker_id": self.worker_id, "server": self.client.base_url})
+        except NoetlError as exc:
+            log.warning("worker registration failed; polling anyway: %s", exc, extra={"worker_id": self.worker_id})
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        while not await _wait(stop, self.heartbeat_interval):
+            try:
+                await self._call(self.client.worker_heartbeat, self.worker_id)
+            except NotFound:  # the server forgot us (restart): register again
+                await self._register()
+            except NoetlError as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"worker_id": self.worker_id})
+
+    async def _deregister(self) -> None:
+        try:
+            await self._call(self.client.worker_deregister, self.worker_id)
+            log.info("worker deregistered", extra={"worker_id": self.worker_id})
+        except NoetlError as exc:
+            log.warning("deregistration failed: %s", exc, extra={"worker_id": self.worker_id})
+
+    async def _drain(self) -> None:
+        """Let in-flight commands finish (up to the grace period), then cancel the rest."""
+        if not self._tasks:
+            return
+        log.info("waiting for %d command(s) in flight", len(self._tasks), extra={"worker_id": self.worker_id})
+        _, late = await asyncio.wait(set(self._tasks), timeout=self.grace_period)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning(
+                "%d command(s) did not finish within the %.0fs grace period; the server re-issues them "
+                "when their lease expires",
+                len(late),
+                self.grace_period,
+                extra={"worker_id": self.worker_id},
+            )
+            await asyncio.gather(*late, return_exceptions=True)
+
+    # ------------------------------------------------------------------ the poll loop
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        slots = self._slots
+        assert slots is not None
+        idle = self.poll_interval
+        while not stop.is_set():
+            slots.freed.clear()
+            free = slots.free
+            if free <= 0:
+                await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
+                continue
+            try:
+                pending = await self._call(self.client.pending, self.pools, free)
+            except NoetlError as exc:
+                log.warning("polling for commands failed: %s", exc, extra={"worker_id": self.worker_id})
+                await _wait(stop, self.max_idle_interval)
+                continue
+            taken = 0
+            for item in pending:
+                if stop.is_set() or not slots.try_take():
+                    break
+                if await self._claim_and_start(item):
+                    taken += 1
+                else:
+                    slots.release()
+            if taken:
+                idle = self.poll_interval
+                continue
+            await _wait(stop, idle)
+            idle = min(idle * 2, self.max_idle_interval)
+
+    async def _claim_and_start(self, item: Mapping[str, Any]) -> bool:
+        """Claim one pending command and start running it; False when it was not ours."""
+        event_id = item.get("event_id")
+        command_id = item.get("command_id")
+        try:
+            body = await self._call(self.client.claim, str(event_id), self.worker_id)
+        except NotFound:
+            log.info("command vanished before the claim", extra={"command_id": command_id})
+            return False
+        except NoetlError as exc:
+            log.warning("claim failed: %s", exc, extra={"command_id": command_id, "event_id": event_id})
+            return False
+        if body is None:  # 409: someone else has it, it ended, or the execution was cancelled
+            return False
+        task = asyncio.create_task(self._run_claimed(body), name=f"noetl-command-{command_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    # ------------------------------------------------------------------ one command
+
+    async def _run_claimed(self, body: Mapping[str, Any]) -> None:
+        slots = self._slots
+        assert slots is not None
+        meta = body.get("meta")
+        command_id: Any = meta.get("command_id") if isinstance(meta, Mapping) else None
+        holding = True  # whether this command holds a slot (not while it waits for a child)
+
+        async def run_child(request: ChildRequest) -> ChildResult:
+            nonlocal holding
+            slots.release()  # waiting for a child must not hold a worker slot
+            holding = False
+            try:
+                return await self._run_child(request, command)
+            finally:
+                await slots.take()
+                holding = True
+
+        try:
+            command = command_from_claim(body)
+            command_id = command.command_id
+            executor = Executor(ids=self.ids, worker_id=self.worker_id, credentials=self.credentials, run_child=run_child)
+            started = executor.started(command)
+            await self._post([started], command_id, attempts=1)  # best effort; re-sent with the outcome
+            outcome = await executor.execute(command)
+            if await self._post([started, *outcome], command_id):
+                self.completed += 1
+        except asyncio.CancelledError:
+            log.warning("command abandoned at shutdown", extra={"command_id": command_id})
+            raise
+        except Exception:  # one bad command must never take the worker down
+            log.exception("command crashed in the worker", extra={"command_id": command_id})
+        finally:
+            if holding:
+                slots.release()
+
+    async def _post(self, events: list[Event], command_id: Any, *, attempts: int | None = None) -> bool:
+        """Post a command's events (masked), retrying until stored; False when given up."""
+        batch = [_masked(e) for e in events] if masker.active else events
+        delays = _POST_RETRY_DELAYS if attempts is None else _POST_RETRY_DELAYS[: max(0, attempts - 1)]
+        for attempt in range(len(delays) + 1):
+            try:
+                await self._call(self.client.post_events, batch, worker_id=self.worker_id)
+                return True
+            except (NotFound, ValidationFailed) as exc:  # the server will never take these
+                log.error("the server refused the events: %s", exc, extra={"command_id": command_id})
+                return False
+            except NoetlError as exc:
+                if attempt >= len(delays):
+                    log.error("could not post events: %s", exc, extra={"command_id": command_id})
+                    return False
+                log.warning(
+                    "posting events failed, retrying in %.1fs: %s", delays[attempt], exc,
+                    extra={"command_id": command_id},
+                )
+                await asyncio.sleep(delays[attempt])
+        return False
+
+    async def _run_child(self, request: ChildRequest, command: Command) -> ChildResult:
+        try:
+            started = await self._call(
+                self.client.execute,
+                request.path,
+                request.workload,
+                catalog_id=request.catalog_id,
+                parent_execution_id=command.execution_id,
+            )
+            child_id = int(started["execution_id"])
+        except (NoetlError, KeyError, TypeError, ValueError) as exc:
+            return ChildResult(execution_id=0, status="FAILED", result=None, error=f"cannot start child playbook: {exc}")
+        delay = _CHILD_POLL_START
+        failures = 0
+        while True:
+            try:
+                body = await self._call(self.client.status, child_id)
+                failures = 0
+            except NoetlError as exc:
+                failures += 1
+                if isinstance(exc, NotFound) or failures > 10:
+                    return ChildResult(child_id, "FAILED", None, f"lost track of child execution {child_id}: {exc}")
+                body = {}
+            status = str(body.get("status") or "").upper()
+            if status in TERMINAL_STATUSES:
+                error = body.get("error")
+                return ChildResult(
+                    execution_id=child_id,
+                    status=status,
+                    result=body.get("result"),
+                    error=str(error) if error else None,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _CHILD_POLL_MAX)
+
+
+def command_from_claim(body: Mapping[str, Any]) -> Command:
+    """The `Command` a claim answer describes (`{event_id, execution_id, node_name, action, context, meta}`)."""
+    node_name = body.get("node_name") or body.get("node_id")
+    context = body.get("context")
+    meta = body.get("meta")
+    event = Event(
+        event_id=int(body["event_id"]),
+        execution_id=int(body["execution_id"]),
+        event_type=ev.COMMAND_ISSUED,
+        node_name=str(node_name) if node_name is not None else None,
+        node_id=str(node_name) if node_name is not None else None,
+        node_type=str(body["action"]) if body.get("action") else None,
+        context=dict(context) if isinstance(context, Mapping) else {},
+        meta=dict(meta) if isinstance(meta, Mapping) else {},
+    )
+    return Command.from_event(event)
+
+
+def default_worker_id() -> str:
+    return f"worker-{socket.gethostname()}-{os.getpid()}"
+
+
+def _masked(event: Event) -> Event:
+    return replace(
+        event,
+        context=masker.mask(event.context),
+        meta=masker.mask(event.meta),
+        result=masker.mask(event.result),
+    )
+
+
+async def _wait(stop: asyncio.Event, timeout: float) -> bool:
+    """Sleep up to `timeout`; True as soon as `stop` is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def _close_tool_resources() -> None:
+    from noetl.runtime.local import _close_tool_resources as close
+
+    await close()
+
+
+__all__ = ["RemoteWorker", "ServerCredentials", "command_from_claim", "default_worker_id"]
