@@ -121,7 +121,8 @@ class ControlPlane:
         self.notify = notify
         self.server_url = server_url
         self._engines: dict[int, Engine] = {}
-        self._locks: dict[int, threading.Lock] = {}
+        self._locks: dict[int, threading.RLock] = {}
+        self._lock_depth: dict[int, int] = {}
         self._locks_guard = threading.Lock()
         self._playbooks: dict[int, Playbook] = {}
         self._pending: dict[str, dict[int, Event]] = {}  # pool -> command event_id -> command.issued
@@ -139,7 +140,7 @@ class ControlPlane:
 
         text = content
         try:
-            decoded = base64.b64decode(content, validate=True).decode("utf-8")
+            decoded = base64.b64decode("".join(content.split()), validate=True).decode("utf-8")
             if decoded.strip():
                 text = decoded
         except (ValueError, UnicodeDecodeError):
@@ -170,10 +171,6 @@ class ControlPlane:
     def execute(self, request: ExecuteRequest) -> ExecuteOutcome:
         request.validate()
         execution_id = self.ids()
-        if request.dedup is not None:
-            existing = self._claim_dedup(request, execution_id)
-            if existing is not None:
-                return ExecuteOutcome(existing, "duplicate", 0)
         entry = (
             self.store.resource_by_id(request.catalog_id)
             if request.catalog_id is not None
@@ -183,6 +180,10 @@ class ControlPlane:
             what = f"Catalog entry not found: {request.catalog_id}" if request.catalog_id is not None else f"Playbook not found: {request.path}"
             raise NotFound(what)
         playbook = self._playbook(entry.catalog_id, entry.content, entry.path, entry.version)
+        if request.dedup is not None:  # after resolving: a 404/422 must not hold the key for the window
+            existing = self._claim_dedup(request, execution_id)
+            if existing is not None:
+                return ExecuteOutcome(existing, "duplicate", 0)
         trace = request.trace
         stamp: dict[str, Any] = {}
         start_meta: dict[str, Any] = {"emitter": "control_plane"}
@@ -302,14 +303,16 @@ class ControlPlane:
             by_execution.setdefault(event.execution_id, []).append(event)
             ids.append(event.event_id)
         for execution_id, batch in by_execution.items():
-            engine = self._engine_or_none(execution_id)
-            if engine is None:
-                raise NotFound(f"execution {execution_id} not found")
             with self._lock(execution_id):
+                engine = self._engine_or_none(execution_id)
+                if engine is None:
+                    raise NotFound(f"execution {execution_id} not found")
                 out: list[Event] = []
+                seen: set[int] = set()
                 for event in batch:
-                    if self.store.get_event(event.event_id) is not None:
+                    if event.event_id in seen or self.store.get_event(event.event_id) is not None:
                         continue  # already ingested: posting twice changes nothing
+                    seen.add(event.event_id)
                     self._stamp(engine, event)
                     out.append(event)
                     out.extend(engine.react(event))
@@ -332,7 +335,10 @@ class ControlPlane:
         self.store.append(stored)
         for event in events:
             for listener in self._listeners:
-                listener(event)
+                try:
+                    listener(event)
+                except Exception:  # an observer must not stop commands being published
+                    log.exception("event listener failed", extra={"event_id": event.event_id})
             kind = event.event_type
             if kind == ev.COMMAND_ISSUED:
                 if (event.meta or {}).get("tool_kind") == "playbook":
@@ -422,11 +428,11 @@ class ControlPlane:
         if event is None or event.event_type != ev.COMMAND_ISSUED:
             raise NotFound(f"command.issued event not found: {event_id}")
         command_id = str((event.meta or {}).get("command_id"))
-        engine = self._engine_or_none(event.execution_id)
-        if engine is None:
-            raise NotFound(f"execution {event.execution_id} not found")
         followups: deque[Callable[[], None]] = deque()
         with self._lock(event.execution_id):
+            engine = self._engine_or_none(event.execution_id)
+            if engine is None:
+                raise NotFound(f"execution {event.execution_id} not found")
             state = engine.state
             if state.status == "CANCELLED" or state.cancel_requested:
                 raise Conflict("Execution has been cancelled")
@@ -516,7 +522,8 @@ class ControlPlane:
     # ------------------------------------------------------------------ executions
 
     def status(self, execution_id: int) -> dict[str, Any]:
-        engine = self._engine_or_none(execution_id)
+        with self._lock(execution_id):
+            engine = self._engine_or_none(execution_id)
         if engine is None:
             raise NotFound(f"execution {execution_id} not found")
         state = engine.state
@@ -540,11 +547,11 @@ class ControlPlane:
         }
 
     def cancel(self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request") -> dict[str, Any]:
-        engine = self._engine_or_none(execution_id)
-        if engine is None:
-            raise NotFound(f"execution {execution_id} not found")
         followups: deque[Callable[[], None]] = deque()
         with self._lock(execution_id):
+            engine = self._engine_or_none(execution_id)
+            if engine is None:
+                raise NotFound(f"execution {execution_id} not found")
             if engine.state.terminal:
                 raise ValidationFailed(f"Cannot cancel execution in {engine.state.status} state")
             self._commit(engine, engine.cancel(reason), followups)
@@ -564,10 +571,36 @@ class ControlPlane:
 
     @contextmanager
     def _lock(self, execution_id: int) -> Iterator[None]:
+        """Serialise work on one execution: a lock in this process, plus the store's lock across
+        processes where it has one (PostgreSQL advisory locks). Under the lock the cached engine
+        is brought up to date if another server process wrote to the execution meanwhile."""
         with self._locks_guard:
-            lock = self._locks.setdefault(execution_id, threading.Lock())
+            lock = self._locks.setdefault(execution_id, threading.RLock())
+        shared_lock = getattr(self.store, "execution_lock", None)
         with lock:
-            yield
+            if shared_lock is None or self._lock_depth.get(execution_id):
+                self._lock_depth[execution_id] = self._lock_depth.get(execution_id, 0) + 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth[execution_id] -= 1
+                return
+            with shared_lock(execution_id):
+                self._lock_depth[execution_id] = 1
+                try:
+                    self._catch_up(execution_id)
+                    yield
+                finally:
+                    self._lock_depth[execution_id] = 0
+
+    def _catch_up(self, execution_id: int) -> None:
+        """Drop a cached engine that missed events written by another server process."""
+        engine = self._engines.get(execution_id)
+        counter = getattr(self.store, "event_count", None)
+        if engine is None or counter is None:
+            return
+        if counter(execution_id) != engine.state.events_applied:
+            del self._engines[execution_id]
 
     def _playbook(self, catalog_id: int, content: str, path: str, version: int) -> Playbook:
         playbook = self._playbooks.get(catalog_id)
@@ -675,7 +708,10 @@ def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:
         event_id = int(raw_id) if raw_id not in (None, "", 0) else ids()
     except (TypeError, ValueError) as exc:
         raise ValidationFailed("Invalid event_id") from exc
-    meta = dict(body.get("meta") or {})
+    raw_meta = body.get("meta") or {}
+    if not isinstance(raw_meta, Mapping):
+        raise ValidationFailed("'meta' must be an object")
+    meta = dict(raw_meta)
     worker_id = body.get("worker_id")
     meta.setdefault("actionable", body.get("actionable", True))
     meta.setdefault("informative", body.get("informative", True))
@@ -693,7 +729,7 @@ def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:
                 created_at = created_at.replace(tzinfo=UTC)
         except ValueError:
             pass
-    parent_event_id = body.get("parent_event_id")
+    parent_event_id = _opt_int(body.get("parent_event_id"), "parent_event_id")
     return Event(
         event_id=event_id,
         execution_id=execution_id,
@@ -705,7 +741,7 @@ def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:
         result=result,
         meta=meta,
         worker_id=str(worker_id) if worker_id else None,
-        parent_event_id=int(parent_event_id) if parent_event_id not in (None, "") else None,
+        parent_event_id=parent_event_id,
         created_at=created_at,
     )
 

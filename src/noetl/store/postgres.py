@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SCHEMA: Final = "noetl"
 MIN_POOL_SIZE: Final = 1
 MAX_POOL_SIZE: Final = 10
+LOCK_POOL_SIZE: Final = 20  # execution locks held at once by one process
+LOCK_WAIT_SECONDS: Final = 60.0
 CONNECT_TIMEOUT: Final = 30.0  # seconds to wait for the pool's first connection / a free connection
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -211,6 +215,9 @@ class PostgresStore:
         with self._errors("connect"), psycopg.connect(url, **kwargs) as conn:
             _configure(conn)
             self._migrate(conn)
+        self._conn_kwargs = kwargs
+        self._lock_pool: ConnectionPool[Connection] | None = None
+        self._lock_pool_guard = threading.Lock()
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -235,6 +242,45 @@ class PostgresStore:
     def close(self) -> None:
         with self._errors("close"):
             self._pool.close()
+            if self._lock_pool is not None:
+                self._lock_pool.close()
+
+    # -- cross-process coordination ---------------------------------------------------------
+
+    @contextmanager
+    def execution_lock(self, execution_id: int) -> Iterator[None]:
+        """Serialise orchestration of one execution across server processes (a session-level
+        advisory lock, held on a connection from a separate small pool so a locked section can
+        still use the main pool without starving it)."""
+        if self._lock_pool is None:
+            with self._lock_pool_guard:
+                if self._lock_pool is None:
+                    self._lock_pool = ConnectionPool(
+                        self.url,
+                        kwargs=self._conn_kwargs,
+                        min_size=0,
+                        max_size=LOCK_POOL_SIZE,
+                        open=True,
+                        configure=_configure,
+                        name=f"noetl-locks-{self.schema}",
+                        timeout=LOCK_WAIT_SECONDS,
+                    )
+        # Stable across processes (Python's str hash is salted per process).
+        key = (zlib.crc32(f"{self.schema}.execution".encode()) & 0x7FFFFFFF, execution_id & 0x7FFFFFFF)
+        with self._errors("lock execution"), self._lock_pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+    def event_count(self, execution_id: int) -> int:
+        """How many events the execution has (to detect writes by another server process)."""
+        with self._reading("count events") as conn:
+            row = conn.execute(
+                f"SELECT count(*) FROM {self._sql.schema}.event WHERE execution_id = %s", (execution_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     # -- plumbing --------------------------------------------------------------------------
 
