@@ -108,3 +108,68 @@ def test_engine_is_pure_and_emits_the_start_command() -> None:
     assert issued.meta["pool"] == "shared"
     assert engine.state.workload == {"extra": True}
     assert engine.accepts(issued.meta["command_id"])
+
+
+def _feed(engine: Engine, events: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for event in events:
+        out.extend(engine.react(event))
+    return out
+
+
+def _worker_events(issued: Any, data: Any, ids: Any) -> list[Any]:
+    from noetl.worker.executor import Command, Executor
+
+    command = Command.from_event(issued)
+    executor = Executor(ids=ids, worker_id="w")
+    done_ctx = {"call_index": 0, "result": {"status": "success", "context": {"data": data}}}
+    return [
+        executor.claimed(command),
+        executor._event(command, "call.done", "COMPLETED", done_ctx),
+        executor._event(command, "command.completed", "success", {"status": "success"}),
+    ]
+
+
+def test_expired_lease_reissues_then_gives_up_and_late_events_are_ignored() -> None:
+    pb = parse_playbook(CYCLE.replace("count\n  - step: count", "count\n  - step: count"))
+    ids = iter(range(10_000, 20_000)).__next__
+    engine = Engine(pb, 7, ids=ids, max_attempts=2)
+    first = next(e for e in engine.start() if e.event_type == "command.issued")
+    cid = first.meta["command_id"]
+    engine.react(_worker_events(first, 1, ids)[0])  # claimed, then the worker vanishes
+    out = engine.expire(cid)
+    assert [e.event_type for e in out] == ["command.expired", "command.issued"]
+    second = out[-1]
+    assert second.meta["attempt"] == 2 and second.meta["command_id"] != cid
+    # The stale worker reports late: ignored, the step is not completed by it.
+    _feed(engine, _worker_events(first, "stale", ids)[1:])
+    assert engine.state.steps["start"].status == "running"
+    assert not engine.accepts(cid) and engine.accepts(second.meta["command_id"])
+    # The second attempt's worker vanishes too: max_attempts reached, the step and run fail.
+    engine.react(_worker_events(second, 1, ids)[0])
+    failed = engine.expire(second.meta["command_id"])
+    assert [e.event_type for e in failed] == ["command.failed", "playbook.failed"]
+    assert "gave up after 2 attempt(s)" in (engine.state.error or "")
+
+
+def test_expired_loop_iteration_is_reissued_with_its_index() -> None:
+    pb = parse_playbook(CYCLE)
+    ids = iter(range(30_000, 40_000)).__next__
+    engine = Engine(pb, 8, ids=ids)
+    issued = next(e for e in engine.start() if e.event_type == "command.issued")
+    out = _feed(engine, _worker_events(issued, 1, ids))
+    while True:  # drive the cycle until the loop step is entered
+        nxt = [e for e in out if e.event_type == "command.issued"]
+        if nxt[0].node_name == "done":
+            break
+        out = _feed(engine, _worker_events(nxt[0], {"n": engine.state.ctx["n"] + 1}, ids))
+    iterations = [e for e in out if e.event_type == "command.issued"]
+    assert len(iterations) == 3
+    lost = iterations[1]
+    engine.react(_worker_events(lost, 0, ids)[0])
+    again = next(e for e in engine.expire(lost.meta["command_id"]) if e.event_type == "command.issued")
+    assert again.meta["iteration_index"] == 1
+    for event in (iterations[0], iterations[2], again):
+        _feed(engine, _worker_events(event, event.meta["iteration_index"] * 10, ids))
+    assert engine.state.status == "COMPLETED"
+    assert engine.step_data("done") == {"results": [0, 10, 20], "count": 3}

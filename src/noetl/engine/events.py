@@ -16,6 +16,7 @@ COMMAND_STARTED = "command.started"
 COMMAND_COMPLETED = "command.completed"
 COMMAND_FAILED = "command.failed"
 COMMAND_HEARTBEAT = "command.heartbeat"
+COMMAND_EXPIRED = "command.expired"  # a claim's lease ran out; the command is issued again
 CALL_DONE = "call.done"
 CALL_ERROR = "call.error"
 STEP_ENTER = "step.enter"

@@ -81,6 +81,7 @@ class Engine:
         parent_execution_id: int | None = None,
         stamp: Mapping[str, Any] | None = None,
         graph: Graph | None = None,
+        max_attempts: int = 3,
     ) -> None:
         self.playbook = playbook
         self.graph = graph or analyse(playbook)
@@ -102,6 +103,7 @@ class Engine:
         self._dirty_keys: set[str] = set()
         self._last_command: tuple[CommandState, dict[str, Any]] | None = None
         self._entered_cycles: set[int] = set()
+        self._max_attempts = max_attempts
 
     # ------------------------------------------------------------------ public API
 
@@ -159,6 +161,64 @@ class Engine:
             )
         return self._flush()
 
+    def expire(self, command_id: str, *, reason: str = "the worker's lease expired") -> list[Event]:
+        """A claimed command whose worker vanished: issue it again (attempt + 1), or fail its step
+        once `max_attempts` is reached. Late events of the superseded attempt are ignored."""
+        self._out = []
+        state = self.state
+        command = state.commands.get(command_id)
+        if command is None or state.terminal:
+            return []
+        spec = self.playbook.steps[command.step]
+        if command.attempt >= self._max_attempts or state.failing:
+            error = f"{reason}; gave up after {command.attempt} attempt(s)"
+            self._emit(
+                ev.COMMAND_FAILED,
+                node_name=command.step,
+                node_type=command.kind,
+                status="FAILED",
+                result={"status": "FAILED", "context": {"command_id": command_id, "error": error}},
+                meta={"command_id": command_id, "attempt": command.attempt},
+            )
+            self._finish_if_done()
+            return self._flush()
+        self._emit(
+            ev.COMMAND_EXPIRED,
+            node_name=command.step,
+            node_type=command.kind,
+            status="EXPIRED",
+            result={"status": "EXPIRED", "context": {"command_id": command_id, "reason": reason}},
+            meta={"command_id": command_id, "attempt": command.attempt},
+        )
+
+        def reissue() -> None:
+            step = state.steps[command.step]
+            ctx: Mapping[str, Any] = self.context()
+            if command.index is not None and step.loop is not None:
+                ctx = self._iteration_context(ctx, step.loop, command.index)
+            self._issue(spec, ctx, command.index, attempt=command.attempt + 1)
+
+        self._guarded(reissue)
+        return self._flush()
+
+    def resume(self) -> list[Event]:
+        """After a restart (state folded from the log): settle what was derived but not logged
+        (cycles that went quiet) and end the execution if nothing is left to do."""
+        self._out = []
+        if self.state.terminal:
+            return []
+
+        def settle() -> None:
+            for comp in sorted(self._entered_cycles):
+                self._check_cycle_quiet(comp)
+
+        self._guarded(settle)
+        return self._flush()
+
+    def open_commands(self) -> list[CommandState]:
+        """Commands issued and not finished (their claim state included)."""
+        return list(self.state.commands.values())
+
     def accepts(self, command_id: str) -> bool:
         """Whether a worker may still claim (start) this command."""
         state = self.state
@@ -207,6 +267,14 @@ class Engine:
                 command.worker_id = event.worker_id or command.worker_id
         elif kind == ev.COMMAND_FAILED:
             self._apply_failed(event)
+        elif kind == ev.COMMAND_EXPIRED:
+            cid = event.command_id
+            command = state.commands.pop(cid, None) if cid else None
+            if command is not None:
+                state.call_results.pop(command.command_id, None)
+                step = state.steps.get(command.step)
+                if step is not None and step.loop is not None and command.index is not None:
+                    step.loop.in_flight -= 1
         elif kind == ev.STEP_ENTER:
             self._apply_enter(event)
         elif kind == ev.STEP_EXIT:
@@ -766,7 +834,7 @@ class Engine:
             index = loop.issued
             self._issue(spec, self._iteration_context(base, loop, index), index)
 
-    def _issue(self, spec: Step, ctx: Mapping[str, Any], index: int | None) -> None:
+    def _issue(self, spec: Step, ctx: Mapping[str, Any], index: int | None, *, attempt: int = 1) -> None:
         state = self.state
         event_id = self.ids()
         command_id = f"{state.execution_id}:{spec.name}:{event_id}"
@@ -778,8 +846,8 @@ class Engine:
             "command_id": command_id,
             "step": spec.name,
             "tool_kind": kind,
-            "attempt": 1,
-            "max_attempts": 3,
+            "attempt": attempt,
+            "max_attempts": self._max_attempts,
             "execution_id": str(state.execution_id),
             "catalog_id": None if state.catalog_id is None else str(state.catalog_id),
             "pool": pool_for(state.path, state.meta.get("execution_pool")),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -34,8 +35,20 @@ from noetl.worker.executor import Command, Executor, child_request
 log = logging.getLogger(__name__)
 
 DEFAULT_DEDUP_WINDOW_SECS = 300
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_REPUBLISH_SECONDS = 10.0
 MAX_BATCH_ITEMS = 1000
 CONTROL_WORKER = "control-plane"
+_COMMAND_EVENTS = frozenset(
+    {ev.COMMAND_STARTED, ev.CALL_DONE, ev.CALL_ERROR, ev.COMMAND_COMPLETED, ev.COMMAND_FAILED, ev.COMMAND_HEARTBEAT}
+)
+
+
+@dataclass
+class _Lease:
+    execution_id: int
+    worker_id: str
+    deadline: float  # time.monotonic()
 
 
 @dataclass
@@ -115,6 +128,9 @@ class ControlPlane:
         ids: Snowflake | None = None,
         notify: Notifier | None = None,
         server_url: str = "http://localhost:8082",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        republish_after: float = DEFAULT_REPUBLISH_SECONDS,
+        max_attempts: int = 3,
     ) -> None:
         self.store = store
         self.ids = ids or default_ids
@@ -127,9 +143,15 @@ class ControlPlane:
         self._playbooks: dict[int, Playbook] = {}
         self._pending: dict[str, dict[int, Event]] = {}  # pool -> command event_id -> command.issued
         self._pending_guard = threading.Lock()
+        self._published: dict[int, float] = {}  # command event_id -> when last notified
         self._dedup: dict[tuple[int, str], tuple[int, float]] = {}
         self._dedup_guard = threading.Lock()
         self._listeners: list[Callable[[Event], None]] = []
+        self.lease_seconds = lease_seconds
+        self.republish_after = republish_after
+        self.max_attempts = max_attempts
+        self._leases: dict[str, _Lease] = {}  # command_id -> lease of the worker that claimed it
+        self._leases_guard = threading.Lock()
 
     # ------------------------------------------------------------------ catalog
 
@@ -283,6 +305,7 @@ class ControlPlane:
             catalog_id=catalog_id,
             parent_execution_id=parent_execution_id,
             stamp=stamp,
+            max_attempts=self.max_attempts,
         )
         followups: deque[Callable[[], None]] = deque()
         with self._lock(execution_id):
@@ -312,6 +335,15 @@ class ControlPlane:
                 for event in batch:
                     if event.event_id in seen or self.store.get_event(event.event_id) is not None:
                         continue  # already ingested: posting twice changes nothing
+                    if event.event_type in _COMMAND_EVENTS and event.command_id not in engine.state.commands:
+                        # A superseded attempt (its lease expired) or an unknown command: its
+                        # result is not accepted, so each command's result is recorded once.
+                        log.info(
+                            "ignoring %s for a command that is not open",
+                            event.event_type,
+                            extra={"command_id": event.command_id, "worker_id": event.worker_id},
+                        )
+                        continue
                     seen.add(event.event_id)
                     self._stamp(engine, event)
                     out.append(event)
@@ -345,8 +377,19 @@ class ControlPlane:
                     followups.append(functools.partial(self._start_child, event))
                 else:
                     self._publish(event)
-            elif kind in (ev.COMMAND_CLAIMED, ev.COMMAND_COMPLETED, ev.COMMAND_FAILED):
+            elif kind == ev.COMMAND_CLAIMED:
                 self._unpend(event)
+                # Commands the control plane runs itself (nested playbooks) hold no lease.
+                if event.command_id is not None and event.worker_id and event.worker_id != CONTROL_WORKER:
+                    with self._leases_guard:
+                        self._leases[event.command_id] = _Lease(
+                            event.execution_id, event.worker_id, time.monotonic() + self.lease_seconds
+                        )
+            elif kind in (ev.COMMAND_COMPLETED, ev.COMMAND_FAILED, ev.COMMAND_EXPIRED):
+                self._unpend(event)
+                if event.command_id is not None:
+                    with self._leases_guard:
+                        self._leases.pop(event.command_id, None)
             elif kind in ev.TERMINAL_TYPES:
                 self._drop_pending(event.execution_id)
                 meta = engine.state.meta
@@ -364,6 +407,12 @@ class ControlPlane:
         pool = str(meta.get("pool") or "shared")
         with self._pending_guard:
             self._pending.setdefault(pool, {})[event.event_id] = event
+            self._published[event.event_id] = time.monotonic()
+        self._notify(event)
+
+    def _notify(self, event: Event) -> None:
+        meta = event.meta or {}
+        pool = str(meta.get("pool") or "shared")
         if self.notify is not None:
             payload: dict[str, Any] = {
                 "execution_id": event.execution_id,
@@ -454,16 +503,123 @@ class ControlPlane:
         self._run(followups)
         return {"status": "ok", **_command_body(event)}
 
+    # ------------------------------------------------------------------ leases and recovery
+
+    def heartbeat(self, worker_id: str, command_ids: list[str] | None = None) -> int:
+        """A live worker renews the leases of the commands it holds; returns how many."""
+        deadline = time.monotonic() + self.lease_seconds
+        renewed = 0
+        with self._leases_guard:
+            for command_id, lease in self._leases.items():
+                if lease.worker_id == worker_id and (command_ids is None or command_id in command_ids):
+                    lease.deadline = deadline
+                    renewed += 1
+        return renewed
+
+    def release_worker(self, worker_id: str) -> int:
+        """A worker that left (deregistered or declared dead): its commands are issued again now."""
+        with self._leases_guard:
+            held = [(cid, lease) for cid, lease in self._leases.items() if lease.worker_id == worker_id]
+            for _, lease in held:
+                lease.deadline = 0.0
+        return len(held)
+
+    def reap(self) -> dict[str, int]:
+        """Issue again the commands whose lease expired, and re-notify commands nobody claimed.
+        Run periodically by one server (the store's leadership decides which)."""
+        now = time.monotonic()
+        with self._leases_guard:
+            expired = [(cid, lease) for cid, lease in self._leases.items() if lease.deadline <= now]
+            for cid, _ in expired:
+                del self._leases[cid]
+        reissued = 0
+        for command_id, lease in expired:
+            followups: deque[Callable[[], None]] = deque()
+            with self._lock(lease.execution_id):
+                engine = self._engine_or_none(lease.execution_id)
+                if engine is None or command_id not in engine.state.commands:
+                    continue
+                reason = f"worker {lease.worker_id} stopped renewing its lease ({self.lease_seconds:g} s)"
+                self._commit(engine, engine.expire(command_id, reason=reason), followups)
+                reissued += 1
+            self._run(followups)
+        renotified = 0
+        with self._pending_guard:
+            stale = [
+                e
+                for commands in self._pending.values()
+                for e in commands.values()
+                if now - self._published.get(e.event_id, 0.0) >= self.republish_after
+            ]
+            for event in stale:
+                self._published[event.event_id] = now
+        for event in stale:
+            self._notify(event)
+            renotified += 1
+        return {"reissued": reissued, "renotified": renotified}
+
+    def recover(self) -> int:
+        """After a server start: rebuild every running execution from the log, settle what was
+        derived but not logged, put unclaimed commands back on offer and give claimed ones a
+        fresh lease (their workers renew it, or it expires and they are issued again)."""
+        recovered = 0
+        offset = 0
+        while True:
+            page = self.store.executions(status="RUNNING", limit=500, offset=offset)
+            if not page:
+                break
+            offset += len(page)
+            for summary in page:
+                followups: deque[Callable[[], None]] = deque()
+                with self._lock(summary.execution_id):
+                    engine = self._engine_or_none(summary.execution_id)
+                    if engine is None or engine.state.terminal:
+                        continue
+                    recovered += 1
+                    self._commit(engine, engine.resume(), followups)
+                    for command in engine.open_commands():
+                        issued = self.store.get_event(command.event_id)
+                        if issued is None:
+                            continue
+                        if command.kind == "playbook":
+                            followups.append(functools.partial(self._resume_child, issued))
+                        elif command.status == "issued":
+                            self._publish(issued)
+                        else:
+                            with self._leases_guard:
+                                self._leases[command.command_id] = _Lease(
+                                    engine.execution_id,
+                                    command.worker_id or "unknown",
+                                    time.monotonic() + self.lease_seconds,
+                                )
+                self._run(followups)
+        return recovered
+
+    def _resume_child(self, issued: Event) -> None:
+        """A `kind: playbook` command issued before a restart: start its child if none exists."""
+        meta = issued.meta or {}
+        for child in self.store.executions(parent_execution_id=issued.execution_id, limit=10_000):
+            engine = self._engine_or_none(child.execution_id)
+            if engine is not None and engine.state.meta.get("parent_command_id") == meta.get("command_id"):
+                if engine.state.terminal:
+                    self._report_child(engine)
+                return
+        self._start_child(issued)
+
     # ------------------------------------------------------------------ nested playbooks
 
     def _start_child(self, issued: Event) -> None:
         """A `kind: playbook` command: the control plane runs the child itself."""
         command = Command.from_event(issued)
         parent = self._engine_or_none(command.execution_id)
-        if parent is None or not parent.accepts(command.command_id):
+        if parent is None or parent.state.terminal or parent.state.failing:
+            return
+        current = parent.state.commands.get(command.command_id)
+        if current is None:
             return
         executor = Executor(ids=self.ids, worker_id=CONTROL_WORKER)
-        self.ingest([executor.claimed(command), executor.started(command)])
+        if current.status == "issued":
+            self.ingest([executor.claimed(command), executor.started(command)])
         request = child_request(command.tool_config if isinstance(command.tool_config, dict) else {})
         try:
             entry = (
@@ -643,6 +799,7 @@ class ControlPlane:
                 catalog_id=catalog_id,
                 parent_execution_id=started.parent_execution_id,
                 stamp=stamp,
+                max_attempts=self.max_attempts,
             )
             engine.fold(log_events)
             self._engines[execution_id] = engine
