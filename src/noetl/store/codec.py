@@ -10,6 +10,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from noetl.engine.events import Event
 from noetl.errors import StoreError
 
@@ -21,14 +23,20 @@ EventRow = tuple[
 
 
 def dump_json(value: Any) -> str | None:
-    """Compact JSON text (non-ASCII kept as is); None stays None (SQL NULL)."""
+    """Compact JSON text (non-ASCII kept as is); None stays None (SQL NULL).
+
+    orjson first (events are written by the ten thousand); the stdlib for what it refuses
+    (integers beyond 64 bits), which raises the usual TypeError/ValueError for non-JSON values."""
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def load_json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else orjson.loads(text)
 
 
 def utc_ms(moment: datetime) -> datetime:

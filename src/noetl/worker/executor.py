@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from noetl.dsl.model import PolicyRule
 from noetl.engine import events as ev
 from noetl.engine.events import Event, utcnow
@@ -48,8 +50,8 @@ class Command:
     def from_event(cls, event: Event) -> Command:
         """The command as a remote worker would receive it: a JSON copy, so a tool that mutates
         its inputs never touches the engine's state (local and distributed runs behave alike)."""
-        context = json.loads(json.dumps(event.context or {}, default=str))
-        meta = json.loads(json.dumps(event.meta or {}, default=str))
+        context = _json_copy(event.context or {})
+        meta = _json_copy(event.meta or {})
         return cls(
             execution_id=event.execution_id,
             event_id=event.event_id,
@@ -371,6 +373,14 @@ def _process_output(result: ToolResult) -> dict[str, Any]:
     if result.exit_code is not None:
         extra["exit_code"] = result.exit_code
     return extra
+
+
+def _json_copy(value: Any) -> Any:
+    """What a JSON round trip gives (a deep copy with JSON types only)."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return json.loads(json.dumps(value, default=str))
 
 
 def child_request(config: Mapping[str, Any]) -> ChildRequest:
