@@ -122,13 +122,24 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
     async def main() -> Any:
         progress = None if quiet else Progress()
         async with LocalRuntime(store, concurrency=concurrency, on_event=progress) as runtime:
-            if progress is None:
-                return await runtime.run(playbook, workload)
-            with progress:
-                return await runtime.run(playbook, workload)
+            task = asyncio.create_task(runtime.run(playbook, workload))
+            try:
+                if progress is None:
+                    return await asyncio.shield(task)
+                with progress:
+                    return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # Ctrl-C: record the cancellation in the log, then report the outcome.
+                root = runtime.root_execution()
+                if root is not None:
+                    runtime.cancel(root, "interrupted (Ctrl-C)")
+                    return await task
+                raise
 
     try:
         return asyncio.run(main())
+    except KeyboardInterrupt:
+        _die("interrupted before the execution started", EXIT_FAILED)
     finally:
         store.close()
 

@@ -303,6 +303,8 @@ class Engine:
         elif kind == ev.PLAYBOOK_CANCELLED:
             state.status = "CANCELLED"
             state.cancel_requested = True
+            reason = (event.meta or {}).get("reason")
+            state.error = state.error or f"cancelled: {reason or 'no reason given'}"
 
     def _apply_issued(self, event: Event) -> None:
         meta = event.meta or {}

@@ -83,6 +83,7 @@ class LocalRuntime:
         self.on_event = on_event
         self.credentials = StoreCredentials(store)
         self._executions: dict[int, _Execution] = {}
+        self._children: dict[int, set[int]] = {}  # parent execution -> nested executions
         self._incoming: list[Event] = []
         self._wake: asyncio.Event | None = None
         self._queue: asyncio.Queue[Event] | None = None
@@ -189,6 +190,8 @@ class LocalRuntime:
                     self._stamp(execution.engine, event)
                     out.append(event)
                     out.extend(execution.engine.react(event))
+                    if execution.engine.state.failing:
+                        out.extend(self._cancel_children(event.execution_id, "the parent execution failed"))
                 self._commit(out)
 
     def _stamp(self, engine: Engine, event: Event) -> None:
@@ -290,6 +293,31 @@ class LocalRuntime:
         for done in await executor.execute(command, report=self._report):
             self._report(done)
 
+    def root_execution(self) -> int | None:
+        """The first execution this runtime started (the one `noetl run` waits for)."""
+        for execution_id, execution in self._executions.items():
+            if execution.engine.state.parent_execution_id is None:
+                return execution_id
+        return None
+
+    def cancel(self, execution_id: int, reason: str = "cancelled by user") -> None:
+        """Cancel an execution and its running children; nothing new is dispatched."""
+        execution = self._executions.get(execution_id)
+        if execution is None:
+            return
+        events = execution.engine.cancel(reason)
+        events.extend(self._cancel_children(execution_id, f"parent execution {execution_id} was cancelled"))
+        self._commit(events)
+
+    def _cancel_children(self, parent_id: int, reason: str) -> list[Event]:
+        events: list[Event] = []
+        for child_id in list(self._children.get(parent_id, ())):
+            child = self._executions.get(child_id)
+            if child is not None and not child.engine.state.terminal:
+                events.extend(child.engine.cancel(reason))
+                events.extend(self._cancel_children(child_id, reason))
+        return events
+
     async def _run_child(self, request: ChildRequest, command: Command) -> ChildResult:
         parent = self._executions.get(command.execution_id)
         base_dir = parent.base_dir if parent else None
@@ -316,6 +344,7 @@ class LocalRuntime:
             start_meta={"parent_step": command.step, "parent_command_id": command.command_id},
             return_step=request.return_step,
         )
+        self._children.setdefault(command.execution_id, set()).add(child.engine.execution_id)
         await child.future
         engine = child.engine
         state = engine.state
