@@ -135,12 +135,16 @@ class ServerClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise ServerError(f"{method} {path}: the server answered with invalid JSON", status=response.status_code) from exc
+            raise ServerError(
+                f"{method} {path}: the server answered with invalid JSON", status=response.status_code
+            ) from exc
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = self._json(method, path, **kwargs)
         if not isinstance(body, dict):
-            raise ServerError(f"{method} {path}: expected a JSON object, got {type(body).__name__}", status=200)
+            raise ServerError(
+                f"{method} {path}: expected a JSON object, got {type(body).__name__}", status=200
+            )
         return body
 
     # ------------------------------------------------------------------ health and catalog
@@ -185,6 +189,7 @@ class ServerClient:
         parent_execution_id: int | str | None = None,
         execution_pool: str | None = None,
         trace: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Start an execution by catalog `path` or `catalog_id`; answers `{execution_id, status, ...}`."""
         if not path and catalog_id is None:
@@ -200,6 +205,8 @@ class ServerClient:
             body["execution_pool"] = execution_pool
         if trace:
             body["trace"] = dict(trace)
+        if metadata:
+            body["metadata"] = dict(metadata)
         return self._object("POST", "/api/execute", json=body, idempotent=False)
 
     def status(self, execution_id: int | str) -> dict[str, Any]:
@@ -229,7 +236,9 @@ class ServerClient:
         rows = body.get("events")
         return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
-    def cancel(self, execution_id: int | str, *, cascade: bool = True, reason: str | None = None) -> dict[str, Any]:
+    def cancel(
+        self, execution_id: int | str, *, cascade: bool = True, reason: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"cascade": cascade}
         if reason:
             body["reason"] = reason
@@ -313,7 +322,9 @@ class ServerClient:
         return answer if isinstance(answer, dict) else {}
 
     def worker_heartbeat(self, name: str) -> dict[str, Any]:
-        return self._object("POST", "/api/worker/pool/heartbeat", json={"name": name, "component_type": "worker_pool"})
+        return self._object(
+            "POST", "/api/worker/pool/heartbeat", json={"name": name, "component_type": "worker_pool"}
+        )
 
     def worker_deregister(self, name: str) -> dict[str, Any]:
         """DELETE first; falls back to POST on a server that routes only one of them."""

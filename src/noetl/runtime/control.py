@@ -39,6 +39,7 @@ DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_REPUBLISH_SECONDS = 10.0
 MAX_BATCH_ITEMS = 1000
 CONTROL_WORKER = "control-plane"
+_ITERATOR_KEYS = ("iterator_index", "iterator_count", "iterator_item")
 _COMMAND_EVENTS = frozenset(
     {ev.COMMAND_STARTED, ev.CALL_DONE, ev.CALL_ERROR, ev.COMMAND_COMPLETED, ev.COMMAND_FAILED, ev.COMMAND_HEARTBEAT}
 )
@@ -66,6 +67,9 @@ class ExecuteRequest:
     execution_pool: str | None = None
     trace: dict[str, Any] | None = None
     dedup: DedupSpec | None = None
+    # Iterator metadata of a nested run started from a loop (seed: recorded on the child's
+    # playbook_started meta and on every child event).
+    metadata: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: Any) -> ExecuteRequest:
@@ -86,7 +90,11 @@ class ExecuteRequest:
         trace = body.get("trace")
         if trace is not None and not isinstance(trace, Mapping):
             raise ValidationFailed("'trace' must be an object")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ValidationFailed("'metadata' must be an object")
         request = cls(
+            metadata=dict(metadata) if metadata else None,
             path=_opt_str(body.get("path")),
             catalog_id=_opt_int(body.get("catalog_id"), "catalog_id"),
             payload=dict(payload),
@@ -218,6 +226,12 @@ class ControlPlane:
         if trace:
             start_meta["trace"] = trace
             stamp["trace"] = trace
+        if request.metadata:
+            iterator = {k: v for k, v in request.metadata.items() if k in _ITERATOR_KEYS}
+            stamp.update(iterator)
+            start_meta.update(request.metadata)
+        if request.parent_execution_id is not None:
+            stamp["parent_execution_id"] = str(request.parent_execution_id)
         commands = self._start(playbook, entry.catalog_id, execution_id, request.payload, request.parent_execution_id, stamp, start_meta)
         return ExecuteOutcome(execution_id, "started", commands)
 
@@ -699,7 +713,11 @@ class ControlPlane:
                 "failed_steps": len(state.failed_steps),
             },
             "is_cancelled": state.status == "CANCELLED",
-            "result": engine.result(),
+            "result": engine.result(state.meta.get("return_step")),
+            "steps": {
+                name: {"status": step.status.upper(), "result": engine.step_data(name)}
+                for name, step in state.steps.items()
+            },
         }
 
     def cancel(self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request") -> dict[str, Any]:

@@ -81,7 +81,11 @@ class ServerCredentials:
         for key, value in data.items():
             if key not in _PUBLIC_FIELDS:
                 masker.add(value)
-        resolved = {"name": str(body.get("name") or alias), "type": str(body.get("type") or ""), "data": dict(data)}
+        resolved = {
+            "name": str(body.get("name") or alias),
+            "type": str(body.get("type") or ""),
+            "data": dict(data),
+        }
         self._cache[alias] = (now, resolved)
         return resolved
 
@@ -161,6 +165,7 @@ class RemoteWorker:
         self.completed = 0  # commands whose outcome was posted
         self._slots: _Slots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._poll_failing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,7 +198,9 @@ class RemoteWorker:
             )
             log.info("worker registered", extra={"worker_id": self.worker_id, "server": self.client.base_url})
         except NoetlError as exc:
-            log.warning("worker registration failed; polling anyway: %s", exc, extra={"worker_id": self.worker_id})
+            log.warning(
+                "worker registration failed; polling anyway: %s", exc, extra={"worker_id": self.worker_id}
+            )
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not await _wait(stop, self.heartbeat_interval):
@@ -201,7 +208,7 @@ class RemoteWorker:
                 await self._call(self.client.worker_heartbeat, self.worker_id)
             except NotFound:  # the server forgot us (restart): register again
                 await self._register()
-            except NoetlError as exc:
+            except Exception as exc:  # only logged: the heartbeat goes on
                 log.warning("heartbeat failed: %s", exc, extra={"worker_id": self.worker_id})
 
     async def _deregister(self) -> None:
@@ -232,39 +239,60 @@ class RemoteWorker:
     # ------------------------------------------------------------------ the poll loop
 
     async def _poll(self, stop: asyncio.Event) -> None:
-        slots = self._slots
-        assert slots is not None
         idle = self.poll_interval
         while not stop.is_set():
-            slots.freed.clear()
-            free = slots.free
-            if free <= 0:
-                await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
-                continue
             try:
-                pending = await self._call(self.client.pending, self.pools, free)
-            except NoetlError as exc:
-                log.warning("polling for commands failed: %s", exc, extra={"worker_id": self.worker_id})
+                idle = await self._poll_once(stop, idle)
+            except Exception:  # a surprise (bad answer, bug) must not end the loop
+                log.exception("polling loop error", extra={"worker_id": self.worker_id})
                 await _wait(stop, self.max_idle_interval)
-                continue
-            taken = 0
-            for item in pending:
-                if stop.is_set() or not slots.try_take():
-                    break
-                if await self._claim_and_start(item):
-                    taken += 1
-                else:
-                    slots.release()
-            if taken:
-                idle = self.poll_interval
-                continue
-            await _wait(stop, idle)
-            idle = min(idle * 2, self.max_idle_interval)
+
+    async def _poll_once(self, stop: asyncio.Event, idle: float) -> float:
+        """One round: ask for as many commands as there are free slots, claim and start them.
+        Returns the idle interval for the next round."""
+        slots = self._slots
+        assert slots is not None
+        slots.freed.clear()
+        free = slots.free
+        if free <= 0:
+            await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
+            return idle
+        try:
+            pending = await self._call(self.client.pending, self.pools, free)
+        except NoetlError as exc:
+            if not self._poll_failing:  # say it once, not on every poll
+                log.warning("polling for commands failed: %s", exc, extra={"worker_id": self.worker_id})
+                self._poll_failing = True
+            await _wait(stop, self.max_idle_interval)
+            return idle
+        if self._poll_failing:
+            log.info("polling works again", extra={"worker_id": self.worker_id})
+            self._poll_failing = False
+        taken = 0
+        for item in pending:
+            if stop.is_set() or not slots.try_take():
+                break
+            try:
+                started = await self._claim_and_start(item)
+            except BaseException:
+                slots.release()
+                raise
+            if started:
+                taken += 1
+            else:
+                slots.release()
+        if taken:
+            return self.poll_interval
+        await _wait(stop, idle)
+        return min(idle * 2, self.max_idle_interval)
 
     async def _claim_and_start(self, item: Mapping[str, Any]) -> bool:
         """Claim one pending command and start running it; False when it was not ours."""
         event_id = item.get("event_id")
         command_id = item.get("command_id")
+        if event_id is None:
+            log.warning("pending command without an event_id: %r", item)
+            return False
         try:
             body = await self._call(self.client.claim, str(event_id), self.worker_id)
         except NotFound:
@@ -302,7 +330,9 @@ class RemoteWorker:
         try:
             command = command_from_claim(body)
             command_id = command.command_id
-            executor = Executor(ids=self.ids, worker_id=self.worker_id, credentials=self.credentials, run_child=run_child)
+            executor = Executor(
+                ids=self.ids, worker_id=self.worker_id, credentials=self.credentials, run_child=run_child
+            )
             started = executor.started(command)
             await self._post([started], command_id, attempts=1)  # best effort; re-sent with the outcome
             outcome = await executor.execute(command)
@@ -333,7 +363,9 @@ class RemoteWorker:
                     log.error("could not post events: %s", exc, extra={"command_id": command_id})
                     return False
                 log.warning(
-                    "posting events failed, retrying in %.1fs: %s", delays[attempt], exc,
+                    "posting events failed, retrying in %.1fs: %s",
+                    delays[attempt],
+                    exc,
                     extra={"command_id": command_id},
                 )
                 await asyncio.sleep(delays[attempt])
@@ -347,10 +379,13 @@ class RemoteWorker:
                 request.workload,
                 catalog_id=request.catalog_id,
                 parent_execution_id=command.execution_id,
+                metadata=_child_metadata(command, request),
             )
             child_id = int(started["execution_id"])
         except (NoetlError, KeyError, TypeError, ValueError) as exc:
-            return ChildResult(execution_id=0, status="FAILED", result=None, error=f"cannot start child playbook: {exc}")
+            return ChildResult(
+                execution_id=0, status="FAILED", result=None, error=f"cannot start child playbook: {exc}"
+            )
         delay = _CHILD_POLL_START
         failures = 0
         while True:
@@ -360,19 +395,39 @@ class RemoteWorker:
             except NoetlError as exc:
                 failures += 1
                 if isinstance(exc, NotFound) or failures > 10:
-                    return ChildResult(child_id, "FAILED", None, f"lost track of child execution {child_id}: {exc}")
+                    return ChildResult(
+                        child_id, "FAILED", None, f"lost track of child execution {child_id}: {exc}"
+                    )
                 body = {}
             status = str(body.get("status") or "").upper()
             if status in TERMINAL_STATUSES:
                 error = body.get("error")
+                result = body.get("result")
+                steps = body.get("steps")
+                if request.return_step and isinstance(steps, Mapping):
+                    chosen = steps.get(request.return_step)
+                    result = chosen.get("result") if isinstance(chosen, Mapping) else None
                 return ChildResult(
                     execution_id=child_id,
                     status=status,
-                    result=body.get("result"),
+                    result=result,
                     error=str(error) if error else None,
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, _CHILD_POLL_MAX)
+
+
+def _child_metadata(command: Command, request: ChildRequest) -> dict[str, Any]:
+    """What the child's playbook_started records about where it came from (seed 000)."""
+    meta = command.meta
+    metadata: dict[str, Any] = {"parent_step": command.step, "parent_command_id": command.command_id}
+    if request.return_step:
+        metadata["return_step"] = request.return_step
+    if "iteration_index" in meta:
+        metadata["iterator_index"] = meta["iteration_index"]
+        metadata["iterator_count"] = meta.get("iteration_total")
+        metadata["iterator_item"] = meta.get("iterator_item")
+    return metadata
 
 
 def command_from_claim(body: Mapping[str, Any]) -> Command:
