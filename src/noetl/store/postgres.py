@@ -218,6 +218,7 @@ class PostgresStore:
         self._conn_kwargs = kwargs
         self._lock_pool: ConnectionPool[Connection] | None = None
         self._lock_pool_guard = threading.Lock()
+        self._leaders: dict[str, Connection] = {}
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -244,6 +245,9 @@ class PostgresStore:
             self._pool.close()
             if self._lock_pool is not None:
                 self._lock_pool.close()
+            for conn in self._leaders.values():
+                conn.close()
+            self._leaders.clear()
 
     # -- cross-process coordination ---------------------------------------------------------
 
@@ -273,6 +277,33 @@ class PostgresStore:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+    def try_leadership(self, role: str) -> bool:
+        """Whether this process holds `role` (e.g. the recovery loop) among all processes on this
+        database. The first caller takes a session advisory lock on a connection it keeps; the
+        lock passes to another process only when this one exits or loses its connection."""
+        held = self._leaders.get(role)
+        if held is not None:
+            try:
+                held.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                self._leaders.pop(role, None)
+                try:
+                    held.close()
+                except psycopg.Error:
+                    pass
+        key = (zlib.crc32(f"{self.schema}.leader".encode()) & 0x7FFFFFFF, zlib.crc32(role.encode()) & 0x7FFFFFFF)
+        try:
+            conn = psycopg.connect(self.url, **self._conn_kwargs)
+        except psycopg.Error:
+            return False
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+        if row and row[0]:
+            self._leaders[role] = conn
+            return True
+        conn.close()
+        return False
 
     def event_count(self, execution_id: int) -> int:
         """How many events the execution has (to detect writes by another server process)."""
