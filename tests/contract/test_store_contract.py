@@ -496,3 +496,26 @@ def test_credential_list_and_delete(store: Store) -> None:
     assert store.delete_credential("a_cred") is False
     assert store.get_credential("a_cred") is None
     assert [c.name for c in store.list_credentials()] == ["b_cred"]
+
+
+# -- worker registry ---------------------------------------------------------------------
+
+
+def test_worker_registry_lifecycle(store: Store) -> None:
+    from noetl.store.ports import WorkerRecord
+
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    saved = store.upsert_worker(
+        WorkerRecord(name="w1", kind="worker_pool", status="ready", heartbeat=old, info={"capacity": 4})
+    )
+    assert saved.name == "w1" and saved.info["capacity"] == 4 and saved.heartbeat == old
+    assert [w.name for w in store.workers()] == ["w1"]
+    assert store.touch_worker("w1") is True
+    assert store.workers()[0].heartbeat > old
+    assert store.touch_worker("nobody") is False
+    store.upsert_worker(WorkerRecord(name="w1", kind="worker_pool", status="busy", heartbeat=old))
+    assert [(w.name, w.status) for w in store.workers("worker_pool")] == [("w1", "busy")]  # upsert, not a copy
+    assert store.workers("server_api") == []
+    assert store.remove_worker("w1") is True
+    assert store.remove_worker("w1") is False
+    assert store.workers() == []

@@ -78,10 +78,15 @@ def _free_port() -> int:
 def _server_command_missing() -> str | None:
     """Why the server cannot be started, or None when `noetl server start` exists."""
     proc = subprocess.run(
-        [sys.executable, "-m", "noetl", "server", "start", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "noetl", "server", "start", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if proc.returncode != 0:
-        return f"`noetl server start` is not available yet (exit {proc.returncode}): {proc.stderr.strip()[:200]}"
+        return (
+            f"`noetl server start` is not available yet (exit {proc.returncode}): {proc.stderr.strip()[:200]}"
+        )
     return None
 
 
@@ -112,7 +117,9 @@ class Server:
         return response.json()
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+def _spawn(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     handle = log.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "noetl", *args],
@@ -132,7 +139,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     log = tmp / "server.log"
     proc, handle = _spawn(
-        ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--store", f"sqlite:///{tmp}/s.db"], log
+        ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--store", f"sqlite:///{tmp}/s.db"],
+        log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -146,7 +154,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /health within {STARTUP_SECONDS:g}s:\n{log.read_text(errors='replace')}")
+                pytest.fail(
+                    f"the server did not answer /health within {STARTUP_SECONDS:g}s:\n{log.read_text(errors='replace')}"
+                )
             time.sleep(0.1)
         yield Server(url, proc, log)
     finally:
@@ -157,8 +167,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def _start_worker(server: Server, worker_id: str, log: Path) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     return _spawn(
         [
-            "worker", "start", "--server", server.url, "--worker-id", worker_id, "--pool", "shared",
-            "--concurrency", "4", "--poll-interval", "0.05", "--heartbeat-interval", "1",
+            "worker",
+            "start",
+            "--server",
+            server.url,
+            "--worker-id",
+            worker_id,
+            "--pool",
+            "shared",
+            "--concurrency",
+            "4",
+            "--poll-interval",
+            "0.05",
+            "--heartbeat-interval",
+            "1",
         ],
         log,
     )
@@ -183,7 +205,11 @@ def worker(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc, handle = _start_worker(server, worker_id, log)
     try:
-        _wait_until(lambda: worker_id in _worker_names(server) or proc.poll() is not None, 20, "the worker to register")
+        _wait_until(
+            lambda: worker_id in _worker_names(server) or proc.poll() is not None,
+            20,
+            "the worker to register",
+        )
         if proc.poll() is not None:
             pytest.fail(f"the worker exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
         yield worker_id
@@ -238,7 +264,9 @@ def test_register_prints_path_version_and_catalog_id(server: Server, conformance
 
 def test_register_rejects_an_invalid_playbook(server: Server, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
-    broken.write_text(FAILING.replace("    tool:\n      kind: python\n", "    tool:\n      kind: nosuchtool\n"))
+    broken.write_text(
+        FAILING.replace("    tool:\n      kind: python\n", "    tool:\n      kind: nosuchtool\n")
+    )
     result = server.cli("register", broken)
     assert result.code == 2
     assert "error:" in result.stderr
@@ -261,7 +289,9 @@ def test_catalog_list_json(server: Server, registered: dict[str, str], conforman
 # ---------------------------------------------------------------------- exec, status
 
 
-def test_exec_wait_json_completes_with_the_result(server: Server, registered: dict[str, str], worker: str) -> None:
+def test_exec_wait_json_completes_with_the_result(
+    server: Server, registered: dict[str, str], worker: str
+) -> None:
     result, outcome = _exec_json(server, registered["hello"], "--wait", "--timeout", "60")
     assert result.code == 0, result.stderr
     assert outcome["status"] == "COMPLETED"
@@ -282,7 +312,9 @@ def test_exec_wait_json_completes_with_the_result(server: Server, registered: di
     # The remote worker ran the commands and reported their events.
     events = server.get(f"/api/executions/{outcome['execution_id']}/events")["events"]
     started = [e for e in events if e["event_type"] == "command.started"]
-    assert started and all(e.get("worker_id") == worker or (e.get("meta") or {}).get("worker_id") == worker for e in started)
+    assert started and all(
+        e.get("worker_id") == worker or (e.get("meta") or {}).get("worker_id") == worker for e in started
+    )
 
 
 def test_exec_with_set_and_payload(server: Server, registered: dict[str, str], worker: str) -> None:
@@ -301,7 +333,9 @@ def test_exec_conformance_hello_world(server: Server, conformance_dir: Path, wor
     assert outcome["result"] == {"status": "complete"}
 
 
-def test_exec_without_wait_prints_the_execute_answer(server: Server, registered: dict[str, str], worker: str) -> None:
+def test_exec_without_wait_prints_the_execute_answer(
+    server: Server, registered: dict[str, str], worker: str
+) -> None:
     result, answer = _exec_json(server, registered["hello"])
     assert result.code == 0, result.stderr
     assert answer["status"] == "started"
@@ -366,18 +400,31 @@ def test_cancel_a_running_execution(server: Server, registered: dict[str, str], 
 
 def test_exec_wait_reports_a_cancelled_run(server: Server, registered: dict[str, str], worker: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "noetl", "exec", registered["sleeper"], "--wait", "--json", "--server", server.url],
+        [
+            sys.executable,
+            "-m",
+            "noetl",
+            "exec",
+            registered["sleeper"],
+            "--wait",
+            "--json",
+            "--server",
+            server.url,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+
         def running() -> bool:
             rows = server.get("/api/executions?status=RUNNING")
             return any(row.get("path") == registered["sleeper"] for row in rows)
 
         _wait_until(running, 20, "the execution to start")
-        rows = [r for r in server.get("/api/executions?status=RUNNING") if r.get("path") == registered["sleeper"]]
+        rows = [
+            r for r in server.get("/api/executions?status=RUNNING") if r.get("path") == registered["sleeper"]
+        ]
         assert server.cli("cancel", str(rows[0]["execution_id"])).code == 0
         stdout, stderr = proc.communicate(timeout=30)
     finally:
@@ -396,7 +443,11 @@ def test_worker_sigterm_while_idle_exits_0_and_deregisters(server: Server, tmp_p
     log = tmp_path / "idle-worker.log"
     proc, handle = _start_worker(server, worker_id, log)
     try:
-        _wait_until(lambda: worker_id in _worker_names(server) or proc.poll() is not None, 20, "the worker to register")
+        _wait_until(
+            lambda: worker_id in _worker_names(server) or proc.poll() is not None,
+            20,
+            "the worker to register",
+        )
         assert proc.poll() is None, log.read_text(errors="replace")
         proc.send_signal(signal.SIGTERM)
         begin = time.monotonic()
@@ -407,6 +458,74 @@ def test_worker_sigterm_while_idle_exits_0_and_deregisters(server: Server, tmp_p
     finally:
         _stop(proc)
         handle.close()
+
+
+def test_worker_sigterm_lets_the_running_command_finish(
+    server: Server, registered: dict[str, str], tmp_path: Path
+) -> None:
+    pool = f"drain-{uuid.uuid4().hex[:8]}"  # a pool of its own, so the module's worker stays out
+    worker_id = f"test-drain-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "drain-worker.log"
+    proc, handle = _spawn(
+        [
+            "worker",
+            "start",
+            "--server",
+            server.url,
+            "--worker-id",
+            worker_id,
+            "--pool",
+            pool,
+            "--poll-interval",
+            "0.05",
+        ],
+        log,
+    )
+    try:
+        _wait_until(
+            lambda: worker_id in _worker_names(server) or proc.poll() is not None,
+            20,
+            "the worker to register",
+        )
+        result, answer = _exec_json(server, registered["sleeper"], "--pool", pool)
+        assert result.code == 0, result.stderr
+        execution_id = answer["execution_id"]
+        _wait_until(
+            lambda: server.get(f"/api/executions/{execution_id}/status").get("current_step") == "start",
+            20,
+            "the sleeping step to run",
+        )
+        time.sleep(0.5)  # claimed and running
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        assert code == 0, log.read_text(errors="replace")
+        assert worker_id not in _worker_names(server)
+        events = server.get(f"/api/executions/{execution_id}/events")["events"]
+        done = [e for e in events if e["event_type"] == "command.completed" and e.get("node_name") == "start"]
+        assert len(done) == 1, "the in-flight command reported its outcome before the worker left"
+        assert server.cli("cancel", execution_id).code == 0  # `end` waits for a worker of that pool
+    finally:
+        _stop(proc)
+        handle.close()
+
+
+def test_server_credentials_are_masked_by_value(server: Server) -> None:
+    from noetl.client import ServerClient
+    from noetl.secrets import MASK, masker
+    from noetl.worker.remote import ServerCredentials
+
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    name = f"remote_cred_{uuid.uuid4().hex[:6]}"
+    response = httpx.post(
+        server.url + "/api/credentials",
+        json={"name": name, "type": "postgres", "data": {"db_host": "db.internal", "db_password": secret}},
+        timeout=10,
+    )
+    assert response.status_code in (200, 201), response.text
+    with ServerClient(server.url) as client:
+        resolved = ServerCredentials(client).resolve(name)
+    assert resolved["data"] == {"db_host": "db.internal", "db_password": secret}
+    assert masker.mask_text(f"password={secret} host=db.internal") == f"password={MASK} host=db.internal"
 
 
 def test_unreachable_server_is_reported() -> None:

@@ -45,7 +45,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.control = control
-    registry = RuntimeRegistry(control.ids)
+    registry = RuntimeRegistry(control.store, control.ids)
     app.state.runtimes = registry
     started = time.monotonic()
     errors.install(app)
@@ -76,7 +76,7 @@ def create_app(
     app.include_router(routes_execute.router(control))
     app.include_router(routes_events.router(control))
     app.include_router(routes_executions.router(control))
-    app.include_router(workers_router(registry))
+    app.include_router(workers_router(registry, control))
     app.include_router(routes_credentials.router(control.store))
     return app
 

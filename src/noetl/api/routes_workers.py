@@ -1,12 +1,12 @@
 """`/api/worker/*`: worker pool registration, heartbeats and listing (upstream §1.7).
 
-Registrations live in memory: they describe live processes, which re-register after a server
-restart, so nothing needs to survive one.
+Registrations live in the store, shared by every server on it. A heartbeat also renews the
+leases of the commands the worker holds; deregistering releases them, so they are issued again
+at once.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,71 +16,86 @@ from fastapi import APIRouter, Body, Query
 from noetl.api.common import iso, json_object, optional_str, required_str
 from noetl.engine.events import utcnow
 from noetl.errors import NotFound, ValidationFailed
+from noetl.runtime.control import ControlPlane
+from noetl.store.ports import WorkerRecord, WorkerRegistry
 
 JsonBody = Annotated[Any, Body()]
 KINDS = ("worker_pool", "server_api", "broker")
 
 
 class RuntimeRegistry:
-    """Thread-safe `(kind, name) -> runtime row` map."""
+    """Worker (and server) registrations, kept in the store's shared registry: every server on the
+    store sees a worker's heartbeats, which is what a claim's lease is checked against."""
 
-    def __init__(self, ids: Callable[[], int], clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, store: WorkerRegistry, ids: Callable[[], int], clock: Callable[[], datetime] = utcnow) -> None:
+        self._store = store
         self._ids = ids
         self._clock = clock
-        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
-        self._lock = threading.Lock()
 
     def register(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         name = required_str(doc, "name")
         kind = _kind(doc)
-        now = iso(self._clock())
-        row_values = {
+        info = {
             "uri": optional_str(doc, "uri"),
-            "status": optional_str(doc, "status") or "active",
             "labels": _object(doc, "labels"),
             "capabilities": doc.get("capabilities"),
             "capacity": doc.get("capacity"),
             "runtime": doc.get("runtime"),  # upstream sends an object, some workers a plain string
             "hostname": optional_str(doc, "hostname"),
         }
-        with self._lock:
-            current = self._rows.get((kind, name))
-            if current is None:
-                current = {"runtime_id": self._ids(), "name": name, "kind": kind, "created_at": now}
-            row = {**current, **row_values, "component_type": kind, "heartbeat": now, "updated_at": now}
-            self._rows[(kind, name)] = row
-            return dict(row)
+        known = {(w.kind, w.name): w for w in self._store.workers(kind)}.get((kind, name))
+        info["runtime_id"] = (known.info.get("runtime_id") if known else None) or self._ids()
+        record = self._store.upsert_worker(
+            WorkerRecord(
+                name=name,
+                kind=kind,
+                status=optional_str(doc, "status") or "active",
+                heartbeat=self._clock(),
+                info=info,
+            )
+        )
+        return _row(record)
 
     def heartbeat(self, doc: Mapping[str, Any]) -> None:
         name = required_str(doc, "name")
         kind = _kind(doc)
-        now = iso(self._clock())
-        with self._lock:
-            row = self._rows.get((kind, name))
-            if row is None:
-                raise NotFound(f"Runtime '{name}' ({kind}) is not registered")
-            row["heartbeat"] = now
-            row["updated_at"] = now
+        if not self._store.touch_worker(name, kind):
+            raise NotFound(f"Runtime '{name}' ({kind}) is not registered")
 
     def deregister(self, doc: Mapping[str, Any]) -> bool:
-        name = required_str(doc, "name")
-        kind = _kind(doc)
-        with self._lock:
-            return self._rows.pop((kind, name), None) is not None
+        return self._store.remove_worker(required_str(doc, "name"), _kind(doc))
 
     def rows(self, kind: str | None = None, status: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            found = [dict(row) for row in self._rows.values()]
         return sorted(
             (
-                row
-                for row in found
-                if (kind is None or row["kind"] == kind)
-                and (status is None or row["status"] == status)
-                and (name is None or name.lower() in row["name"].lower())
+                _row(record)
+                for record in self._store.workers(kind)
+                if (status is None or record.status == status)
+                and (name is None or name.lower() in record.name.lower())
             ),
             key=lambda row: (row["kind"], row["name"]),
         )
+
+
+def _row(record: WorkerRecord) -> dict[str, Any]:
+    info = record.info
+    created = iso(record.created_at) if record.created_at else iso(record.heartbeat)
+    return {
+        "runtime_id": info.get("runtime_id"),
+        "name": record.name,
+        "kind": record.kind,
+        "component_type": record.kind,
+        "uri": info.get("uri"),
+        "status": record.status,
+        "labels": info.get("labels"),
+        "capabilities": info.get("capabilities"),
+        "capacity": info.get("capacity"),
+        "runtime": info.get("runtime"),
+        "hostname": info.get("hostname"),
+        "heartbeat": iso(record.heartbeat),
+        "created_at": created,
+        "updated_at": iso(record.heartbeat),
+    }
 
 
 def _kind(doc: Mapping[str, Any]) -> str:
@@ -99,7 +114,7 @@ def _object(doc: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     return dict(value)
 
 
-def router(registry: RuntimeRegistry) -> APIRouter:
+def router(registry: RuntimeRegistry, control: ControlPlane) -> APIRouter:
     api = APIRouter(prefix="/api/worker", tags=["workers"])
 
     @api.post("/pool/register")
@@ -109,17 +124,33 @@ def router(registry: RuntimeRegistry) -> APIRouter:
 
     @api.post("/pool/heartbeat")
     def heartbeat(body: JsonBody = None) -> dict[str, Any]:
-        """Record a heartbeat; 404 when the pool never registered (it must register again)."""
-        registry.heartbeat(json_object(body))
+        """Record a heartbeat and renew the worker's command leases; 404 when the pool is not
+        registered (after a server restart: it must register again; its leases are still renewed)."""
+        doc = json_object(body)
+        command_ids = doc.get("command_ids")
+        control.heartbeat(
+            required_str(doc, "name"),
+            [str(c) for c in command_ids] if isinstance(command_ids, list) else None,
+        )
+        registry.heartbeat(doc)
         return {"status": "ok", "message": "Heartbeat recorded"}
 
-    @api.api_route("/pool/deregister", methods=["POST", "DELETE"])
-    def deregister(body: JsonBody = None) -> dict[str, Any]:
-        """Remove a registration (POST as the Rust worker sends it, DELETE as the Rust server routes it)."""
+    def deregister(body: Any) -> dict[str, Any]:
         doc = json_object(body)
         removed = registry.deregister(doc)
+        control.release_worker(required_str(doc, "name"))  # its unfinished commands are issued again
         message = "Runtime deregistered" if removed else "Runtime was not registered"
         return {"status": "ok", "message": message}
+
+    @api.post("/pool/deregister")
+    def deregister_post(body: JsonBody = None) -> dict[str, Any]:
+        """Remove a registration (POST, as the Rust worker sends it)."""
+        return deregister(body)
+
+    @api.delete("/pool/deregister")
+    def deregister_delete(body: JsonBody = None) -> dict[str, Any]:
+        """Remove a registration (DELETE, as the Rust server routes it)."""
+        return deregister(body)
 
     @api.get("/pools")
     def pools(

@@ -1,16 +1,21 @@
 """`noetl server start`: the control plane over HTTP, served by uvicorn.
 
-With `with_worker`, an in-process worker runs inside the server's event loop (a lifespan task),
-so one process can register and run playbooks without a separate `noetl worker start`.
+At start-up the control plane recovers running executions from the log (unclaimed commands are
+offered again, claimed ones get a fresh lease). While it serves, a reaper re-issues commands whose
+lease expired. With `with_worker`, an in-process worker runs inside the server's event loop (a
+lifespan task), so one process can register and run playbooks without `noetl worker start`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
+import uvicorn
 from fastapi import FastAPI
 
 from noetl.api.app import create_app
@@ -22,6 +27,7 @@ from noetl.store import open_store
 log = logging.getLogger(__name__)
 
 PUBLIC_URL_ENV = "NOETL_PUBLIC_SERVER_URL"
+REAP_INTERVAL = 1.0
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -52,14 +58,21 @@ def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_st
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recovered = await asyncio.to_thread(control.recover)
+        if recovered:
+            log.warning("resumed %d running execution(s) from the event log", recovered)
+        reaper = asyncio.create_task(_reap(control), name="noetl-reaper")
         worker = InProcessWorker(control, workers=workers) if with_worker else None
         if worker is not None:
             worker.start()
         try:
             yield
         finally:
+            reaper.cancel()
             if worker is not None:
                 await worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
             await _close_tool_resources()
 
     return create_app(control, nats_status=nats_status, lifespan=lifespan)
@@ -75,8 +88,6 @@ def serve(
     bus_url: str | None = None,
 ) -> None:
     """Serve the API until SIGINT/SIGTERM; the store is closed on the way out."""
-    import uvicorn
-
     if workers < 1:
         raise NoetlError("--workers must be at least 1")
     nats_status = bus_status(bus_url)
@@ -85,9 +96,38 @@ def serve(
         control = ControlPlane(store, server_url=public_url(host, port))
         app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-        uvicorn.Server(config).run()
+        GracefulServer(config).run()
     finally:
         store.close()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill the process
+    before the store is closed (and print a KeyboardInterrupt for Ctrl-C). A signal here means
+    "stop": once uvicorn has shut down, return normally."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+
+async def _reap(control: ControlPlane, interval: float = REAP_INTERVAL) -> None:
+    """Re-issue commands whose worker stopped renewing its lease; re-notify unclaimed ones."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            done = await asyncio.to_thread(control.reap)
+        except Exception:  # the reaper must outlive a failing store call
+            log.exception("reaping expired leases failed")
+            continue
+        if done.get("reissued"):
+            log.warning("re-issued %d command(s) whose lease expired", done["reissued"])
 
 
 async def _close_tool_resources() -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -48,14 +49,18 @@ class InProcessWorker:
         self.workers = workers
         self.pools = pools
         self.poll_interval = poll_interval
-        self.credentials = StoreCredentials(control.store)
-        self._names = itertools.cycle([f"{worker_prefix}-{n}" for n in range(1, workers + 1)])
+        # Unique per process: after a restart, leases of the old process's commands must expire
+        # (and be issued again), not be renewed by a namesake.
+        instance = secrets.token_hex(3)
+        self.names = [f"{worker_prefix}-{n}-{instance}" for n in range(1, workers + 1)]
+        self._names = itertools.cycle(self.names)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._listening = False
         self._stopped = False
 
@@ -71,15 +76,24 @@ class InProcessWorker:
             self.control.add_listener(self._on_event)
             self._listening = True
         self._main = asyncio.create_task(self._run(), name="noetl-server-worker")
+        self._heartbeat = asyncio.create_task(self._renew_leases(), name="noetl-server-worker-heartbeat")
 
     async def stop(self) -> None:
         """Stop taking commands and cancel the ones running (their commands stay unfinished)."""
         self._stopped = True
-        tasks = [t for t in (self._main, *self._tasks) if t is not None]
+        tasks = [t for t in (self._main, self._heartbeat, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._main = None
+        self._main = self._heartbeat = None
+
+    async def _renew_leases(self) -> None:
+        """Renew the leases of the commands this worker runs (a third of the lease period)."""
+        interval = max(self.control.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            for name in self.names:
+                self.control.heartbeat(name)
 
     def _on_event(self, event: Event) -> None:
         """Control-plane listener; runs on whatever thread committed the event."""
@@ -144,7 +158,7 @@ class InProcessWorker:
             executor = Executor(
                 ids=self.control.ids,
                 worker_id=worker_id,
-                credentials=self.credentials,
+                credentials=StoreCredentials(self.control.store),  # per command: sees updates
                 run_child=self._child_runner(command),
             )
             reporter = _Reporter(self._ingest, self._spawn)

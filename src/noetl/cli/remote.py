@@ -115,23 +115,35 @@ def register(
     if as_json:
         _dump(answer)
         return
-    typer.echo(f"registered {answer.get('path')} version {answer.get('version')} catalog_id {answer.get('catalog_id')}")
+    typer.echo(
+        f"registered {answer.get('path')} version {answer.get('version')} catalog_id {answer.get('catalog_id')}"
+    )
 
 
 # ---------------------------------------------------------------------- exec
 
 
 def exec_(
-    path: Annotated[str, typer.Argument(help="Catalog path of a registered playbook (or a numeric catalog_id).")],
-    payload: Annotated[str | None, typer.Option("--payload", help="Workload overrides as a JSON object.")] = None,
+    path: Annotated[
+        str, typer.Argument(help="Catalog path of a registered playbook (or a numeric catalog_id).")
+    ],
+    payload: Annotated[
+        str | None, typer.Option("--payload", help="Workload overrides as a JSON object.")
+    ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Workload value key=value (repeatable; JSON values allowed).")
+        list[str] | None,
+        typer.Option("--set", help="Workload value key=value (repeatable; JSON values allowed)."),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the execution to end; exit 0 when COMPLETED.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the execution to end; exit 0 when COMPLETED.")
+    ] = False,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0, help="With --wait: give up waiting after this many seconds.")
+        float | None,
+        typer.Option("--timeout", min=0, help="With --wait: give up waiting after this many seconds."),
     ] = None,
-    pool: Annotated[str | None, typer.Option("--pool", help="Execution pool override (routes the commands).")] = None,
+    pool: Annotated[
+        str | None, typer.Option("--pool", help="Execution pool override (routes the commands).")
+    ] = None,
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
@@ -140,8 +152,10 @@ def exec_(
     from noetl.errors import NoetlError, NotFound, ValidationFailed
 
     if path.endswith((".yaml", ".yml")) and Path(path).is_file():
-        _die(f"{path} is a file; the server runs catalog playbooks: `noetl register {path}`, then "
-             f"`noetl exec <its metadata.path>` (or run it locally with `noetl run {path}`)")
+        _die(
+            f"{path} is a file; the server runs catalog playbooks: `noetl register {path}`, then "
+            f"`noetl exec <its metadata.path>` (or run it locally with `noetl run {path}`)"
+        )
     workload: dict[str, Any] = {}
     if payload:
         try:
@@ -163,15 +177,23 @@ def exec_(
             if as_json:
                 _dump(started)
             else:
-                typer.echo(f"execution {execution_id} {started.get('status', 'started')} "
-                           f"({started.get('commands_generated', 0)} commands)")
+                typer.echo(
+                    f"execution {execution_id} {started.get('status', 'started')} "
+                    f"({started.get('commands_generated', 0)} commands)"
+                )
                 typer.echo(f"follow it with: noetl status {execution_id}", err=True)
             return
         body = _wait(client, execution_id, timeout)
     final = str(body.get("status") or "").upper()
-    outcome: dict[str, Any] = {"execution_id": execution_id, "status": final or "UNKNOWN", "error": body.get("error")}
+    outcome: dict[str, Any] = {
+        "execution_id": execution_id,
+        "status": final or "UNKNOWN",
+        "error": body.get("error"),
+    }
     if final not in TERMINAL:
-        outcome["error"] = f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
+        outcome["error"] = (
+            f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
+        )
     if "steps" in body:
         outcome["steps"] = body["steps"]
     outcome["result"] = body.get("result")
@@ -214,7 +236,10 @@ def _wait(client: ServerClient, execution_id: str, timeout: float | None) -> dic
             time.sleep(pause)
             delay = min(delay * 1.5, 1.0)
     except KeyboardInterrupt:
-        typer.echo(f"\nstopped waiting; execution {execution_id} goes on (noetl cancel {execution_id} stops it)", err=True)
+        typer.echo(
+            f"\nstopped waiting; execution {execution_id} goes on (noetl cancel {execution_id} stops it)",
+            err=True,
+        )
         raise typer.Exit(130) from None
 
 
@@ -254,8 +279,9 @@ def status(
     if as_json:
         _dump(body)
         return
-    typer.echo(f"execution {body.get('execution_id', execution_id)}: {str(body.get('status') or '?').upper()}")
-    if body.get("current_step"):
+    state = str(body.get("status") or "?").upper()
+    typer.echo(f"execution {body.get('execution_id', execution_id)}: {state}")
+    if body.get("current_step") and state not in TERMINAL:
         typer.echo(f"current step: {body['current_step']}")
     progress = body.get("progress")
     if isinstance(progress, dict) and progress:
@@ -271,8 +297,12 @@ def status(
 
 def cancel(
     execution_id: Annotated[str, typer.Argument(help="Execution id.")],
-    cascade: Annotated[bool, typer.Option("--cascade/--no-cascade", help="Cancel child executions too.")] = True,
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded on the cancellation).")] = None,
+    cascade: Annotated[
+        bool, typer.Option("--cascade/--no-cascade", help="Cancel child executions too.")
+    ] = True,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (recorded on the cancellation).")
+    ] = None,
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
@@ -287,8 +317,10 @@ def cancel(
     if as_json:
         _dump(body)
         return
-    typer.echo(f"execution {body.get('execution_id', execution_id)}: {body.get('status', 'cancelled')}"
-               + (f" ({body['message']})" if body.get("message") else ""))
+    typer.echo(
+        f"execution {body.get('execution_id', execution_id)}: {body.get('status', 'cancelled')}"
+        + (f" ({body['message']})" if body.get("message") else "")
+    )
 
 
 # ---------------------------------------------------------------------- catalog
@@ -296,7 +328,9 @@ def cancel(
 
 @catalog_app.command("list")
 def catalog_list(
-    kind: Annotated[str | None, typer.Option("--kind", help="Only this resource kind (e.g. playbook).")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only this resource kind (e.g. playbook).")
+    ] = None,
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
@@ -328,19 +362,34 @@ def catalog_list(
 def worker_start(
     server: ServerOption = None,
     pool: Annotated[
-        list[str] | None, typer.Option("--pool", help="Pool to take commands from (repeatable; default shared).")
+        list[str] | None,
+        typer.Option("--pool", help="Pool to take commands from (repeatable; default shared)."),
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")] = 4,
-    worker_id: Annotated[str | None, typer.Option("--worker-id", help="Name to register as; default worker-<host>-<pid>.")] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")
+    ] = 4,
+    worker_id: Annotated[
+        str | None, typer.Option("--worker-id", help="Name to register as; default worker-<host>-<pid>.")
+    ] = None,
     bus: Annotated[
-        str | None, typer.Option("--bus", help="Command bus URL (nats://...); default NOETL_BUS_URL. Polling is used for now.")
+        str | None,
+        typer.Option(
+            "--bus", help="Command bus URL (nats://...); default NOETL_BUS_URL. Polling is used for now."
+        ),
     ] = None,
-    poll_interval: Annotated[float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls while busy.")] = 0.2,
-    heartbeat_interval: Annotated[float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between heartbeats.")] = 15.0,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls while busy.")
+    ] = 0.2,
+    heartbeat_interval: Annotated[
+        float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between heartbeats.")
+    ] = 15.0,
     grace_period: Annotated[
-        float, typer.Option("--grace-period", min=0, help="On stop, seconds in-flight commands get to finish.")
+        float,
+        typer.Option("--grace-period", min=0, help="On stop, seconds in-flight commands get to finish."),
     ] = 30.0,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO (default), WARNING, ERROR.")] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="DEBUG, INFO (default), WARNING, ERROR.")
+    ] = None,
 ) -> None:
     """Run a worker: poll the server for commands, run them, report the events. SIGTERM or
     Ctrl-C stops it gracefully (in-flight commands finish, then it deregisters)."""
@@ -352,7 +401,10 @@ def worker_start(
     from noetl import logs
     from noetl.worker.remote import RemoteWorker, default_worker_id
 
-    logs.setup(log_level or os.environ.get("NOETL_LOG_LEVEL") or "INFO")
+    level = (log_level or os.environ.get("NOETL_LOG_LEVEL") or "INFO").upper()
+    logs.setup(level)
+    if level != "DEBUG":  # one line per HTTP request is noise for a polling worker
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     log = logging.getLogger("noetl.worker")
     bus_url = bus or os.environ.get("NOETL_BUS_URL")
     if bus_url and not bus_url.startswith("inproc"):
@@ -375,7 +427,13 @@ def worker_start(
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
-            log.info("worker %s polling %s (pools %s, concurrency %d)", name, client.base_url, ",".join(pools), concurrency)
+            log.info(
+                "worker %s polling %s (pools %s, concurrency %d)",
+                name,
+                client.base_url,
+                ",".join(pools),
+                concurrency,
+            )
             await worker.run(stop)
             log.info("worker %s stopped after %d command(s)", name, worker.completed)
 

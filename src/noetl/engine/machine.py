@@ -265,6 +265,8 @@ class Engine:
             if command is not None:
                 command.status = "claimed" if kind == ev.COMMAND_CLAIMED else "started"
                 command.worker_id = event.worker_id or command.worker_id
+                if kind == ev.COMMAND_CLAIMED:
+                    command.claimed_at = event.created_at
         elif kind == ev.COMMAND_FAILED:
             self._apply_failed(event)
         elif kind == ev.COMMAND_EXPIRED:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 PENDING = "pending"
@@ -54,6 +55,7 @@ class CommandState:
     status: str = "issued"  # issued | claimed | started | completed | failed
     worker_id: str | None = None
     attempt: int = 1
+    claimed_at: datetime | None = None
 
 
 @dataclass

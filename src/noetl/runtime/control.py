@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from noetl.engine.machine import Engine
 from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
 from noetl.ids import Snowflake, default_ids
 from noetl.secrets import masker
-from noetl.store.ports import Store
+from noetl.store.ports import Store, WorkerRecord
 from noetl.worker.executor import Command, Executor, child_request
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class ControlPlane:
         self.max_attempts = max_attempts
         self._leases: dict[str, _Lease] = {}  # command_id -> lease of the worker that claimed it
         self._leases_guard = threading.Lock()
+        self._departed: set[str] = set()  # workers that deregistered: their leases end now
 
     # ------------------------------------------------------------------ catalog
 
@@ -519,8 +520,14 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ leases and recovery
 
+    def register_worker(self, record: WorkerRecord) -> WorkerRecord:
+        """Register (or refresh) a worker in the shared registry; registering is a heartbeat."""
+        return self.store.upsert_worker(replace(record, heartbeat=utcnow()))
+
     def heartbeat(self, worker_id: str, command_ids: list[str] | None = None) -> int:
-        """A live worker renews the leases of the commands it holds; returns how many."""
+        """A live worker renews the leases of the commands it holds (claimed through this server);
+        returns how many. The HTTP heartbeat also records it in the shared registry, which other
+        servers consult before expiring a lease."""
         deadline = time.monotonic() + self.lease_seconds
         renewed = 0
         with self._leases_guard:
@@ -530,33 +537,35 @@ class ControlPlane:
                     renewed += 1
         return renewed
 
-    def release_worker(self, worker_id: str) -> int:
+    def release_worker(self, worker_id: str, kind: str = "worker_pool") -> int:
         """A worker that left (deregistered or declared dead): its commands are issued again now."""
+        self.store.remove_worker(worker_id, kind)
         with self._leases_guard:
             held = [(cid, lease) for cid, lease in self._leases.items() if lease.worker_id == worker_id]
             for _, lease in held:
                 lease.deadline = 0.0
+            self._departed.add(worker_id)
         return len(held)
 
     def reap(self) -> dict[str, int]:
-        """Issue again the commands whose lease expired, and re-notify commands nobody claimed.
-        Run periodically by one server (the store's leadership decides which)."""
+        """Issue again the commands whose worker stopped heartbeating, and re-notify commands
+        nobody claimed. Every server checks the claims made through it; the leader (one server
+        per store) also checks claims made through servers that may be gone."""
         now = time.monotonic()
+        alive = self._live_workers()
         with self._leases_guard:
-            expired = [(cid, lease) for cid, lease in self._leases.items() if lease.deadline <= now]
-            for cid, _ in expired:
-                del self._leases[cid]
-        reissued = 0
-        for command_id, lease in expired:
-            followups: deque[Callable[[], None]] = deque()
-            with self._lock(lease.execution_id):
-                engine = self._engine_or_none(lease.execution_id)
-                if engine is None or command_id not in engine.state.commands:
-                    continue
-                reason = f"worker {lease.worker_id} stopped renewing its lease ({self.lease_seconds:g} s)"
-                self._commit(engine, engine.expire(command_id, reason=reason), followups)
-                reissued += 1
-            self._run(followups)
+            due = [(cid, lease) for cid, lease in self._leases.items() if lease.deadline <= now]
+            expired: list[tuple[str, _Lease]] = []
+            for cid, lease in due:
+                if lease.worker_id in alive and lease.worker_id not in self._departed:
+                    lease.deadline = now + self.lease_seconds  # it heartbeats through another server
+                else:
+                    del self._leases[cid]
+                    expired.append((cid, lease))
+        reissued = sum(self._expire(lease.execution_id, cid, lease.worker_id) for cid, lease in expired)
+        leader = getattr(self.store, "try_leadership", None)
+        if leader is None or leader("reaper"):
+            reissued += self._reap_foreign_claims(alive)
         renotified = 0
         with self._pending_guard:
             stale = [
@@ -571,6 +580,44 @@ class ControlPlane:
             self._notify(event)
             renotified += 1
         return {"reissued": reissued, "renotified": renotified}
+
+    def _live_workers(self) -> set[str]:
+        cutoff = utcnow().timestamp() - self.lease_seconds
+        return {w.name for w in self.store.workers() if w.heartbeat.timestamp() >= cutoff}
+
+    def _expire(self, execution_id: int, command_id: str, worker_id: str) -> int:
+        followups: deque[Callable[[], None]] = deque()
+        with self._lock(execution_id):
+            engine = self._engine_or_none(execution_id)
+            if engine is None or command_id not in engine.state.commands:
+                return 0
+            reason = f"worker {worker_id} stopped renewing its lease ({self.lease_seconds:g} s)"
+            self._commit(engine, engine.expire(command_id, reason=reason), followups)
+        self._run(followups)
+        return 1
+
+    def _reap_foreign_claims(self, alive: set[str]) -> int:
+        """Claims made through other servers: expire those whose worker is not alive any more
+        (not heartbeating anywhere, and claimed longer than a lease ago)."""
+        with self._leases_guard:
+            watched = set(self._leases)
+        cutoff = utcnow().timestamp() - self.lease_seconds
+        reissued = 0
+        for summary in self.store.executions(status="RUNNING", limit=10_000):
+            engine = self._engines.get(summary.execution_id)
+            if engine is None:
+                continue  # not known here yet; its own server watches it, or recover() loads it
+            for command in list(engine.state.commands.values()):
+                if command.status == "issued" or command.command_id in watched:
+                    continue
+                worker = command.worker_id or ""
+                if worker == CONTROL_WORKER or worker in alive:
+                    continue
+                claimed = command.claimed_at.timestamp() if command.claimed_at else 0.0
+                if claimed >= cutoff:
+                    continue
+                reissued += self._expire(summary.execution_id, command.command_id, worker)
+        return reissued
 
     def recover(self) -> int:
         """After a server start: rebuild every running execution from the log, settle what was

@@ -12,12 +12,13 @@ import copy
 import dataclasses
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 from noetl.engine.events import Event, utcnow
 from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import EventRow, event_row, row_event, utc_ms
-from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential
+from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
 
 
 class MemoryStore:
@@ -29,6 +30,7 @@ class MemoryStore:
         self._executions: dict[int, ExecutionSummary] = {}
         self._catalog: dict[int, CatalogEntry] = {}
         self._credentials: dict[str, StoredCredential] = {}
+        self._workers: dict[tuple[str, str], WorkerRecord] = {}
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until the object is dropped."""
@@ -180,3 +182,34 @@ class MemoryStore:
     def delete_credential(self, name: str) -> bool:
         with self._lock:
             return self._credentials.pop(name, None) is not None
+
+    # -- worker registry -------------------------------------------------------------------
+
+    def upsert_worker(self, record: WorkerRecord) -> WorkerRecord:
+        with self._lock:
+            old = self._workers.get((record.kind, record.name))
+            stored = replace(
+                record,
+                heartbeat=utc_ms(record.heartbeat),
+                created_at=old.created_at if old else utc_ms(utcnow()),
+            )
+            self._workers[(record.kind, record.name)] = stored
+            return stored
+
+    def touch_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        with self._lock:
+            old = self._workers.get((kind, name))
+            if old is None:
+                return False
+            self._workers[(kind, name)] = replace(old, heartbeat=utc_ms(utcnow()))
+            return True
+
+    def remove_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        with self._lock:
+            return self._workers.pop((kind, name), None) is not None
+
+    def workers(self, kind: str | None = None) -> list[WorkerRecord]:
+        with self._lock:
+            return sorted(
+                (w for w in self._workers.values() if kind is None or w.kind == kind), key=lambda w: w.name
+            )

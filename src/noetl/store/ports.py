@@ -55,6 +55,18 @@ class StoredCredential:
     updated_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A registered worker (or server) and when it was last heard from."""
+
+    name: str
+    kind: str  # worker_pool | server_api | broker
+    status: str
+    heartbeat: datetime
+    info: dict[str, Any] = field(default_factory=dict)  # labels, capacity, runtime, hostname, uri
+    created_at: datetime | None = None
+
+
 class EventLog(Protocol):
     def append(self, events: Sequence[Event]) -> None:
         """Write events atomically and durably. An event whose `event_id` is already stored is
@@ -109,7 +121,22 @@ class CredentialStore(Protocol):
     def delete_credential(self, name: str) -> bool: ...
 
 
-class Store(EventLog, Catalog, CredentialStore, Protocol):
+class WorkerRegistry(Protocol):
+    """Who is alive: workers register and heartbeat here. Shared by every server on the store, so
+    a claim's lease (the claiming worker's liveness) is the same wherever it is checked."""
+
+    def upsert_worker(self, record: WorkerRecord) -> WorkerRecord: ...
+
+    def touch_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        """Record a heartbeat now; False when the worker is not registered."""
+        ...
+
+    def remove_worker(self, name: str, kind: str = "worker_pool") -> bool: ...
+
+    def workers(self, kind: str | None = None) -> list[WorkerRecord]: ...
+
+
+class Store(EventLog, Catalog, CredentialStore, WorkerRegistry, Protocol):
     url: str
 
     def close(self) -> None: ...

@@ -38,7 +38,7 @@ from noetl.errors import Conflict, StoreError
 from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import dump_json, utc_ms
-from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential
+from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
@@ -549,6 +549,57 @@ class PostgresStore:
             updated_at=_utc(updated_at),
         )
 
+
+
+    # -- worker registry -------------------------------------------------------------------
+
+    def upsert_worker(self, record: WorkerRecord) -> WorkerRecord:
+        info = dict(record.info)
+        labels = info.get("labels") if isinstance(info.get("labels"), dict) else None
+        capacity = info.get("capacity") if isinstance(info.get("capacity"), int) else None
+        with self._writing("register a worker") as conn:
+            conn.execute(
+                f"INSERT INTO {self._sql.schema}.runtime (runtime_id, name, kind, uri, status, labels, capacity,"
+                " runtime, heartbeat) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (kind, name) DO UPDATE SET uri = EXCLUDED.uri, status = EXCLUDED.status,"
+                " labels = EXCLUDED.labels, capacity = EXCLUDED.capacity, runtime = EXCLUDED.runtime,"
+                " heartbeat = EXCLUDED.heartbeat, updated_at = now()",
+                (default_ids(), record.name, record.kind, info.get("uri"), record.status,
+                 Jsonb(labels) if labels is not None else None, capacity, Jsonb(info), _utc(record.heartbeat)),
+            )
+        return next(w for w in self.workers(record.kind) if w.name == record.name)
+
+    def touch_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        with self._writing("record a heartbeat") as conn:
+            cursor = conn.execute(
+                f"UPDATE {self._sql.schema}.runtime SET heartbeat = now(), updated_at = now()"
+                " WHERE kind = %s AND name = %s",
+                (kind, name),
+            )
+            return cursor.rowcount > 0
+
+    def remove_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        with self._writing("remove a worker") as conn:
+            cursor = conn.execute(
+                f"DELETE FROM {self._sql.schema}.runtime WHERE kind = %s AND name = %s", (kind, name)
+            )
+            return cursor.rowcount > 0
+
+    def workers(self, kind: str | None = None) -> list[WorkerRecord]:
+        sql = f"SELECT name, kind, status, runtime, heartbeat, created_at FROM {self._sql.schema}.runtime"
+        params: tuple[str, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind = %s"
+            params = (kind,)
+        with self._reading("list workers") as conn:
+            rows = conn.execute(sql + " ORDER BY name", params).fetchall()
+        return [
+            WorkerRecord(
+                name=row[0], kind=row[1], status=row[2] or "", info=dict(row[3] or {}),
+                heartbeat=_utc(row[4]) if row[4] else utcnow(), created_at=_utc(row[5]) if row[5] else None,
+            )
+            for row in rows
+        ]
 
 class _Statements:
     """The SQL of one store, with its (validated, quoted) schema name filled in."""

@@ -24,12 +24,12 @@ from noetl.errors import Conflict, StoreError
 from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import dump_json, dump_time, event_row, load_json, load_time, row_event
-from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential
+from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNC_ENV = "NOETL_SQLITE_SYNC"
 SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 MEMORY = ":memory:"
@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS credential (
     tags           TEXT NOT NULL DEFAULT '[]',
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS worker (
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    info TEXT NOT NULL,
+    heartbeat TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
 );
 """
 
@@ -384,6 +394,50 @@ class SQLiteStore:
             created_at=load_time(created_at),
             updated_at=load_time(updated_at),
         )
+
+    # -- worker registry -------------------------------------------------------------------
+
+    def upsert_worker(self, record: WorkerRecord) -> WorkerRecord:
+        now = dump_time(utcnow())
+        with self._lock, self._errors("register a worker"):
+            self._conn.execute(
+                "INSERT INTO worker (name, kind, status, info, heartbeat, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, info = excluded.info,"
+                " heartbeat = excluded.heartbeat",
+                (record.name, record.kind, record.status, dump_json(record.info) or "{}",
+                 dump_time(record.heartbeat), now),
+            )
+        found = [w for w in self.workers(record.kind) if w.name == record.name]
+        return found[0]
+
+    def touch_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        with self._lock, self._errors("record a heartbeat"):
+            cursor = self._conn.execute(
+                "UPDATE worker SET heartbeat = ? WHERE kind = ? AND name = ?", (dump_time(utcnow()), kind, name)
+            )
+            return cursor.rowcount > 0
+
+    def remove_worker(self, name: str, kind: str = "worker_pool") -> bool:
+        with self._lock, self._errors("remove a worker"):
+            cursor = self._conn.execute("DELETE FROM worker WHERE kind = ? AND name = ?", (kind, name))
+            return cursor.rowcount > 0
+
+    def workers(self, kind: str | None = None) -> list[WorkerRecord]:
+        sql = "SELECT name, kind, status, info, heartbeat, created_at FROM worker"
+        params: tuple[str, ...] = ()
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params = (kind,)
+        with self._lock, self._errors("list workers"):
+            rows = self._conn.execute(sql + " ORDER BY name", params).fetchall()
+        return [
+            WorkerRecord(
+                name=row[0], kind=row[1], status=row[2], info=load_json(row[3]) or {},
+                heartbeat=load_time(row[4]), created_at=load_time(row[5]),
+            )
+            for row in rows
+        ]
+
 
 
 def _execution(row: tuple[Any, ...]) -> ExecutionSummary:
