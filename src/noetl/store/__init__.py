@@ -51,9 +51,24 @@ def open_store(url: str | None = None) -> Store:
             postgres = importlib.import_module("noetl.store.postgres")
         except ImportError as exc:
             raise StoreError(f"PostgreSQL store not available: {exc}") from exc
-        store: Store = postgres.PostgresStore(url)
+        plain_url, schema = split_schema(url)
+        store: Store = postgres.PostgresStore(plain_url, schema=schema or "noetl")
         return store
     raise StoreError(f"unsupported store URL {url!r}: use one of {', '.join(s + '...' for s in SCHEMES)}")
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """`postgresql://...?schema=name` -> (the URL without it, name): our own parameter that picks
+    the schema holding NoETL's tables (default `noetl`); libpq would reject it."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    if schema is None:
+        return url, None
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
 
 
 def sqlite_path(url: str) -> str | None:

@@ -167,6 +167,19 @@ CREATE TABLE IF NOT EXISTS {schema}.runtime (
 );
 """,
     ),
+    (
+        2,
+        "execute dedup",
+        """
+CREATE TABLE IF NOT EXISTS {schema}.execute_dedup (
+    scope        BIGINT NOT NULL,
+    dedup_key    TEXT NOT NULL,
+    execution_id BIGINT NOT NULL,
+    seen_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, dedup_key)
+);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
@@ -277,6 +290,28 @@ class PostgresStore:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+
+    def claim_dedup(self, scope: int, key: str, window_secs: int, execution_id: int) -> int | None:
+        """Race-safe dedup for `/api/execute`: the first claim of (scope, key) inside the window
+        wins (returns None); later ones get the winner's execution id."""
+        table = f"{self._sql.schema}.execute_dedup"
+        with self._writing("claim a dedup key") as conn:
+            conn.execute(
+                f"DELETE FROM {table} WHERE scope = %s AND dedup_key = %s"
+                " AND seen_at < now() - make_interval(secs => %s)",
+                (scope, key, window_secs),
+            )
+            row = conn.execute(
+                f"INSERT INTO {table} (scope, dedup_key, execution_id, seen_at) VALUES (%s, %s, %s, now())"
+                " ON CONFLICT (scope, dedup_key) DO NOTHING RETURNING execution_id",
+                (scope, key, execution_id),
+            ).fetchone()
+            if row is not None:
+                return None
+            found = conn.execute(
+                f"SELECT execution_id FROM {table} WHERE scope = %s AND dedup_key = %s", (scope, key)
+            ).fetchone()
+        return int(found[0]) if found else None
 
     def try_leadership(self, role: str) -> bool:
         """Whether this process holds `role` (e.g. the recovery loop) among all processes on this
