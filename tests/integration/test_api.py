@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from noetl.api.app import create_app
-from noetl.api.server import build_app, bus_status, public_url
+from noetl.api.server import build_app, open_bus, public_url
 from noetl.errors import NoetlError
 from noetl.runtime.control import ControlPlane
 from noetl.store import open_store
@@ -765,11 +765,11 @@ def test_server_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert public_url("10.0.0.5", 9000) == "http://10.0.0.5:9000"
     monkeypatch.setenv("NOETL_PUBLIC_SERVER_URL", "https://noetl.example.com/")
     assert public_url("0.0.0.0", 8082) == "https://noetl.example.com"
-    assert bus_status(None) == "not_configured"
-    assert bus_status("inproc://") == "not_configured"
-    assert bus_status("nats://localhost:4222") == "not_configured"  # warns, falls back to polling
+    assert open_bus(None) == (None, "not_configured")
+    assert open_bus("inproc://") == (None, "not_configured")
+    assert open_bus("nats://127.0.0.1:1") == (None, "disconnected")  # warns; workers poll instead
     with pytest.raises(NoetlError):
-        bus_status("kafka://broker")
+        open_bus("kafka://broker")
 
 
 # ---------------------------------------------------------------------------------- the real server

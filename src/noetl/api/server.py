@@ -20,8 +20,9 @@ from fastapi import FastAPI
 
 from noetl.api.app import create_app
 from noetl.api.worker import DEFAULT_WORKERS, InProcessWorker
-from noetl.errors import NoetlError
-from noetl.runtime.control import ControlPlane
+from noetl.bus import Publisher, open_publisher
+from noetl.errors import BusError, NoetlError
+from noetl.runtime.control import DEFAULT_LEASE_SECONDS, ControlPlane
 from noetl.store import open_store
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,18 @@ def public_url(host: str, port: int) -> str:
     return f"http://{reachable}:{port}"
 
 
-def bus_status(bus_url: str | None) -> str:
-    """What `/api/health` reports for the bus. Only in-process notification exists for now."""
+def open_bus(bus_url: str | None) -> tuple[Publisher | None, str]:
+    """The publisher for command notifications and what `/api/health` reports about it. NATS is
+    only a wake-up signal: when it cannot be reached the server runs anyway and workers poll."""
     if not bus_url or bus_url.startswith("inproc:"):
-        return "not_configured"
-    if bus_url.startswith(("nats://", "tls://")):
-        log.warning("NATS is not supported by this server yet; workers must poll (bus %s ignored)", bus_url)
-        return "not_configured"
-    raise NoetlError(f"unsupported bus URL {bus_url!r}: use inproc:// or nats://host:4222")
+        return None, "not_configured"
+    if not bus_url.startswith(("nats://", "tls://")):
+        raise NoetlError(f"unsupported bus URL {bus_url!r}: use inproc:// or nats://host:4222")
+    try:
+        return open_publisher(bus_url), "connected"
+    except BusError as exc:
+        log.warning("NATS unavailable, workers will poll: %s", exc)
+        return None, "disconnected"
 
 
 def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_status: str) -> FastAPI:
@@ -90,14 +95,21 @@ def serve(
     """Serve the API until SIGINT/SIGTERM; the store is closed on the way out."""
     if workers < 1:
         raise NoetlError("--workers must be at least 1")
-    nats_status = bus_status(bus_url)
+    publisher, nats_status = open_bus(bus_url)
     store = open_store(store_url)
     try:
-        control = ControlPlane(store, server_url=public_url(host, port))
+        control = ControlPlane(
+            store,
+            server_url=public_url(host, port),
+            notify=publisher.publish if publisher is not None else None,
+            lease_seconds=float(os.environ.get("NOETL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
+        )
         app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         GracefulServer(config).run()
     finally:
+        if publisher is not None:
+            publisher.close()
         store.close()
 
 

@@ -374,7 +374,7 @@ def worker_start(
     bus: Annotated[
         str | None,
         typer.Option(
-            "--bus", help="Command bus URL (nats://...); default NOETL_BUS_URL. Polling is used for now."
+            "--bus", help="Command bus URL (nats://host:4222); default NOETL_BUS_URL. Without it (or while it is down) the worker polls the server."
         ),
     ] = None,
     poll_interval: Annotated[
@@ -407,8 +407,8 @@ def worker_start(
         logging.getLogger("httpx").setLevel(logging.WARNING)
     log = logging.getLogger("noetl.worker")
     bus_url = bus or os.environ.get("NOETL_BUS_URL")
-    if bus_url and not bus_url.startswith("inproc"):
-        log.info("bus %s: the NATS adapter is not available yet; polling the server for commands", bus_url)
+    if bus_url and not bus_url.startswith(("nats://", "inproc")):
+        _die(f"unsupported bus URL {bus_url!r}: use nats://host:port")
     pools = pool or ["shared"]
     name = worker_id or default_worker_id()
     with _client(server) as client:
@@ -420,6 +420,7 @@ def worker_start(
             poll_interval=poll_interval,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
+            bus_url=bus_url,
         )
 
         async def main() -> None:

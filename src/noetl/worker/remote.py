@@ -19,6 +19,7 @@ commands in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,10 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from noetl.bus import Message, Subscriber, open_subscriber
 from noetl.client import TERMINAL_STATUSES, ServerClient
 from noetl.engine import events as ev
 from noetl.engine.events import Event
-from noetl.errors import CredentialError, NoetlError, NotFound, ValidationFailed
+from noetl.errors import BusError, CredentialError, NoetlError, NotFound, ValidationFailed
 from noetl.ids import Snowflake
 from noetl.secrets import masker
 from noetl.tools.base import ChildRequest, ChildResult
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+BUS_RETRY_SECONDS = 5.0  # how soon a worker tries NATS again after losing it
 MAX_IDLE_INTERVAL = 1.0  # seconds between polls when nothing is pending
 DEFAULT_GRACE_PERIOD = 30.0  # seconds in-flight commands get to finish on stop
 CREDENTIAL_TTL = 60.0  # seconds a resolved credential is reused
@@ -149,6 +152,7 @@ class RemoteWorker:
         grace_period: float = DEFAULT_GRACE_PERIOD,
         max_idle_interval: float = MAX_IDLE_INTERVAL,
         ids: Callable[[], int] | None = None,
+        bus_url: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -166,6 +170,9 @@ class RemoteWorker:
         self._slots: _Slots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._poll_failing = False
+        self.bus_url = bus_url if bus_url and bus_url.startswith("nats") else None
+        self._subscriber: Subscriber | None = None
+        self._bus_retry_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -181,6 +188,8 @@ class RemoteWorker:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self._deregister()
+            if self._subscriber is not None:
+                await self._subscriber.close()
             await _close_tool_resources()
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -283,10 +292,60 @@ class RemoteWorker:
                 slots.release()
         if taken:
             return self.poll_interval
-        await _wait(stop, idle)
+        if await self._wait_for_work(stop, idle):
+            return self.poll_interval
         return min(idle * 2, self.max_idle_interval)
 
-    async def _claim_and_start(self, item: Mapping[str, Any]) -> bool:
+    # ------------------------------------------------------------------ the bus (a wake-up signal)
+
+    async def _subscriber_or_none(self) -> Subscriber | None:
+        if self.bus_url is None or self._subscriber is not None or time.monotonic() < self._bus_retry_at:
+            return self._subscriber
+        try:
+            self._subscriber = await open_subscriber(self.bus_url, self.pools)
+            log.info("listening for commands on %s", self.bus_url, extra={"worker_id": self.worker_id})
+        except BusError as exc:
+            self._bus_retry_at = time.monotonic() + BUS_RETRY_SECONDS
+            log.warning("the bus is unavailable, polling instead: %s", exc, extra={"worker_id": self.worker_id})
+        return self._subscriber
+
+    async def _wait_for_work(self, stop: asyncio.Event, idle: float) -> bool:
+        """Wait until a notification arrives (NATS) or the idle interval passes (polling). Claims
+        and starts the notified commands; True when it started any."""
+        subscriber = await self._subscriber_or_none()
+        slots = self._slots
+        if subscriber is None or slots is None or slots.free <= 0:
+            await _wait(stop, idle)
+            return False
+        try:
+            messages = await subscriber.fetch(slots.free, timeout=self.max_idle_interval)
+        except BusError as exc:
+            log.warning("lost the bus, polling instead: %s", exc, extra={"worker_id": self.worker_id})
+            self._subscriber = None
+            self._bus_retry_at = time.monotonic() + BUS_RETRY_SECONDS
+            with contextlib.suppress(Exception):
+                await subscriber.close()
+            return False
+        started = False
+        for message in messages:
+            if stop.is_set() or not slots.try_take():
+                with contextlib.suppress(Exception):
+                    await message.nak()
+                continue
+            try:
+                ok = await self._claim_and_start(message.payload, message)
+            except BaseException:
+                slots.release()
+                raise
+            if ok:
+                started = True
+            else:
+                slots.release()
+                with contextlib.suppress(Exception):
+                    await message.ack()  # not ours (claimed elsewhere, ended, cancelled)
+        return started
+
+    async def _claim_and_start(self, item: Mapping[str, Any], message: Message | None = None) -> bool:
         """Claim one pending command and start running it; False when it was not ours."""
         event_id = item.get("event_id")
         command_id = item.get("command_id")
@@ -303,14 +362,14 @@ class RemoteWorker:
             return False
         if body is None:  # 409: someone else has it, it ended, or the execution was cancelled
             return False
-        task = asyncio.create_task(self._run_claimed(body), name=f"noetl-command-{command_id}")
+        task = asyncio.create_task(self._run_claimed(body, message), name=f"noetl-command-{command_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
     # ------------------------------------------------------------------ one command
 
-    async def _run_claimed(self, body: Mapping[str, Any]) -> None:
+    async def _run_claimed(self, body: Mapping[str, Any], message: Message | None = None) -> None:
         slots = self._slots
         assert slots is not None
         meta = body.get("meta")
@@ -338,6 +397,12 @@ class RemoteWorker:
             outcome = await executor.execute(command)
             if await self._post([started, *outcome], command_id):
                 self.completed += 1
+                if message is not None:  # acknowledged only once the outcome is recorded
+                    with contextlib.suppress(Exception):
+                        await message.ack()
+            elif message is not None:
+                with contextlib.suppress(Exception):
+                    await message.nak()
         except asyncio.CancelledError:
             log.warning("command abandoned at shutdown", extra={"command_id": command_id})
             raise
