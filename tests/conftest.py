@@ -65,3 +65,18 @@ def conformance_dir() -> Path:
             pytest.fail(f"{message} (CI=true: conformance tests must run, not skip)")
         pytest.skip(f"{message}; check out ../shared beside the project")
     return path
+
+
+NATS_HOST = "127.0.0.1"
+NATS_PORT = 4222
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """URL of the local NATS (JetStream) server; skips when it is down, but fails when CI=true."""
+    if not _reachable(NATS_HOST, NATS_PORT):
+        message = f"NATS is not reachable on {NATS_HOST}:{NATS_PORT}"
+        if _ci():
+            pytest.fail(f"{message} (CI=true: NATS tests must run, not skip)")
+        pytest.skip(f"{message}; start nats-server -js to run this test")
+    return f"nats://{NATS_HOST}:{NATS_PORT}"
