@@ -7,7 +7,10 @@ We mask exactly the values that were resolved from credentials instead.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
+
+from noetl.engine.events import Event
 
 MASK = "********"
 _MIN_LEN = 4  # shorter values would mask innocent text everywhere
@@ -69,3 +72,15 @@ class Masker:
 
 
 masker = Masker()
+
+
+def masked(event: Event) -> Event:
+    """A copy of `event` with every known secret value hidden (the event itself if none is known)."""
+    if not masker.active:
+        return event
+    return replace(
+        event,
+        context=masker.mask(event.context),
+        meta=masker.mask(event.meta),
+        result=masker.mask(event.result),
+    )

@@ -61,6 +61,21 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
+def build_workload(payload: str | None, assignments: list[str]) -> dict[str, Any]:
+    """`--payload` (a JSON object) overlaid by the `--set` values."""
+    workload: dict[str, Any] = {}
+    if payload:
+        try:
+            parsed = json.loads(payload)
+        except ValueError as exc:
+            _die(f"--payload is not valid JSON: {exc}")
+        if not isinstance(parsed, dict):
+            _die("--payload must be a JSON object")
+        workload.update(parsed)
+    workload.update(parse_assignments(assignments))
+    return workload
+
+
 def _open_store(url: str | None) -> Any:
     from noetl.errors import NoetlError
     from noetl.store import open_store
@@ -92,16 +107,7 @@ def run(
         playbook = load_playbook(file)
     except PlaybookError as exc:
         _die(str(exc))
-    workload: dict[str, Any] = {}
-    if payload:
-        try:
-            parsed = json.loads(payload)
-        except ValueError as exc:
-            _die(f"--payload is not valid JSON: {exc}")
-        if not isinstance(parsed, dict):
-            _die("--payload must be a JSON object")
-        workload.update(parsed)
-    workload.update(parse_assignments(set_ or []))
+    workload = build_workload(payload, set_ or [])
     store_obj = _open_store(store)
     outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
     from noetl.secrets import masker

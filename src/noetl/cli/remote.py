@@ -148,7 +148,7 @@ def exec_(
     server: ServerOption = None,
 ) -> None:
     """Start an execution of a playbook registered on the server."""
-    from noetl.cli.main import parse_assignments
+    from noetl.cli.main import build_workload
     from noetl.errors import NoetlError, NotFound, ValidationFailed
 
     if path.endswith((".yaml", ".yml")) and Path(path).is_file():
@@ -156,16 +156,7 @@ def exec_(
             f"{path} is a file; the server runs catalog playbooks: `noetl register {path}`, then "
             f"`noetl exec <its metadata.path>` (or run it locally with `noetl run {path}`)"
         )
-    workload: dict[str, Any] = {}
-    if payload:
-        try:
-            parsed = json.loads(payload)
-        except ValueError as exc:
-            _die(f"--payload is not valid JSON: {exc}")
-        if not isinstance(parsed, dict):
-            _die("--payload must be a JSON object")
-        workload.update(parsed)
-    workload.update(parse_assignments(set_ or []))
+    workload = build_workload(payload, set_ or [])
     target: dict[str, Any] = {"catalog_id": path} if path.isdigit() else {"path": path}
     with _client(server) as client:
         try:

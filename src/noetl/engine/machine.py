@@ -495,15 +495,7 @@ class Engine:
             return
         if state.failing:
             if state.running_commands() == 0:
-                error = state.error or "execution failed"
-                self._emit(
-                    ev.PLAYBOOK_FAILED,
-                    node_id="playbook",
-                    node_name="playbook",
-                    status="FAILED",
-                    result={"status": "FAILED", "context": {"error": error}},
-                    meta={"status": "FAILED", "error": error, "failed_steps": list(state.failed_steps)},
-                )
+                self._fail_run(state.error or "execution failed")
             return
         if not state.commands:
             self._emit(

@@ -28,7 +28,7 @@ from noetl.engine.events import Event, utcnow
 from noetl.engine.machine import Engine
 from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
 from noetl.ids import Snowflake, default_ids
-from noetl.secrets import masker
+from noetl.secrets import masked
 from noetl.store.ports import Store, WorkerRecord
 from noetl.worker.executor import Command, Executor, child_request
 
@@ -378,7 +378,7 @@ class ControlPlane:
     def _commit(self, engine: Engine, events: list[Event], followups: deque[Callable[[], None]]) -> None:
         if not events:
             return
-        stored = [_masked(e) for e in events] if masker.active else events
+        stored = [masked(e) for e in events]
         self.store.append(stored)
         for event in events:
             for listener in self._listeners:
@@ -901,16 +901,6 @@ def _finish_events(executor: Executor, command: Command, data: Any, error: str |
         executor._event(command, ev.COMMAND_COMPLETED, "success", {"status": "success"}),
     ]
 
-
-def _masked(event: Event) -> Event:
-    from dataclasses import replace
-
-    return replace(
-        event,
-        context=masker.mask(event.context),
-        meta=masker.mask(event.meta),
-        result=masker.mask(event.result),
-    )
 
 
 def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from noetl.engine.machine import Engine
 from noetl.errors import NoetlError, PlaybookError
 from noetl.ids import Snowflake, default_ids
 from noetl.runtime.resolver import PlaybookResolver
-from noetl.secrets import masker
+from noetl.secrets import masked
 from noetl.store.ports import Store
 from noetl.tools.base import ChildRequest, ChildResult
 from noetl.worker.credentials import StoreCredentials
@@ -206,11 +206,7 @@ class LocalRuntime:
         """Persist, then act: notify, dispatch new commands, settle finished executions."""
         if not events:
             return
-        if masker.active:
-            stored = [_masked(e) for e in events]
-        else:
-            stored = events
-        self.store.append(stored)
+        self.store.append([masked(e) for e in events])
         observer = self.on_event
         for event in events:
             kind = event.event_type
@@ -351,14 +347,6 @@ class LocalRuntime:
         result = engine.result(request.return_step)
         return ChildResult(execution_id=state.execution_id, status=state.status, result=result, error=state.error)
 
-
-def _masked(event: Event) -> Event:
-    return replace(
-        event,
-        context=masker.mask(event.context),
-        meta=masker.mask(event.meta),
-        result=masker.mask(event.result),
-    )
 
 
 async def _close_tool_resources() -> None:

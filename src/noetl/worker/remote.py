@@ -26,7 +26,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from noetl.bus import Message, Subscriber, open_subscriber
@@ -35,7 +34,7 @@ from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.errors import BusError, CredentialError, NoetlError, NotFound, ValidationFailed
 from noetl.ids import Snowflake
-from noetl.secrets import masker
+from noetl.secrets import masked, masker
 from noetl.tools.base import ChildRequest, ChildResult
 from noetl.worker.credentials import _PUBLIC_FIELDS
 from noetl.worker.executor import Command, Executor
@@ -414,7 +413,7 @@ class RemoteWorker:
 
     async def _post(self, events: list[Event], command_id: Any, *, attempts: int | None = None) -> bool:
         """Post a command's events (masked), retrying until stored; False when given up."""
-        batch = [_masked(e) for e in events] if masker.active else events
+        batch = [masked(e) for e in events]
         delays = _POST_RETRY_DELAYS if attempts is None else _POST_RETRY_DELAYS[: max(0, attempts - 1)]
         for attempt in range(len(delays) + 1):
             try:
@@ -516,14 +515,6 @@ def command_from_claim(body: Mapping[str, Any]) -> Command:
 def default_worker_id() -> str:
     return f"worker-{socket.gethostname()}-{os.getpid()}"
 
-
-def _masked(event: Event) -> Event:
-    return replace(
-        event,
-        context=masker.mask(event.context),
-        meta=masker.mask(event.meta),
-        result=masker.mask(event.result),
-    )
 
 
 async def _wait(stop: asyncio.Event, timeout: float) -> bool:
