@@ -673,3 +673,39 @@ def test_postgres_session_settings_do_not_leak(pg_ctx: ToolContext) -> None:
     scoped, after = run(go)
     assert scoped == "pg_catalog"
     assert after != "pg_catalog"
+
+
+def test_duckdb_attaches_postgres_through_a_credential(pg_dsn: str) -> None:
+    """`auth: <alias>` on a duckdb tool ATTACHes that PostgreSQL database under the alias."""
+    import uuid
+
+    import psycopg
+
+    from noetl.tools.duckdb import DuckDBTool
+
+    table = f"duck_attach_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE public.{table} (id int, name text)")
+        conn.execute(f"INSERT INTO public.{table} VALUES (1, 'a'), (2, 'b')")
+
+    class Creds:
+        def resolve(self, alias: str) -> dict[str, Any]:
+            assert alias == "pg_local"
+            return {
+                "name": alias,
+                "type": "postgres",
+                "data": {"db_host": "127.0.0.1", "db_port": 5432, "db_user": "postgres",
+                         "db_password": "unused-by-trust", "db_name": "test"},
+            }
+
+    try:
+        ctx = ToolContext(execution_id=1, step="s", command_id="c", credentials=Creds())
+        config = {"auth": "pg_local", "query": f"SELECT id, name FROM pg_local.public.{table} ORDER BY id"}
+        result = asyncio.run(DuckDBTool().run(config, ctx))
+        assert result.status == "success", result.error
+        assert result.data == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+        wrong = asyncio.run(DuckDBTool().run({**config, "auth": {"x-y": "pg_local"}}, ctx))
+        assert wrong.status == "error" and "cannot attach a database named" in (wrong.error or "")
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE public.{table}")

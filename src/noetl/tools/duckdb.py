@@ -14,6 +14,7 @@ without RETURNING). The whole text is parsed before anything runs, so a syntax e
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -23,11 +24,14 @@ from typing import Any
 
 import duckdb
 
+from noetl.errors import CredentialError
+from noetl.secrets import masker
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus
 from noetl.tools.jsonsafe import to_jsonable
 
 __all__ = ["DuckDBTool"]
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SQL_KEYS = ("query", "command", "sql", "commands", "queries", "cmds")
 _NO_ROWS_COLUMNS = (["Count"], ["Success"])  # what DuckDB reports for DDL/DML and utility statements
 
@@ -69,9 +73,15 @@ class DuckDBTool:
             params = [params]
         read_only = bool(config.get("read_only", False))
         timeout = _timeout_seconds(config, ctx)
+        try:
+            attachments = _attachments(config.get("auth"), ctx)
+        except (CredentialError, ValueError) as exc:
+            return ToolResult(status="error", error=f"duckdb: {exc}", duration_ms=_ms(started))
 
         guard = _Interruptible()
-        task = asyncio.ensure_future(asyncio.to_thread(_run_sql, texts, database, params, read_only, guard))
+        task = asyncio.ensure_future(
+            asyncio.to_thread(_run_sql, texts, database, params, read_only, guard, attachments)
+        )
         try:
             if timeout is None:
                 outcome = await task
@@ -104,8 +114,72 @@ def _sql_texts(config: Mapping[str, Any]) -> list[str]:
     raise ValueError("duckdb: the tool needs SQL in 'query' (or 'command', 'sql', 'commands')")
 
 
+def _attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
+    """`auth: alias`, `auth: [a, b]` or `auth: {name: alias}` -> (database name, libpq conninfo)
+    for each PostgreSQL credential to ATTACH. The password is masked wherever it could show."""
+    if auth is None or auth == "" or auth == []:
+        return []
+    if isinstance(auth, str):
+        pairs = [(auth, auth)]
+    elif isinstance(auth, list):
+        pairs = [(str(a), str(a)) for a in auth]
+    elif isinstance(auth, Mapping):
+        pairs = [(str(name), str(alias)) for name, alias in auth.items()]
+    else:
+        raise ValueError("'auth' must be a credential alias, a list of aliases or a {name: alias} map")
+    if ctx.credentials is None:
+        raise CredentialError("no credential store is available to resolve 'auth'")
+    out: list[tuple[str, str]] = []
+    for name, alias in pairs:
+        if not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"cannot attach a database named {name!r}: use letters, digits and '_'")
+        credential = ctx.credentials.resolve(alias)
+        kind = str(credential.get("type", "")).lower()
+        if kind not in ("postgres", "postgresql"):
+            raise CredentialError(f"credential '{alias}' is of type '{kind}'; duckdb can attach postgres credentials")
+        data = credential.get("data") or {}
+        fields = {
+            "host": data.get("db_host", data.get("host", "localhost")),
+            "port": data.get("db_port", data.get("port", 5432)),
+            "user": data.get("db_user", data.get("user")),
+            "password": data.get("db_password", data.get("password")),
+            "dbname": data.get("db_name", data.get("database", data.get("dbname"))),
+        }
+        if fields["password"]:
+            masker.add(fields["password"])
+        conninfo = " ".join(f"{k}={_quote(v)}" for k, v in fields.items() if v not in (None, ""))
+        out.append((name, conninfo))
+    return out
+
+
+def _quote(value: Any) -> str:
+    """A libpq conninfo value: single-quoted, with backslashes and quotes escaped."""
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return "'" + text + "'"
+
+
+def _postgres_extension() -> str:
+    """The postgres extension file shipped by the duckdb-ext-postgres wheel for this duckdb."""
+    import duckdb_ext  # the wheel's package: duckdb_ext/extensions/v<version>/<platform>/
+
+    version = "v" + duckdb.__version__
+    for root in getattr(duckdb_ext, "__path__", []):
+        found = sorted(Path(root).glob(f"extensions/{version}/*/postgres_scanner.duckdb_extension"))
+        if found:
+            return str(found[0])
+    raise FileNotFoundError(
+        f"the DuckDB postgres extension for duckdb {duckdb.__version__} is not installed "
+        "(pip install the duckdb-ext-postgres release matching duckdb)"
+    )
+
+
 def _run_sql(
-    texts: list[str], database: str, params: Any, read_only: bool, guard: _Interruptible
+    texts: list[str],
+    database: str,
+    params: Any,
+    read_only: bool,
+    guard: _Interruptible,
+    attachments: list[tuple[str, str]] | None = None,
 ) -> _Outcome:
     """Runs in a worker thread; never raises."""
     try:
@@ -119,6 +193,14 @@ def _run_sql(
             if guard.cancelled:
                 return _Outcome("timeout", error="duckdb query timed out")
             guard.connection = connection
+        if attachments:
+            try:
+                connection.execute(f"LOAD '{_postgres_extension()}'")
+                for name, conninfo in attachments:
+                    literal = conninfo.replace("'", "''")  # as a SQL string literal
+                    connection.execute(f"ATTACH '{literal}' AS \"{name}\" (TYPE postgres)")
+            except Exception as exc:
+                return _Outcome("error", error=f"cannot attach PostgreSQL: {_message(exc)}")
         statements: list[Any] = []
         for text in texts:
             statements.extend(connection.extract_statements(text))
