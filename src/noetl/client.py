@@ -265,28 +265,50 @@ class ServerClient:
         except Conflict:
             return None
 
+    def claim_many(
+        self,
+        worker_id: str,
+        *,
+        pools: Sequence[str] | None = None,
+        limit: int = 10,
+        event_ids: Sequence[int | str] | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Claim several commands in one request (the given ones, or the oldest pending of the
+        pools); None when the server has no batch claim (an upstream server: use `claim`)."""
+        body: dict[str, Any] = {"worker_id": worker_id, "limit": limit}
+        if pools:
+            body["pools"] = list(pools)
+        if event_ids is not None:
+            body["event_ids"] = [str(i) for i in event_ids]
+        try:
+            answer = self._object("POST", "/api/commands/claim", json=body)
+        except (NotFound, ServerError) as exc:
+            if isinstance(exc, ServerError) and exc.status != 405:
+                raise
+            return None
+        commands = answer.get("commands")
+        return [c for c in commands if isinstance(c, dict)] if isinstance(commands, list) else []
+
     def post_events(self, events: Iterable[Event], *, worker_id: str | None = None) -> list[int]:
-        """Report events through `/api/events/batch`, one request per execution; returns the
+        """Report events (of any executions) in one `/api/events/batch` request; returns the
         stored event ids. Idempotent on event_id, so retried like a read."""
-        by_execution: dict[int, list[Event]] = {}
-        for event in events:
-            by_execution.setdefault(event.execution_id, []).append(event)
-        stored: list[int] = []
-        for execution_id, batch in by_execution.items():
-            body: dict[str, Any] = {
-                "execution_id": str(execution_id),
-                "events": [event_payload(e) for e in batch],
-            }
-            sender = worker_id or next((e.worker_id for e in batch if e.worker_id), None)
-            if sender:
-                body["worker_id"] = sender
-            answer = self._object("POST", "/api/events/batch", json=body)
-            ids = answer.get("event_ids")
-            if isinstance(ids, list):
-                stored.extend(int(i) for i in ids)
-            else:
-                stored.extend(e.event_id for e in batch)
-        return stored
+        batch = list(events)
+        if not batch:
+            return []
+        items = []
+        for event in batch:
+            item = event_payload(event)
+            item["execution_id"] = str(event.execution_id)
+            items.append(item)
+        body: dict[str, Any] = {"execution_id": str(batch[0].execution_id), "events": items}
+        sender = worker_id or next((e.worker_id for e in batch if e.worker_id), None)
+        if sender:
+            body["worker_id"] = sender
+        answer = self._object("POST", "/api/events/batch", json=body)
+        ids = answer.get("event_ids")
+        if isinstance(ids, list):
+            return [int(i) for i in ids]
+        return [e.event_id for e in batch]
 
     # ------------------------------------------------------------------ credentials
 

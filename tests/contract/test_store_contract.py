@@ -519,3 +519,11 @@ def test_worker_registry_lifecycle(store: Store) -> None:
     assert store.remove_worker("w1") is True
     assert store.remove_worker("w1") is False
     assert store.workers() == []
+
+
+def test_known_event_ids_answers_for_a_whole_batch(store: Store) -> None:
+    events = [started(ids.next()), event(ids.next())]
+    store.append(events)
+    wanted = [events[0].event_id, 999, events[1].event_id, events[0].event_id]
+    assert store.known_event_ids(wanted) == {events[0].event_id, events[1].event_id}
+    assert store.known_event_ids([]) == set()

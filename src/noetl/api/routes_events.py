@@ -54,6 +54,30 @@ def router(control: ControlPlane) -> APIRouter:
         """Issued commands nobody claimed yet, oldest first (polling without NATS)."""
         return {"commands": control.pending(pool or None, limit=min(limit, MAX_PENDING))}
 
+    @api.post("/commands/claim")
+    def claim_many(body: JsonBody = None) -> dict[str, Any]:
+        """Claim several commands at once: `{worker_id, event_ids: [...]}` (from bus notifications)
+        or `{worker_id, pools?: [...], limit?}` (the oldest pending ones). Answers `{commands: [...]}`
+        with one claim body per command won; commands claimed elsewhere are left out."""
+        doc = json_object(body)
+        worker_id = required_str(doc, "worker_id")
+        limit = doc.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValidationFailed("'limit' must be a positive integer")
+        pools = doc.get("pools")
+        if pools is not None and not (isinstance(pools, list) and all(isinstance(p, str) for p in pools)):
+            raise ValidationFailed("'pools' must be an array of pool names")
+        raw_ids = doc.get("event_ids")
+        event_ids: list[int] | None = None
+        if raw_ids is not None:
+            try:
+                event_ids = [int(i) for i in raw_ids]
+            except (TypeError, ValueError) as exc:
+                raise ValidationFailed("'event_ids' must be an array of event ids") from exc
+        limit = min(limit, MAX_PENDING)
+        commands = control.claim_many(worker_id, pools=pools or None, limit=limit, event_ids=event_ids)
+        return {"commands": commands}
+
     @api.get("/commands/{event_id}")
     def get_command(event_id: int) -> dict[str, Any]:
         """The `command.issued` event a worker runs."""

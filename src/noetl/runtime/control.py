@@ -340,15 +340,17 @@ class ControlPlane:
         for event in events:
             by_execution.setdefault(event.execution_id, []).append(event)
             ids.append(event.event_id)
+        unknown: list[int] = []
         for execution_id, batch in by_execution.items():
             with self._lock(execution_id):
                 engine = self._engine_or_none(execution_id)
                 if engine is None:
-                    raise NotFound(f"execution {execution_id} not found")
+                    unknown.append(execution_id)  # the rest of a mixed batch is still taken
+                    continue
                 out: list[Event] = []
-                seen: set[int] = set()
+                seen = self.store.known_event_ids([e.event_id for e in batch])
                 for event in batch:
-                    if event.event_id in seen or self.store.get_event(event.event_id) is not None:
+                    if event.event_id in seen:
                         continue  # already ingested: posting twice changes nothing
                     if event.event_type in _COMMAND_EVENTS and event.command_id not in engine.state.commands:
                         # A superseded attempt (its lease expired) or an unknown command: its
@@ -365,6 +367,10 @@ class ControlPlane:
                     out.extend(engine.react(event))
                 self._commit(engine, out, followups)
         self._run(followups)
+        if unknown and len(unknown) == len(by_execution):
+            raise NotFound(f"execution {unknown[0]} not found")
+        if unknown:
+            log.warning("events for unknown executions ignored", extra={"execution_ids": unknown})
         return ids
 
     def _stamp(self, engine: Engine, event: Event) -> None:
@@ -481,6 +487,45 @@ class ControlPlane:
             for e in found[:limit]
         ]
 
+    def claim_many(
+        self,
+        worker_id: str,
+        *,
+        pools: list[str] | None = None,
+        limit: int = 10,
+        event_ids: list[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Claim several commands in one call: the given ones (from bus notifications) or the
+        oldest pending ones of the pools. Commands claimed elsewhere meanwhile are skipped. The
+        commands of one execution are claimed under one lock and written in one transaction."""
+        if event_ids is None:
+            event_ids = [int(item["event_id"]) for item in self.pending(pools, limit=limit)]
+        by_execution: dict[int, list[Event]] = {}
+        for event_id in event_ids[:limit]:
+            event = self._issued_event(event_id)
+            if event is not None:
+                by_execution.setdefault(event.execution_id, []).append(event)
+        claimed: list[dict[str, Any]] = []
+        for execution_id, issued in by_execution.items():
+            followups: deque[Callable[[], None]] = deque()
+            with self._lock(execution_id):
+                engine = self._engine_or_none(execution_id)
+                if engine is None:
+                    continue
+                out: list[Event] = []
+                for event in issued:
+                    try:
+                        events = self._claim_locked(engine, event, worker_id)
+                    except Conflict:
+                        continue
+                    for claim_event in events:
+                        out.append(claim_event)
+                        out.extend(engine.react(claim_event))
+                    claimed.append({"status": "ok", **_command_body(event)})
+                self._commit(engine, out, followups)
+            self._run(followups)
+        return claimed
+
     def get_command(self, event_id: int) -> dict[str, Any]:
         event = self.store.get_event(event_id)
         if event is None or event.event_type != ev.COMMAND_ISSUED:
@@ -488,35 +533,53 @@ class ControlPlane:
         return _command_body(event)
 
     def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
-        event = self.store.get_event(event_id)
-        if event is None or event.event_type != ev.COMMAND_ISSUED:
+        event = self._issued_event(event_id)
+        if event is None:
             raise NotFound(f"command.issued event not found: {event_id}")
-        command_id = str((event.meta or {}).get("command_id"))
         followups: deque[Callable[[], None]] = deque()
         with self._lock(event.execution_id):
             engine = self._engine_or_none(event.execution_id)
             if engine is None:
                 raise NotFound(f"execution {event.execution_id} not found")
-            state = engine.state
-            if state.status == "CANCELLED" or state.cancel_requested:
-                raise Conflict("Execution has been cancelled")
-            if state.terminal:
-                raise Conflict("Execution has already ended")
-            current = state.commands.get(command_id)
-            if current is None:
-                raise Conflict("Command already reached terminal state")
-            if current.status != "issued":
-                if current.worker_id == worker_id:
-                    return {"status": "ok", **_command_body(event)}
-                raise Conflict(f"Command already claimed by {current.worker_id}")
-            if not engine.accepts(command_id):
-                raise Conflict("Execution is failing; no new commands are handed out")
-            executor = Executor(ids=self.ids, worker_id=worker_id)
-            claimed = executor.claimed(Command.from_event(event))
-            self._stamp(engine, claimed)
-            self._commit(engine, [claimed, *engine.react(claimed)], followups)
+            out: list[Event] = []
+            for claim_event in self._claim_locked(engine, event, worker_id):
+                out.append(claim_event)
+                out.extend(engine.react(claim_event))
+            self._commit(engine, out, followups)
         self._run(followups)
         return {"status": "ok", **_command_body(event)}
+
+    def _issued_event(self, event_id: int) -> Event | None:
+        """A `command.issued` event: from the pending index when it is there, else the store."""
+        with self._pending_guard:
+            for commands in self._pending.values():
+                found = commands.get(event_id)
+                if found is not None:
+                    return found
+        event = self.store.get_event(event_id)
+        return event if event is not None and event.event_type == ev.COMMAND_ISSUED else None
+
+    def _claim_locked(self, engine: Engine, event: Event, worker_id: str) -> list[Event]:
+        """The `command.claimed` event for a claim (none for the same worker claiming again), or
+        Conflict. Called under the execution's lock."""
+        state = engine.state
+        command_id = str((event.meta or {}).get("command_id"))
+        if state.status == "CANCELLED" or state.cancel_requested:
+            raise Conflict("Execution has been cancelled")
+        if state.terminal:
+            raise Conflict("Execution has already ended")
+        current = state.commands.get(command_id)
+        if current is None:
+            raise Conflict("Command already reached terminal state")
+        if current.status != "issued":
+            if current.worker_id == worker_id:
+                return []  # claiming twice is idempotent for the same worker
+            raise Conflict(f"Command already claimed by {current.worker_id}")
+        if not engine.accepts(command_id):
+            raise Conflict("Execution is failing; no new commands are handed out")
+        claimed = Executor(ids=self.ids, worker_id=worker_id).claimed(Command.from_event(event))
+        self._stamp(engine, claimed)
+        return [claimed]
 
     # ------------------------------------------------------------------ leases and recovery
 

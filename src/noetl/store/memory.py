@@ -92,6 +92,10 @@ class MemoryStore:
             rows = [self._events[event_id] for event_id in ids[start:]]
         return [row_event(row) for row in rows]
 
+    def known_event_ids(self, event_ids: Sequence[int]) -> set[int]:
+        with self._lock:
+            return {event_id for event_id in event_ids if event_id in self._events}
+
     def get_event(self, event_id: int) -> Event | None:
         with self._lock:
             row = self._events.get(event_id)

@@ -79,6 +79,10 @@ class EventLog(Protocol):
 
     def get_event(self, event_id: int) -> Event | None: ...
 
+    def known_event_ids(self, event_ids: Sequence[int]) -> set[int]:
+        """Which of these event ids are already stored (one query for a whole batch)."""
+        ...
+
     def execution(self, execution_id: int) -> ExecutionSummary | None: ...
 
     def executions(

@@ -239,7 +239,6 @@ class PostgresStore:
             max_size=max_size,
             open=True,
             configure=_configure,
-            check=ConnectionPool.check_connection,
             name=f"noetl-store-{schema}",
             timeout=timeout,
         )
@@ -469,6 +468,15 @@ class PostgresStore:
             else:
                 rows = conn.execute(self._sql.read_events_after, (execution_id, after_event_id)).fetchall()
         return [_event(row) for row in rows]
+
+    def known_event_ids(self, event_ids: Sequence[int]) -> set[int]:
+        if not event_ids:
+            return set()
+        with self._reading("check event ids") as conn:
+            rows = conn.execute(
+                f"SELECT event_id FROM {self._sql.schema}.event WHERE event_id = ANY(%s)", (list(event_ids),)
+            ).fetchall()
+        return {int(row[0]) for row in rows}
 
     def get_event(self, event_id: int) -> Event | None:
         with self._reading("get event") as conn:

@@ -266,6 +266,17 @@ class SQLiteStore:
                 ).fetchall()
         return [row_event(row) for row in rows]
 
+    def known_event_ids(self, event_ids: Sequence[int]) -> set[int]:
+        ids = list(dict.fromkeys(event_ids))
+        found: set[int] = set()
+        with self._reading("check event ids") as conn:
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT event_id FROM event WHERE event_id IN ({marks})", chunk).fetchall()
+                found.update(int(row[0]) for row in rows)
+        return found
+
     def get_event(self, event_id: int) -> Event | None:
         with self._reading("get event") as conn:
             row = conn.execute(f"{_SELECT_EVENTS} WHERE event_id = ?", (event_id,)).fetchone()

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+STARTED_REPORT_DELAY = 0.5  # a command still running after this reports command.started at once
+REPORT_BATCH = 100  # command outcomes posted in one request at most
 BUS_RETRY_SECONDS = 5.0  # how soon a worker tries NATS again after losing it
 MAX_IDLE_INTERVAL = 1.0  # seconds between polls when nothing is pending
 DEFAULT_GRACE_PERIOD = 30.0  # seconds in-flight commands get to finish on stop
@@ -169,6 +171,8 @@ class RemoteWorker:
         self._slots: _Slots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._poll_failing = False
+        self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[bool]]] | None = None
+        self._batch_claims = True  # until the server turns out to have no POST /api/commands/claim
         self.bus_url = bus_url if bus_url and bus_url.startswith("nats") else None
         self._subscriber: Subscriber | None = None
         self._bus_retry_at = 0.0
@@ -178,14 +182,17 @@ class RemoteWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Register, poll and run commands until `stop` is set; then drain and deregister."""
         self._slots = _Slots(self.concurrency)
+        self._outbox = asyncio.Queue()
         await self._register()
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="noetl-worker-heartbeat")
+        reporter = asyncio.create_task(self._reporter(), name="noetl-worker-reporter")
         try:
             await self._poll(stop)
         finally:
             await self._drain()
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            reporter.cancel()
+            await asyncio.gather(heartbeat, reporter, return_exceptions=True)
             await self._deregister()
             if self._subscriber is not None:
                 await self._subscriber.close()
@@ -265,6 +272,27 @@ class RemoteWorker:
         if free <= 0:
             await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
             return idle
+        if self._batch_claims:
+            try:
+                claimed = await self._call(self.client.claim_many, self.worker_id, pools=self.pools, limit=free)
+            except NoetlError as exc:
+                claimed = []
+                if not self._poll_failing:
+                    log.warning("claiming commands failed: %s", exc, extra={"worker_id": self.worker_id})
+                    self._poll_failing = True
+                await _wait(stop, self.max_idle_interval)
+                return idle
+            if claimed is None:
+                self._batch_claims = False  # an older server: ask for pending commands, claim each
+            else:
+                self._poll_failing = False
+                for body in claimed:
+                    self._start(body, None, taken=slots.try_take())
+                if claimed:
+                    return self.poll_interval
+                if await self._wait_for_work(stop, idle):
+                    return self.poll_interval
+                return min(idle * 2, self.max_idle_interval)
         try:
             pending = await self._call(self.client.pending, self.pools, free)
         except NoetlError as exc:
@@ -325,6 +353,8 @@ class RemoteWorker:
             with contextlib.suppress(Exception):
                 await subscriber.close()
             return False
+        if self._batch_claims and messages:
+            return await self._claim_notified(messages)
         started = False
         for message in messages:
             if stop.is_set() or not slots.try_take():
@@ -343,6 +373,50 @@ class RemoteWorker:
                 with contextlib.suppress(Exception):
                     await message.ack()  # not ours (claimed elsewhere, ended, cancelled)
         return started
+
+    async def _claim_notified(self, messages: list[Message]) -> bool:
+        """Claim the notified commands in one request; a message is acknowledged once its
+        command's outcome is recorded, or at once when the command was not ours."""
+        by_event: dict[str, Message] = {}
+        for message in messages:
+            event_id = message.payload.get("event_id")
+            if event_id is None:
+                with contextlib.suppress(Exception):
+                    await message.ack()
+                continue
+            by_event[str(event_id)] = message
+        try:
+            claimed = await self._call(
+                self.client.claim_many, self.worker_id, limit=len(by_event), event_ids=list(by_event)
+            )
+        except NoetlError as exc:
+            log.warning("claiming notified commands failed: %s", exc, extra={"worker_id": self.worker_id})
+            for message in by_event.values():
+                with contextlib.suppress(Exception):
+                    await message.nak()
+            return False
+        slots = self._slots
+        assert slots is not None
+        won = {str(body.get("event_id")): body for body in claimed or []}
+        for event_id, message in by_event.items():
+            body = won.get(event_id)
+            if body is None:
+                with contextlib.suppress(Exception):
+                    await message.ack()  # not ours (claimed elsewhere, ended, cancelled)
+            else:
+                self._start(body, message, taken=slots.try_take())
+        return bool(won)
+
+    def _start(self, body: Mapping[str, Any], message: Message | None, *, taken: bool) -> None:
+        """Run a claimed command in a task. A claim won beyond the free slots still runs (it is
+        ours now); it only waits for a slot first."""
+        meta = body.get("meta")
+        command_id = meta.get("command_id") if isinstance(meta, Mapping) else None
+        task = asyncio.create_task(
+            self._run_claimed(body, message, holding=taken), name=f"noetl-command-{command_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _claim_and_start(self, item: Mapping[str, Any], message: Message | None = None) -> bool:
         """Claim one pending command and start running it; False when it was not ours."""
@@ -368,12 +442,16 @@ class RemoteWorker:
 
     # ------------------------------------------------------------------ one command
 
-    async def _run_claimed(self, body: Mapping[str, Any], message: Message | None = None) -> None:
+    async def _run_claimed(
+        self, body: Mapping[str, Any], message: Message | None = None, *, holding: bool = True
+    ) -> None:
         slots = self._slots
         assert slots is not None
         meta = body.get("meta")
         command_id: Any = meta.get("command_id") if isinstance(meta, Mapping) else None
-        holding = True  # whether this command holds a slot (not while it waits for a child)
+        if not holding:  # claimed beyond the free slots: wait for one
+            await slots.take()
+            holding = True
 
         async def run_child(request: ChildRequest) -> ChildResult:
             nonlocal holding
@@ -392,9 +470,13 @@ class RemoteWorker:
                 ids=self.ids, worker_id=self.worker_id, credentials=self.credentials, run_child=run_child
             )
             started = executor.started(command)
-            await self._post([started], command_id, attempts=1)  # best effort; re-sent with the outcome
-            outcome = await executor.execute(command)
-            if await self._post([started, *outcome], command_id):
+            # Long commands say they started; short ones only report it with their outcome.
+            early = asyncio.create_task(self._post_started_later(started, command_id))
+            try:
+                outcome = await executor.execute(command)
+            finally:
+                early.cancel()
+            if await self._report([started, *outcome]):
                 self.completed += 1
                 if message is not None:  # acknowledged only once the outcome is recorded
                     with contextlib.suppress(Exception):
@@ -410,6 +492,33 @@ class RemoteWorker:
         finally:
             if holding:
                 slots.release()
+
+    async def _post_started_later(self, started: Event, command_id: Any) -> None:
+        await asyncio.sleep(STARTED_REPORT_DELAY)
+        await self._post([started], command_id, attempts=1)  # best effort; re-sent with the outcome
+
+    async def _report(self, events: list[Event]) -> bool:
+        """Hand a command's events to the reporter, which posts the outcomes of many commands in
+        one request; True once they are stored."""
+        outbox = self._outbox
+        if outbox is None:
+            return await self._post(events, None)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        outbox.put_nowait((events, done))
+        return await done
+
+    async def _reporter(self) -> None:
+        outbox = self._outbox
+        assert outbox is not None
+        while True:
+            batch = [await outbox.get()]
+            while not outbox.empty() and len(batch) < REPORT_BATCH:
+                batch.append(outbox.get_nowait())
+            events = [event for item, _ in batch for event in item]
+            ok = await self._post(events, f"{len(batch)} command(s)")
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(ok)
 
     async def _post(self, events: list[Event], command_id: Any, *, attempts: int | None = None) -> bool:
         """Post a command's events (masked), retrying until stored; False when given up."""
