@@ -38,6 +38,7 @@ DEFAULT_DEDUP_WINDOW_SECS = 300
 DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_REPUBLISH_SECONDS = 10.0
 MAX_BATCH_ITEMS = 1000
+MAX_PENDING_CHECKS = 5  # rounds of checking pending candidates against the log per poll
 CONTROL_WORKER = "control-plane"
 _ITERATOR_KEYS = ("iterator_index", "iterator_count", "iterator_item")
 _COMMAND_EVENTS = frozenset(
@@ -461,6 +462,33 @@ class ControlPlane:
                         del commands[event_id]
                         return
 
+    def _unpend_id(self, event_id: int) -> None:
+        with self._pending_guard:
+            for commands in self._pending.values():
+                commands.pop(event_id, None)
+
+    def _reconcile_pending(self, candidates: list[Event] | None = None) -> bool:
+        """Forget pending commands another server claimed or finished: each server's index only
+        sees its own writes, so it is checked against the (caught-up) log. Returns whether any
+        was dropped."""
+        if candidates is None:
+            with self._pending_guard:
+                candidates = [event for commands in self._pending.values() for event in commands.values()]
+        by_execution: dict[int, list[Event]] = {}
+        for event in candidates:
+            by_execution.setdefault(event.execution_id, []).append(event)
+        dropped = False
+        for execution_id, events in by_execution.items():
+            with self._lock(execution_id):
+                engine = self._engine_or_none(execution_id)
+                for event in events:
+                    command_id = (event.meta or {}).get("command_id")
+                    current = engine.state.commands.get(str(command_id)) if engine is not None else None
+                    if engine is None or engine.state.terminal or current is None or current.status != "issued":
+                        self._unpend_id(event.event_id)
+                        dropped = True
+        return dropped
+
     def _drop_pending(self, execution_id: int) -> None:
         with self._pending_guard:
             for commands in self._pending.values():
@@ -468,14 +496,21 @@ class ControlPlane:
                     del commands[event_id]
 
     def pending(self, pools: list[str] | None = None, limit: int = 10) -> list[dict[str, Any]]:
-        """Commands nobody claimed yet (for workers polling without NATS), oldest first."""
-        found: list[Event] = []
-        with self._pending_guard:
-            for pool, commands in self._pending.items():
-                if pools and pool not in pools:
-                    continue
-                found.extend(commands.values())
-        found.sort(key=lambda e: e.event_id)
+        """Commands nobody claimed yet (for workers polling without NATS), oldest first. On a
+        store other servers share, the answer is checked against the log first (only the
+        candidates it returns), so commands claimed through another server are not offered."""
+        shared = getattr(self.store, "is_stale", None) is not None
+        for _ in range(MAX_PENDING_CHECKS):
+            found: list[Event] = []
+            with self._pending_guard:
+                for pool, commands in self._pending.items():
+                    if pools and pool not in pools:
+                        continue
+                    found.extend(commands.values())
+            found.sort(key=lambda e: e.event_id)
+            found = found[:limit]
+            if not shared or not self._reconcile_pending(found):
+                break
         return [
             {
                 "execution_id": e.execution_id,
@@ -484,7 +519,7 @@ class ControlPlane:
                 "step": e.node_name,
                 "server_url": self.server_url,
             }
-            for e in found[:limit]
+            for e in found
         ]
 
     def claim_many(
@@ -517,6 +552,7 @@ class ControlPlane:
                     try:
                         events = self._claim_locked(engine, event, worker_id)
                     except Conflict:
+                        self._unpend_id(event.event_id)  # claimed or ended through another server
                         continue
                     for claim_event in events:
                         out.append(claim_event)
@@ -626,6 +662,8 @@ class ControlPlane:
                     del self._leases[cid]
                     expired.append((cid, lease))
         reissued = sum(self._expire(lease.execution_id, cid, lease.worker_id) for cid, lease in expired)
+        if getattr(self.store, "is_stale", None) is not None:  # a store other servers may share
+            self._reconcile_pending()
         leader = getattr(self.store, "try_leadership", None)
         if leader is None or leader("reaper"):
             reissued += self._reap_foreign_claims(alive)
@@ -879,11 +917,8 @@ class ControlPlane:
 
     def _catch_up(self, execution_id: int) -> None:
         """Drop a cached engine that missed events written by another server process."""
-        engine = self._engines.get(execution_id)
-        counter = getattr(self.store, "event_count", None)
-        if engine is None or counter is None:
-            return
-        if counter(execution_id) != engine.state.events_applied:
+        stale = getattr(self.store, "is_stale", None)
+        if execution_id in self._engines and stale is not None and stale(execution_id):
             del self._engines[execution_id]
 
     def _playbook(self, catalog_id: int, content: str, path: str, version: int) -> Playbook:
@@ -930,6 +965,9 @@ class ControlPlane:
                 max_attempts=self.max_attempts,
             )
             engine.fold(log_events)
+            mark = getattr(self.store, "mark_current", None)
+            if mark is not None:
+                mark(execution_id)
             self._engines[execution_id] = engine
             return engine
 

@@ -180,6 +180,13 @@ CREATE TABLE IF NOT EXISTS {schema}.execute_dedup (
 );
 """,
     ),
+    (
+        3,
+        "execution write sequence",
+        """
+ALTER TABLE {schema}.execution ADD COLUMN IF NOT EXISTS write_seq BIGINT NOT NULL DEFAULT 0;
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
@@ -232,6 +239,7 @@ class PostgresStore:
         self._lock_pool: ConnectionPool[Connection] | None = None
         self._lock_pool_guard = threading.Lock()
         self._leaders: dict[str, Connection] = {}
+        self._write_seqs: dict[int, int] = {}  # execution -> write sequence this process last saw
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -425,21 +433,43 @@ class PostgresStore:
         batch = list(unique.values())
         rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
         projected = [event for event in batch if event.event_type in projection.PROJECTED_TYPES]
+        executions = list(dict.fromkeys(event.execution_id for event in batch))
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
             # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
             cur.executemany(self._sql.insert_event, rows, returning=bool(projected))
-            if not projected:
-                return
-            inserted: set[int] = set()
-            while True:  # one result per row: the event_id when it was new, nothing when not
-                row = cur.fetchone()
-                if row is not None:
-                    inserted.add(row[0])
-                if not cur.nextset():
-                    break
-            for event in projected:  # the projection follows only new events, in batch order
-                if event.event_id in inserted:
-                    self._project(cur, event)
+            if projected:
+                inserted: set[int] = set()
+                while True:  # one result per row: the event_id when it was new, nothing when not
+                    row = cur.fetchone()
+                    if row is not None:
+                        inserted.add(row[0])
+                    if not cur.nextset():
+                        break
+                for event in projected:  # the projection follows only new events, in batch order
+                    if event.event_id in inserted:
+                        self._project(cur, event)
+            # Every write bumps the execution's write sequence: a server that did not make the
+            # last write knows its cached state is behind (see `is_stale`).
+            sequences = {}
+            for execution_id in executions:
+                found = cur.execute(self._sql.bump_write_seq, (execution_id,)).fetchone()
+                if found is not None:
+                    sequences[execution_id] = int(found[0])
+        self._write_seqs.update(sequences)
+
+    def is_stale(self, execution_id: int) -> bool:
+        """Whether another process wrote to the execution since this store last wrote or read it
+        (one primary-key lookup)."""
+        with self._reading("check the write sequence") as conn:
+            row = conn.execute(self._sql.get_write_seq, (execution_id,)).fetchone()
+        current = int(row[0]) if row is not None else 0
+        return self._write_seqs.get(execution_id) != current
+
+    def mark_current(self, execution_id: int) -> None:
+        """Record the execution's write sequence as seen (after rebuilding state from the log)."""
+        with self._reading("read the write sequence") as conn:
+            row = conn.execute(self._sql.get_write_seq, (execution_id,)).fetchone()
+        self._write_seqs[execution_id] = int(row[0]) if row is not None else 0
 
     def _project(self, cur: psycopg.Cursor[TupleRow], event: Event) -> None:
         change = projection.change(event)
@@ -650,6 +680,10 @@ class _Statements:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         s = schema
+        self.bump_write_seq = (
+            f"UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
+        )
+        self.get_write_seq = f"SELECT write_seq FROM {s}.execution WHERE execution_id = %s"
         self.insert_event = (
             f"INSERT INTO {s}.event ({_EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
