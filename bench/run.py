@@ -139,6 +139,11 @@ def main() -> None:
             "children_per_second": round(100 / run["wall"], 1),
         }
 
+    if os.environ.get("NOETL_BENCH_DISTRIBUTED", "1") != "0":
+        from distributed import run_distributed
+
+        results["distributed"] = run_distributed(chain, fanout, NOETL)
+
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
@@ -158,6 +163,17 @@ def print_table(r: dict[str, Any]) -> None:
         ("event log per step (chain of 400)", f"{r['chain_400']['events_per_step']} events, "
          f"{r['chain_400']['bytes_per_step']} bytes", ""),
     ]
+    d = r.get("distributed")
+    if d:
+        rows += [
+            ("DISTRIBUTED (1 server, PostgreSQL + NATS)", "", ""),
+            ("sequential chain of 40: overhead per step", f"{d['chain_40']['overhead_ms_per_step']:.2f} ms", "<= 5 ms"),
+            ("sequential chain of 400: overhead per step", f"{d['chain_400']['overhead_ms_per_step']:.2f} ms", "<= 5 ms"),
+            ("parallel loop 1,000 items, 2 workers", f"{d['fanout_1000']['items_per_second']} items/s", ""),
+            ("parallel loop 10,000 items, 2 workers", f"{d['fanout_10000']['items_per_second']} items/s", ">= 1,000 items/s"),
+            ("10,000 / 1,000 wall-time ratio", f"{d['fanout_ratio_10000_to_1000']}", "<= 12"),
+            ("peak RSS of the server, 10,000 items", f"{d['server_peak_rss_mb']} MB", ""),
+        ]
     width = max(len(a) for a, _, _ in rows)
     print(f"{'local mode (embedded SQLite)':<{width}}  {'measured':<24} target")
     for name, value, target in rows:
