@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test chaos lint bench clean install
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/noetl run examples/hello.yaml --set who=NoETL
 
+# The chaos suite (tests/chaos) kills workers and servers and stops the local NATS: `make chaos`.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/chaos
+
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m chaos tests/chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

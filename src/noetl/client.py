@@ -343,10 +343,13 @@ class ServerClient:
         answer = self._json("POST", "/api/worker/pool/register", json=body)
         return answer if isinstance(answer, dict) else {}
 
-    def worker_heartbeat(self, name: str) -> dict[str, Any]:
-        return self._object(
-            "POST", "/api/worker/pool/heartbeat", json={"name": name, "component_type": "worker_pool"}
-        )
+    def worker_heartbeat(self, name: str, command_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """A heartbeat; `command_ids` lists the commands the worker is running, so the server
+        renews exactly those leases (a claim whose answer never arrived then expires)."""
+        body: dict[str, Any] = {"name": name, "component_type": "worker_pool"}
+        if command_ids is not None:
+            body["command_ids"] = list(command_ids)
+        return self._object("POST", "/api/worker/pool/heartbeat", json=body)
 
     def worker_deregister(self, name: str) -> dict[str, Any]:
         """DELETE first; falls back to POST on a server that routes only one of them."""

@@ -162,6 +162,7 @@ class ControlPlane:
         self._leases: dict[str, _Lease] = {}  # command_id -> lease of the worker that claimed it
         self._leases_guard = threading.Lock()
         self._departed: set[str] = set()  # workers that deregistered: their leases end now
+        self._reported: dict[str, set[str]] = {}  # worker -> the commands its last heartbeat listed
 
     # ------------------------------------------------------------------ catalog
 
@@ -554,6 +555,8 @@ class ControlPlane:
                     except Conflict:
                         self._unpend_id(event.event_id)  # claimed or ended through another server
                         continue
+                    if not events:
+                        continue  # this worker holds it already: not handed out a second time
                     for claim_event in events:
                         out.append(claim_event)
                         out.extend(engine.react(claim_event))
@@ -630,6 +633,10 @@ class ControlPlane:
         deadline = time.monotonic() + self.lease_seconds
         renewed = 0
         with self._leases_guard:
+            if command_ids is not None:
+                # The worker says what it runs: a claim it does not know about (its answer was
+                # lost) is not renewed by the worker's liveness any more, so it expires.
+                self._reported[worker_id] = set(command_ids)
             for command_id, lease in self._leases.items():
                 if lease.worker_id == worker_id and (command_ids is None or command_id in command_ids):
                     lease.deadline = deadline
@@ -656,7 +663,10 @@ class ControlPlane:
             due = [(cid, lease) for cid, lease in self._leases.items() if lease.deadline <= now]
             expired: list[tuple[str, _Lease]] = []
             for cid, lease in due:
-                if lease.worker_id in alive and lease.worker_id not in self._departed:
+                reported = self._reported.get(lease.worker_id)
+                if lease.worker_id in alive and lease.worker_id not in self._departed and (
+                    reported is None or cid in reported
+                ):
                     lease.deadline = now + self.lease_seconds  # it heartbeats through another server
                 else:
                     del self._leases[cid]

@@ -172,6 +172,7 @@ class RemoteWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._poll_failing = False
         self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[bool]]] | None = None
+        self._running: set[str] = set()  # command ids in flight here: never started twice
         self._batch_claims = True  # until the server turns out to have no POST /api/commands/claim
         self.bus_url = bus_url if bus_url and bus_url.startswith("nats") else None
         self._subscriber: Subscriber | None = None
@@ -220,7 +221,7 @@ class RemoteWorker:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not await _wait(stop, self.heartbeat_interval):
             try:
-                await self._call(self.client.worker_heartbeat, self.worker_id)
+                await self._call(self.client.worker_heartbeat, self.worker_id, sorted(self._running))
             except NotFound:  # the server forgot us (restart): register again
                 await self._register()
             except Exception as exc:  # only logged: the heartbeat goes on
@@ -409,9 +410,18 @@ class RemoteWorker:
 
     def _start(self, body: Mapping[str, Any], message: Message | None, *, taken: bool) -> None:
         """Run a claimed command in a task. A claim won beyond the free slots still runs (it is
-        ours now); it only waits for a slot first."""
+        ours now); it only waits for a slot first. A command already running here (a repeated
+        notification, a redelivery) is not started again."""
         meta = body.get("meta")
         command_id = meta.get("command_id") if isinstance(meta, Mapping) else None
+        if command_id is not None and str(command_id) in self._running:
+            if taken and self._slots is not None:
+                self._slots.release()
+            if message is not None:
+                asyncio.ensure_future(message.ack())
+            return
+        if command_id is not None:
+            self._running.add(str(command_id))
         task = asyncio.create_task(
             self._run_claimed(body, message, holding=taken), name=f"noetl-command-{command_id}"
         )
@@ -435,9 +445,11 @@ class RemoteWorker:
             return False
         if body is None:  # 409: someone else has it, it ended, or the execution was cancelled
             return False
-        task = asyncio.create_task(self._run_claimed(body, message), name=f"noetl-command-{command_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        meta = body.get("meta")
+        claimed_id = meta.get("command_id") if isinstance(meta, Mapping) else command_id
+        if str(claimed_id) in self._running:
+            return False  # already running here (the same worker's claim is idempotent)
+        self._start(body, message, taken=True)
         return True
 
     # ------------------------------------------------------------------ one command
@@ -490,6 +502,7 @@ class RemoteWorker:
         except Exception:  # one bad command must never take the worker down
             log.exception("command crashed in the worker", extra={"command_id": command_id})
         finally:
+            self._running.discard(str(command_id))
             if holding:
                 slots.release()
 
