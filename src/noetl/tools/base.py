@@ -12,6 +12,7 @@ imports httpx, psycopg or duckdb.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
@@ -79,6 +80,28 @@ class ToolContext:
     # Run a nested playbook and wait for it (pipelines with `kind: playbook` tasks).
     run_child: Callable[[ChildRequest], Awaitable[ChildResult]] | None = None
     base_path: str | None = None  # folder of the playbook file, for relative paths
+
+
+def timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
+    """The tool's time limit: `timeout` / `timeout_seconds` in its config, else the context's;
+    None (or a non-positive value) means no limit."""
+    for key in ("timeout", "timeout_seconds"):
+        value = config.get(key)
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        return seconds if seconds > 0 else None
+    if ctx.timeout is not None and ctx.timeout > 0:
+        return float(ctx.timeout)
+    return None
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading)."""
+    return (time.perf_counter() - started) * 1000.0
 
 
 class Tool(Protocol):

@@ -26,7 +26,7 @@ import duckdb
 
 from noetl.errors import CredentialError
 from noetl.secrets import masker
-from noetl.tools.base import ToolContext, ToolResult, ToolStatus
+from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 from noetl.tools.jsonsafe import to_jsonable
 
 __all__ = ["DuckDBTool"]
@@ -66,17 +66,17 @@ class DuckDBTool:
         try:
             texts = _sql_texts(config)
         except ValueError as exc:
-            return ToolResult(status="error", error=str(exc), duration_ms=_ms(started))
+            return ToolResult(status="error", error=str(exc), duration_ms=elapsed_ms(started))
         database = str(config.get("database") or config.get("db_path") or ":memory:")
         params = config.get("params")
         if params is not None and not isinstance(params, (list, tuple, Mapping)):
             params = [params]
         read_only = bool(config.get("read_only", False))
-        timeout = _timeout_seconds(config, ctx)
+        timeout = timeout_seconds(config, ctx)
         try:
             attachments = _attachments(config.get("auth"), ctx)
         except (CredentialError, ValueError) as exc:
-            return ToolResult(status="error", error=f"duckdb: {exc}", duration_ms=_ms(started))
+            return ToolResult(status="error", error=f"duckdb: {exc}", duration_ms=elapsed_ms(started))
 
         guard = _Interruptible()
         task = asyncio.ensure_future(
@@ -92,13 +92,13 @@ class DuckDBTool:
             return ToolResult(
                 status="timeout",
                 error=f"duckdb query timed out after {timeout:g} s",
-                duration_ms=_ms(started),
+                duration_ms=elapsed_ms(started),
             )
         except asyncio.CancelledError:
             guard.interrupt()
             raise
         return ToolResult(
-            status=outcome.status, data=outcome.data, error=outcome.error, duration_ms=_ms(started)
+            status=outcome.status, data=outcome.data, error=outcome.error, duration_ms=elapsed_ms(started)
         )
 
 
@@ -246,22 +246,3 @@ def _produces_rows(statement: Any, description: Any) -> bool:
 def _message(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-def _timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
-    for key in ("timeout", "timeout_seconds"):
-        value = config.get(key)
-        if value is None or value == "" or isinstance(value, bool):
-            continue
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        return seconds if seconds > 0 else None
-    if ctx.timeout is not None and ctx.timeout > 0:
-        return float(ctx.timeout)
-    return None

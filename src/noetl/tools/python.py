@@ -44,7 +44,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any, TextIO, cast
 
-from noetl.tools.base import ToolContext, ToolResult, ToolStatus
+from noetl.tools.base import ToolContext, ToolResult, ToolStatus, timeout_seconds
 from noetl.tools.jsonsafe import to_jsonable
 
 __all__ = ["PythonTool"]
@@ -637,7 +637,7 @@ class PythonTool:
             execution_id=ctx.execution_id,
             step=ctx.step,
         )
-        timeout = _timeout_seconds(config, ctx)
+        timeout = timeout_seconds(config, ctx)
 
         _install_proxies()
         loop = asyncio.get_running_loop()
@@ -710,18 +710,3 @@ def _read_script(path: str, ctx: ToolContext) -> str:
     if not file.is_absolute() and ctx.base_path:
         file = Path(ctx.base_path) / file
     return file.read_text(encoding="utf-8")
-
-
-def _timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
-    for key in ("timeout", "timeout_seconds"):
-        value = config.get(key)
-        if value is None or value == "" or isinstance(value, bool):
-            continue
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        return seconds if seconds > 0 else None
-    if ctx.timeout is not None and ctx.timeout > 0:
-        return float(ctx.timeout)
-    return None

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from noetl.tools.base import ToolContext, ToolResult, ToolStatus
+from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 
 __all__ = ["ShellTool"]
 
@@ -49,7 +49,7 @@ class ShellTool:
         try:
             commands, many = _commands(config)
         except ValueError as exc:
-            return ToolResult(status="error", error=str(exc), duration_ms=_ms(started))
+            return ToolResult(status="error", error=str(exc), duration_ms=elapsed_ms(started))
         shell = str(config.get("shell") or "/bin/sh")
         cwd = config.get("cwd")
         cwd = str(cwd) if cwd not in (None, "") else None
@@ -61,7 +61,7 @@ class ShellTool:
                     env.pop(str(key), None)
                 else:
                     env[str(key)] = _env_text(value)
-        timeout = _timeout_seconds(config, ctx)
+        timeout = timeout_seconds(config, ctx)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
 
@@ -107,7 +107,7 @@ class ShellTool:
             stdout=_truncate(stdout),
             stderr=_truncate(stderr),
             exit_code=exit_code,
-            duration_ms=_ms(started),
+            duration_ms=elapsed_ms(started),
         )
 
 
@@ -209,22 +209,3 @@ def _truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
     half = limit // 2
     omitted = len(text) - 2 * half
     return f"{text[:half]}\n... [{omitted} characters truncated] ...\n{text[-half:]}"
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-def _timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:
-    for key in ("timeout", "timeout_seconds"):
-        value = config.get(key)
-        if value is None or value == "" or isinstance(value, bool):
-            continue
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        return seconds if seconds > 0 else None
-    if ctx.timeout is not None and ctx.timeout > 0:
-        return float(ctx.timeout)
-    return None

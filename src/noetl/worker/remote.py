@@ -418,7 +418,9 @@ class RemoteWorker:
             if taken and self._slots is not None:
                 self._slots.release()
             if message is not None:
-                asyncio.ensure_future(message.ack())
+                ack = asyncio.ensure_future(message.ack())
+                self._tasks.add(ack)
+                ack.add_done_callback(self._tasks.discard)
             return
         if command_id is not None:
             self._running.add(str(command_id))
