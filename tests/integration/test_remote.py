@@ -533,3 +533,39 @@ def test_unreachable_server_is_reported() -> None:
     result = noetl("status", "1", "--server", f"http://127.0.0.1:{port}", timeout=60)
     assert result.code == 1
     assert f"cannot reach the NoETL server at http://127.0.0.1:{port}" in result.stderr
+
+
+SPINNER = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: spinner
+  path: tests/remote/spinner
+workflow:
+  - step: start
+    tool:
+      kind: python
+      input: {marker: "{{ marker }}"}
+      code: |
+        import pathlib, time
+        pathlib.Path(marker + ".started").write_text("started")
+        for _ in range(120):  # 6 s in short sleeps: stoppable between them
+            time.sleep(0.05)
+        pathlib.Path(marker).write_text("finished")
+        result = {"spun": True}
+"""
+
+
+def test_cancel_stops_the_running_tool_on_the_worker(server: Server, worker: str, tmp_path: Path) -> None:
+    """SYSTEM.md §4 item 5: a cancel reaches the worker (in its heartbeat answer), which stops
+    the running tool: the code never reaches its last line."""
+    file = tmp_path / "spinner.yaml"
+    file.write_text(SPINNER, encoding="utf-8")
+    assert server.cli("register", file).code == 0
+    marker = tmp_path / "spun"
+    result, answer = _exec_json(server, "tests/remote/spinner", "--set", f"marker={marker}")
+    assert result.code == 0, result.stderr
+    _wait_until(lambda: (tmp_path / "spun.started").exists(), 30, "the spinner to start on the worker")
+    assert server.cli("cancel", answer["execution_id"]).code == 0
+    time.sleep(7)  # past the spinner's 6 s: it would have finished had it not been stopped
+    assert not marker.exists(), "the cancelled command's tool ran to its end"

@@ -127,13 +127,15 @@ def router(registry: RuntimeRegistry, control: ControlPlane) -> APIRouter:
         """Record a heartbeat and renew the worker's command leases; 404 when the pool is not
         registered (after a server restart: it must register again; its leases are still renewed)."""
         doc = json_object(body)
-        command_ids = doc.get("command_ids")
-        control.heartbeat(
-            required_str(doc, "name"),
-            [str(c) for c in command_ids] if isinstance(command_ids, list) else None,
-        )
+        raw_ids = doc.get("command_ids")
+        command_ids = [str(c) for c in raw_ids] if isinstance(raw_ids, list) else None
+        control.heartbeat(required_str(doc, "name"), command_ids)
         registry.heartbeat(doc)
-        return {"status": "ok", "message": "Heartbeat recorded"}
+        answer: dict[str, Any] = {"status": "ok", "message": "Heartbeat recorded"}
+        if command_ids:
+            # Commands of cancelled (or ended) executions: the worker stops running them.
+            answer["stop"] = control.stopped_commands(command_ids)
+        return answer
 
     def deregister(body: Any) -> dict[str, Any]:
         doc = json_object(body)

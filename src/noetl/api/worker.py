@@ -59,6 +59,7 @@ class InProcessWorker:
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._by_execution: dict[int, set[asyncio.Task[Any]]] = {}  # execution -> its command tasks
         self._main: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._listening = False
@@ -96,14 +97,22 @@ class InProcessWorker:
                 self.control.heartbeat(name)
 
     def _on_event(self, event: Event) -> None:
-        """Control-plane listener; runs on whatever thread committed the event."""
-        if self._stopped or event.event_type != ev.COMMAND_ISSUED:
+        """Control-plane listener; runs on whatever thread committed the event. A new command
+        wakes the loop; a cancelled execution's running commands are stopped."""
+        if self._stopped or event.event_type not in (ev.COMMAND_ISSUED, ev.PLAYBOOK_CANCELLED):
             return
         loop, wake = self._loop, self._wake
         if loop is None or wake is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing
-            loop.call_soon_threadsafe(wake.set)
+            if event.event_type == ev.COMMAND_ISSUED:
+                loop.call_soon_threadsafe(wake.set)
+            else:
+                loop.call_soon_threadsafe(self._stop_execution, event.execution_id)
+
+    def _stop_execution(self, execution_id: int) -> None:
+        for task in list(self._by_execution.pop(execution_id, ())):
+            task.cancel()
 
     # ------------------------------------------------------------------ the loop
 
@@ -132,7 +141,10 @@ class InProcessWorker:
                 break
             await slots.acquire()
             self._inflight.add(event_id)
-            self._spawn(self._run_command(event_id, next(self._names)))
+            task = self._spawn(self._run_command(event_id, next(self._names)))
+            running = self._by_execution.setdefault(int(item["execution_id"]), set())
+            running.add(task)
+            task.add_done_callback(running.discard)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

@@ -643,6 +643,19 @@ class ControlPlane:
                     renewed += 1
         return renewed
 
+    def stopped_commands(self, command_ids: list[str]) -> list[str]:
+        """Of the commands a worker runs, those whose execution was cancelled or has ended: the
+        worker is told (in the heartbeat answer) to stop them."""
+        stopped: list[str] = []
+        for command_id in command_ids:
+            head = command_id.split(":", 1)[0]
+            if not head.isdigit():
+                continue
+            engine = self._engine_or_none(int(head))
+            if engine is None or engine.state.terminal or command_id not in engine.state.commands:
+                stopped.append(command_id)
+        return stopped
+
     def release_worker(self, worker_id: str, kind: str = "worker_pool") -> int:
         """A worker that left (deregistered or declared dead): its commands are issued again now."""
         self.store.remove_worker(worker_id, kind)

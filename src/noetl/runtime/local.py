@@ -84,6 +84,7 @@ class LocalRuntime:
         self.credentials = StoreCredentials(store)
         self._executions: dict[int, _Execution] = {}
         self._children: dict[int, set[int]] = {}  # parent execution -> nested executions
+        self._running: dict[int, set[asyncio.Task[Any]]] = {}  # execution -> its command tasks
         self._incoming: list[Event] = []
         self._wake: asyncio.Event | None = None
         self._queue: asyncio.Queue[Event] | None = None
@@ -239,7 +240,16 @@ class LocalRuntime:
         while True:
             event = await self._queue.get()
             await self._slots.acquire()
-            self._spawn(self._run_command(event))
+            task = asyncio.create_task(self._run_command(event))
+            self._tasks.add(task)
+            running = self._running.setdefault(event.execution_id, set())
+            running.add(task)
+
+            def done(t: asyncio.Task[Any], running: set[asyncio.Task[Any]] = running) -> None:
+                self._tasks.discard(t)
+                running.discard(t)
+
+            task.add_done_callback(done)
 
     def _executor(self, command: Command, *, worker_id: str, holds_slot: bool) -> Executor:
         async def run_child(request: ChildRequest) -> ChildResult:
@@ -297,13 +307,17 @@ class LocalRuntime:
         return None
 
     def cancel(self, execution_id: int, reason: str = "cancelled by user") -> None:
-        """Cancel an execution and its running children; nothing new is dispatched."""
+        """Cancel an execution and its running children: nothing new is dispatched and the
+        tools still running are told to stop."""
         execution = self._executions.get(execution_id)
         if execution is None:
             return
         events = execution.engine.cancel(reason)
         events.extend(self._cancel_children(execution_id, f"parent execution {execution_id} was cancelled"))
         self._commit(events)
+        for event in events:
+            for task in self._running.pop(event.execution_id, set()):
+                task.cancel()
 
     def _cancel_children(self, parent_id: int, reason: str) -> list[Event]:
         events: list[Event] = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -173,6 +174,7 @@ class RemoteWorker:
         self._poll_failing = False
         self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[bool]]] | None = None
         self._running: set[str] = set()  # command ids in flight here: never started twice
+        self._running_tasks: dict[str, asyncio.Task[None]] = {}
         self._batch_claims = True  # until the server turns out to have no POST /api/commands/claim
         self.bus_url = bus_url if bus_url and bus_url.startswith("nats") else None
         self._subscriber: Subscriber | None = None
@@ -221,7 +223,12 @@ class RemoteWorker:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not await _wait(stop, self.heartbeat_interval):
             try:
-                await self._call(self.client.worker_heartbeat, self.worker_id, sorted(self._running))
+                answer = await self._call(self.client.worker_heartbeat, self.worker_id, sorted(self._running))
+                for command_id in answer.get("stop") or ():
+                    task = self._running_tasks.get(str(command_id))
+                    if task is not None and not task.done():
+                        log.info("stopping a command of a cancelled execution", extra={"command_id": command_id})
+                        task.cancel()
             except NotFound:  # the server forgot us (restart): register again
                 await self._register()
             except Exception as exc:  # only logged: the heartbeat goes on
@@ -408,6 +415,9 @@ class RemoteWorker:
                 self._start(body, message, taken=slots.try_take())
         return bool(won)
 
+    def _forget_task(self, command_id: str, _task: asyncio.Task[None]) -> None:
+        self._running_tasks.pop(command_id, None)
+
     def _start(self, body: Mapping[str, Any], message: Message | None, *, taken: bool) -> None:
         """Run a claimed command in a task. A claim won beyond the free slots still runs (it is
         ours now); it only waits for a slot first. A command already running here (a repeated
@@ -429,6 +439,9 @@ class RemoteWorker:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if command_id is not None:
+            self._running_tasks[str(command_id)] = task
+            task.add_done_callback(functools.partial(self._forget_task, str(command_id)))
 
     async def _claim_and_start(self, item: Mapping[str, Any], message: Message | None = None) -> bool:
         """Claim one pending command and start running it; False when it was not ours."""
@@ -499,7 +512,7 @@ class RemoteWorker:
                 with contextlib.suppress(Exception):
                     await message.nak()
         except asyncio.CancelledError:
-            log.warning("command abandoned at shutdown", extra={"command_id": command_id})
+            log.warning("command stopped (cancelled, or abandoned at shutdown)", extra={"command_id": command_id})
             raise
         except Exception:  # one bad command must never take the worker down
             log.exception("command crashed in the worker", extra={"command_id": command_id})
