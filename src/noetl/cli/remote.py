@@ -185,7 +185,7 @@ def exec_(
         outcome["error"] = (
             f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
         )
-    if "steps" in body:
+    if body.get("steps") is not None:
         outcome["steps"] = body["steps"]
     outcome["result"] = body.get("result")
     if as_json:

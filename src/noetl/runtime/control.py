@@ -884,11 +884,15 @@ class ControlPlane:
                 "failed_steps": len(state.failed_steps),
             },
             "is_cancelled": state.status == "CANCELLED",
-            "result": engine.result(state.meta.get("return_step")),
+            # Results only once the run has ended: pollers ask often, and a 10,000-item loop's
+            # results would be serialised on every poll.
+            "result": engine.result(state.meta.get("return_step")) if state.terminal else None,
             "steps": {
                 name: {"status": step.status.upper(), "result": engine.step_data(name)}
                 for name, step in state.steps.items()
-            },
+            }
+            if state.terminal
+            else None,
         }
 
     def cancel(self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request") -> dict[str, Any]:
