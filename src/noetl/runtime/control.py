@@ -652,7 +652,7 @@ class ControlPlane:
             if not head.isdigit():
                 continue
             engine = self._engine_or_none(int(head))
-            if engine is None or engine.state.terminal or command_id not in engine.state.commands:
+            if engine is not None and engine.state.terminal:
                 stopped.append(command_id)
         return stopped
 

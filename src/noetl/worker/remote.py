@@ -46,7 +46,8 @@ T = TypeVar("T")
 
 STARTED_REPORT_DELAY = 0.5  # a command still running after this reports command.started at once
 REPORT_BATCH = 100  # command outcomes posted in one request at most
-BUS_RETRY_SECONDS = 5.0  # how soon a worker tries NATS again after losing it
+BUS_RETRY_SECONDS = 5.0
+BUS_POLL_EVERY = 1.0  # with NATS up, seconds between safety-net polls of the server  # how soon a worker tries NATS again after losing it
 MAX_IDLE_INTERVAL = 1.0  # seconds between polls when nothing is pending
 DEFAULT_GRACE_PERIOD = 30.0  # seconds in-flight commands get to finish on stop
 CREDENTIAL_TTL = 60.0  # seconds a resolved credential is reused
@@ -175,6 +176,8 @@ class RemoteWorker:
         self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[bool]]] | None = None
         self._running: set[str] = set()  # command ids in flight here: never started twice
         self._running_tasks: dict[str, asyncio.Task[None]] = {}
+        self._executing: dict[str, asyncio.Task[None]] = {}  # running their tool (stoppable)
+        self._last_poll = 0.0
         self._batch_claims = True  # until the server turns out to have no POST /api/commands/claim
         self.bus_url = bus_url if bus_url and bus_url.startswith("nats") else None
         self._subscriber: Subscriber | None = None
@@ -225,7 +228,7 @@ class RemoteWorker:
             try:
                 answer = await self._call(self.client.worker_heartbeat, self.worker_id, sorted(self._running))
                 for command_id in answer.get("stop") or ():
-                    task = self._running_tasks.get(str(command_id))
+                    task = self._executing.get(str(command_id))
                     if task is not None and not task.done():
                         log.info("stopping a command of a cancelled execution", extra={"command_id": command_id})
                         task.cancel()
@@ -280,7 +283,13 @@ class RemoteWorker:
         if free <= 0:
             await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
             return idle
+        if self._batch_claims and self._subscriber is not None and time.monotonic() - self._last_poll < BUS_POLL_EVERY:
+            # NATS is up: notifications bring the work; polling is only the safety net.
+            if await self._wait_for_work(stop, idle):
+                return self.poll_interval
+            return min(idle * 2, self.max_idle_interval)
         if self._batch_claims:
+            self._last_poll = time.monotonic()
             try:
                 claimed = await self._call(self.client.claim_many, self.worker_id, pools=self.pools, limit=free)
             except NoetlError as exc:
@@ -499,9 +508,13 @@ class RemoteWorker:
             started = executor.started(command)
             # Long commands say they started; short ones only report it with their outcome.
             early = asyncio.create_task(self._post_started_later(started, command_id))
+            current = asyncio.current_task()
+            if current is not None:
+                self._executing[command_id] = current
             try:
                 outcome = await executor.execute(command)
             finally:
+                self._executing.pop(command_id, None)
                 early.cancel()
             if await self._report([started, *outcome]):
                 self.completed += 1
