@@ -693,7 +693,18 @@ class TestConformanceOnTwoWorkers:
         assert len(fetches) == 4
 
     def test_s2_parallel_http_loop_overlaps(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        outcome = run_s(conformance, "pagination/basic/test_pagination_basic.yaml", stub_api)
+        # Across two workers the slow probe (index 0) may reach its worker a few milliseconds
+        # after the four instant ones finished there, and then nothing overlaps: a scheduling
+        # race the playbook's own assertion cannot tell from serialised execution. The run is
+        # repeated (at most 3 times) only for that outcome; the local S2 test proves overlap
+        # deterministically. Any other failure counts at once.
+        for attempt in range(3):
+            try:
+                outcome = run_s(conformance, "pagination/basic/test_pagination_basic.yaml", stub_api)
+                break
+            except AssertionError as exc:
+                if "expected max_active >= 2" not in str(exc) or attempt == 2:
+                    raise
         validate = steps_of(outcome)["validate_results"]
         assert validate["status"] == "success"
         assert validate["max_active"] >= 2  # the probes really ran at the same time
