@@ -66,8 +66,8 @@ DEFAULT_MAX_DELIVER = 1000
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_PUBLISH_TIMEOUT = 2.0  # a PubAck takes milliseconds; the control plane must not stall on it
 MULTI_POOL_SLICE = 0.25  # with several pools, how long one pool's pull waits before the next is asked
-BATCH_TOP_UP_WAIT = 0.001  # after the first message, how long a pull waits for the rest of a batch
-# (short: a lone notification, e.g. the next step of a sequence, must not wait for company)
+BATCH_TOP_UP_WAIT = 0.05  # after the first message, how long a pull waits for the rest of a batch
+# (a latency-sensitive caller fetches one message at a time: then no top-up pull is made)
 
 
 def redact(url: str) -> str:

@@ -284,8 +284,10 @@ class RemoteWorker:
             await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
             return idle
         if self._batch_claims and self._subscriber is not None and time.monotonic() - self._last_poll < BUS_POLL_EVERY:
-            # NATS is up: notifications bring the work; polling is only the safety net.
+            # NATS is up: notifications bring the work; polling is only the safety net, and
+            # runs right after a notification to claim the rest of a burst in one request.
             if await self._wait_for_work(stop, idle):
+                self._last_poll = 0.0
                 return self.poll_interval
             return min(idle * 2, self.max_idle_interval)
         if self._batch_claims:
@@ -362,7 +364,9 @@ class RemoteWorker:
             await _wait(stop, idle)
             return False
         try:
-            messages = await subscriber.fetch(slots.free, timeout=self.max_idle_interval)
+            # One notification at a time: it is handed over the moment it arrives (a batch pull
+            # would linger for company); the rest of a burst is claimed by the poll that follows.
+            messages = await subscriber.fetch(1, timeout=self.max_idle_interval)
         except BusError as exc:
             log.warning("lost the bus, polling instead: %s", exc, extra={"worker_id": self.worker_id})
             self._subscriber = None
