@@ -7,6 +7,7 @@ same rows, so both give callers back exactly what a round trip through a databas
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,7 +82,14 @@ def event_row(event: Event) -> EventRow:
     )
 
 
-def row_event(row: tuple[Any, ...]) -> Event:
+def row_event(
+    row: tuple[Any, ...],
+    *,
+    load: Callable[[Any], Any] = load_json,
+    when: Callable[[Any], datetime] = load_time,
+) -> Event:
+    """An event from a stored row in `COLUMNS` order; `load` and `when` decode the JSON and time
+    columns (text here; a driver that returns native values passes its own)."""
     (
         event_id, execution_id, parent_event_id, parent_execution_id, catalog_id, event_type,
         node_id, node_name, node_type, status, context, meta, result, worker_id, created_at,
@@ -94,12 +102,12 @@ def row_event(row: tuple[Any, ...]) -> Event:
         node_id=node_id,
         node_type=node_type,
         status=status,
-        context=load_json(context),
-        meta=load_json(meta),
-        result=load_json(result),
+        context=load(context),
+        meta=load(meta),
+        result=load(result),
         parent_event_id=parent_event_id,
         parent_execution_id=parent_execution_id,
         catalog_id=catalog_id,
         worker_id=worker_id,
-        created_at=load_time(created_at),
+        created_at=when(created_at),
     )

@@ -37,7 +37,7 @@ from noetl.engine.events import COLUMNS, Event, utcnow
 from noetl.errors import Conflict, StoreError
 from noetl.ids import default_ids
 from noetl.store import projection
-from noetl.store.codec import dump_json, utc_ms
+from noetl.store.codec import dump_json, row_event, utc_ms
 from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
 
 if TYPE_CHECKING:
@@ -780,27 +780,12 @@ def _event_row(event: Event) -> tuple[Any, ...]:
 
 
 def _event(row: tuple[Any, ...]) -> Event:
-    (
-        event_id, execution_id, parent_event_id, parent_execution_id, catalog_id, event_type,
-        node_id, node_name, node_type, status, context, meta, result, worker_id, created_at,
-    ) = row  # fmt: skip
-    return Event(
-        event_id=event_id,
-        execution_id=execution_id,
-        event_type=event_type,
-        node_name=node_name,
-        node_id=node_id,
-        node_type=node_type,
-        status=status,
-        context=context,
-        meta=meta,
-        result=result,
-        parent_event_id=parent_event_id,
-        parent_execution_id=parent_execution_id,
-        catalog_id=catalog_id,
-        worker_id=worker_id,
-        created_at=_utc(created_at),
-    )
+    """psycopg returns JSONB as Python values and TIMESTAMPTZ as datetimes."""
+    return row_event(row, load=_as_value, when=_utc)
+
+
+def _as_value(value: Any) -> Any:
+    return value
 
 
 def _execution(row: tuple[Any, ...]) -> ExecutionSummary:
