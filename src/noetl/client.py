@@ -292,9 +292,13 @@ class ServerClient:
     def post_events(self, events: Iterable[Event], *, worker_id: str | None = None) -> list[int]:
         """Report events (of any executions) in one `/api/events/batch` request; returns the
         stored event ids. Idempotent on event_id, so retried like a read."""
+        return self.report_events(events, worker_id=worker_id)[0]
+
+    def report_events(self, events: Iterable[Event], *, worker_id: str | None = None) -> tuple[list[int], set[str]]:
+        """`post_events`, also returning the command ids whose events the server refused."""
         batch = list(events)
         if not batch:
-            return []
+            return [], set()
         items = []
         for event in batch:
             item = event_payload(event)
@@ -306,9 +310,11 @@ class ServerClient:
             body["worker_id"] = sender
         answer = self._object("POST", "/api/events/batch", json=body)
         ids = answer.get("event_ids")
+        rejected = answer.get("rejected")
+        refused = {str(c) for c in rejected} if isinstance(rejected, list) else set()
         if isinstance(ids, list):
-            return [int(i) for i in ids]
-        return [e.event_id for e in batch]
+            return [int(i) for i in ids], refused
+        return [e.event_id for e in batch], refused
 
     # ------------------------------------------------------------------ credentials
 

@@ -43,8 +43,17 @@ def router(control: ControlPlane) -> APIRouter:
             if not merged.get("worker_id") and doc.get("worker_id"):
                 merged["worker_id"] = doc["worker_id"]
             events.append(event_from_json(merged, control.ids))
-        event_ids = control.ingest(events) if events else []
-        return {"status": "ok", "event_ids": event_ids, "commands_generated": 0}
+        outcome = control.ingest_report(events) if events else None
+        answer: dict[str, Any] = {
+            "status": "ok",
+            "event_ids": outcome.event_ids if outcome else [],
+            "commands_generated": 0,
+        }
+        if outcome and outcome.rejected:
+            # Commands whose events were refused (claimed elsewhere, ended, superseded): the
+            # worker stops them.
+            answer["rejected"] = outcome.rejected
+        return answer
 
     @api.get("/commands/pending")
     def pending(

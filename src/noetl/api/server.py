@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 PUBLIC_URL_ENV = "NOETL_PUBLIC_SERVER_URL"
 REAP_INTERVAL = 1.0
+# A thread waiting for the GIL (a socket that became readable) waits at most this long for a
+# busy one: the 5 ms default is added to every hand-over between the request, PostgreSQL-pool
+# and bus threads, which dominates a short step's latency.
+SWITCH_INTERVAL = 0.0005
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -60,6 +65,8 @@ def open_bus(bus_url: str | None) -> tuple[Publisher | None, str]:
 
 def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_status: str) -> FastAPI:
     """The app `serve` runs; the in-process worker lives as long as the app's lifespan."""
+    if with_worker:
+        control.direct_run = False  # the in-process worker takes commands from `pending` at once
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,11 +108,12 @@ def serve(
         control = ControlPlane(
             store,
             server_url=public_url(host, port),
-            notify=publisher.publish if publisher is not None else None,
+            notify=publisher.publish_later if publisher is not None else None,
             lease_seconds=float(os.environ.get("NOETL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
         )
         app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        sys.setswitchinterval(SWITCH_INTERVAL)
         GracefulServer(config).run()
     finally:
         if publisher is not None:

@@ -1,10 +1,11 @@
 """The command bus: the wake-up signal telling workers that a command is waiting.
 
-It is never the source of truth (the event log is): a worker that gets a notification still
-claims the command over HTTP, and workers poll when the bus is absent or failing.
+It is never the source of truth (the event log is): a worker that gets a notification claims
+the command (over HTTP, or with its report when the notification carried the command: see
+`noetl.bus.ports`), and workers poll when the bus is absent or failing.
 
     publisher = open_publisher("nats://127.0.0.1:4222")       # sync, thread-safe
-    control = ControlPlane(store, notify=publisher.publish)
+    control = ControlPlane(store, notify=publisher.publish_later)
 
     subscriber = await open_subscriber("nats://127.0.0.1:4222", ["shared"])   # in the worker's loop
     for message in await subscriber.fetch(1, timeout=5.0):

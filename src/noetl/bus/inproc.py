@@ -13,6 +13,7 @@ before the first worker of its pool starts is not lost.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
 import threading
@@ -86,6 +87,17 @@ class InprocBus:
             self._check_open()
             self._queue(pool).ready.append(_Entry(next(self._seq), subject, data))
             self._wake_all()
+
+    def publish_later(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
+        """`publish`, with its outcome in an (already settled) future: queueing is immediate."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            self.publish(subject, payload)
+        except BusError as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+        return done
 
     def close(self) -> None:
         with self._lock:

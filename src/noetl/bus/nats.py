@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -166,6 +167,14 @@ async def ensure_stream(js: JetStreamContext, stream: str, subjects: Sequence[st
         raise BusError(f"cannot create stream {stream}: {exc}") from exc
 
 
+def _pending_after(msg: Msg) -> int:
+    """How many messages the consumer still had waiting after this one (0 when unknown)."""
+    try:
+        return int(msg.metadata.num_pending or 0)
+    except (ValueError, TypeError, AttributeError, nats.errors.Error):
+        return 0
+
+
 def _bus_error(action: str, exc: BaseException) -> BusError:
     if isinstance(exc, nats.js.errors.APIError):
         return BusError(f"{action}: {exc.description or exc} (code {exc.err_code})")
@@ -214,12 +223,27 @@ class NatsPublisher:
             raise
 
     def publish(self, subject: str, payload: dict[str, Any]) -> None:
-        try:
-            data = json.dumps(payload, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise BusError(f"notification payload for {subject} is not JSON-serialisable: {exc}") from exc
         if threading.current_thread() is self._thread:
             raise BusError("NatsPublisher.publish cannot be called from its own event loop")
+        future = self._start_publish(subject, payload)
+        self._wait(future, self.publish_timeout + 1.0, f"publish to {subject}")
+
+    def publish_later(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
+        """Start the publish on the publisher's loop and return at once; the PubAck (or the
+        `BusError`) settles the future. The control plane does not wait for the bus under its
+        locks: a lost notification only delays the command until it is offered to polling."""
+        try:
+            return self._start_publish(subject, payload)
+        except BusError as exc:
+            failed: concurrent.futures.Future[None] = concurrent.futures.Future()
+            failed.set_exception(exc)
+            return failed
+
+    def _start_publish(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
+        try:
+            data = orjson.dumps(payload)
+        except TypeError as exc:
+            raise BusError(f"notification payload for {subject} is not JSON-serialisable: {exc}") from exc
         with self._lock:
             if self._closed:
                 raise BusError("the NATS publisher is closed")
@@ -227,8 +251,8 @@ class NatsPublisher:
                 raise BusError(
                     f"not connected to NATS at {redact(self.url)} (reconnecting); {subject} not published"
                 )
-            future = asyncio.run_coroutine_threadsafe(self._publish(subject, data), self._loop)
-        self._wait(future, self.publish_timeout + 1.0, f"publish to {subject}")
+            # Scheduled under the lock, so publishes from one thread reach the loop in order.
+            return asyncio.run_coroutine_threadsafe(self._publish(subject, data), self._loop)
 
     async def _publish(self, subject: str, data: bytes) -> None:
         try:
@@ -442,10 +466,13 @@ class NatsSubscriber:
 
     async def _pull(self, sub: JetStreamContext.PullSubscription, batch: int, wait: float) -> list[Message]:
         # A batch pull waits for the whole batch until it expires, so long-poll for one message
-        # and then collect whatever else is already waiting with a short second pull.
+        # and then collect what else is waiting with a short second pull, made only when the
+        # first message says more are pending (so a lone message is handed over at once).
         msgs = await self._pull_raw(sub, 1, wait)
         if msgs and batch > 1:
-            msgs += await self._pull_raw(sub, batch - 1, BATCH_TOP_UP_WAIT)
+            more = _pending_after(msgs[-1])
+            if more:
+                msgs += await self._pull_raw(sub, min(batch - 1, more), BATCH_TOP_UP_WAIT)
         out: list[Message] = []
         for msg in msgs:
             try:

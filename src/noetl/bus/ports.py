@@ -2,10 +2,19 @@
 passes the shared contract suite in `tests/contract/test_bus_contract.py`.
 
 The bus is only a wake-up signal: a notification says "command <event_id> of execution <id> is
-waiting on <server_url>". The event log is the source of truth; a worker that receives a
-notification still claims the command over HTTP, and workers poll when the bus is absent. So the
-bus is at-least-once: a message that is not acked in time is delivered again, and duplicates are
-resolved by the claim.
+waiting on <server_url>". The event log is the source of truth, and workers poll when the bus is
+absent. The bus is at-least-once: a message that is not acked in time is delivered again, and
+duplicates are resolved by the claim.
+
+A command's first notification also carries the command itself (`command`, the claim body, when
+it is under MAX_INLINE_COMMAND_BYTES) and when it was issued (`issued_at`, epoch seconds). A
+worker that receives it on first delivery within DIRECT_RUN_WINDOW seconds runs it at once and
+reports `command.claimed` with its outcome (or after 0.5 s, if it is still running): that report
+is the claim, checked by the server like a claim request, and a refused one stops the command.
+This saves the claim round trip on the common path. Everything else (a redelivery, a stale or
+repeated notification marked `again`, one without `command`) is claimed over HTTP first; the
+server offers a notified command to polling workers only after the window has passed, so a
+command is never handed to two workers at once.
 
 Subjects are `<prefix>.<pool>.<execution_id>` with prefix `noetl.commands` by default. A
 subscriber for pool `p` sees exactly the subjects under `<prefix>.<p>.`; every subscriber of the
@@ -17,12 +26,15 @@ same pool (and durable name) shares one queue, so each message goes to one of th
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any, Protocol
 
 DEFAULT_SUBJECT_PREFIX = "noetl.commands"
 DEFAULT_STREAM = "NOETL_COMMANDS"
 DEFAULT_ACK_WAIT = 60.0  # seconds a delivered message may stay unacked before it is redelivered
 DEFAULT_DURABLE = "noetl-worker-{pool}"
+DIRECT_RUN_WINDOW = 2.0  # seconds after issue a first notification may be run without a claim
+MAX_INLINE_COMMAND_BYTES = 256 * 1024  # larger commands are notified by id only
 
 _FORBIDDEN_IN_TOKEN = frozenset(".*> \t\r\n")
 
@@ -60,6 +72,12 @@ class Publisher(Protocol):
         """Publish one notification durably (returns once the bus has stored it).
         Thread-safe. Raises `BusError` when the bus cannot take it; the caller logs that and
         relies on polling."""
+        ...
+
+    def publish_later(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
+        """Start publishing one notification and return at once: the future is done when the bus
+        has stored it, or holds the `BusError`. Thread-safe; notifications published from one
+        thread are stored in the order they were published."""
         ...
 
     def close(self) -> None:

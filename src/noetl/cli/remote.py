@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+SWITCH_INTERVAL = 0.0005  # as the server's (noetl.api.server): short GIL hand-overs between threads
 
 ServerOption = Annotated[
     str | None,
@@ -429,4 +430,5 @@ def worker_start(
             await worker.run(stop)
             log.info("worker %s stopped after %d command(s)", name, worker.completed)
 
+        sys.setswitchinterval(SWITCH_INTERVAL)
         asyncio.run(main())

@@ -10,8 +10,10 @@ cancelling children) are queued and run after the lock is released, so locks nev
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -21,6 +23,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
+from noetl.bus.ports import DIRECT_RUN_WINDOW, MAX_INLINE_COMMAND_BYTES
 from noetl.dsl import parse_playbook
 from noetl.dsl.model import Playbook
 from noetl.engine import events as ev
@@ -39,6 +44,11 @@ DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_REPUBLISH_SECONDS = 10.0
 MAX_BATCH_ITEMS = 1000
 MAX_PENDING_CHECKS = 5  # rounds of checking pending candidates against the log per poll
+# A command notified with its body is left to the bus this long before polling workers are
+# offered it: a worker may be running it from its notification (see noetl.bus.ports) without a
+# claim yet. Bodies are sent only to pools whose live workers all listen on the bus.
+BUS_HOLD_SECONDS = DIRECT_RUN_WINDOW + 3.0
+WORKER_VIEW_SECONDS = 1.0  # how long the registry's view of the pools' workers is reused
 CONTROL_WORKER = "control-plane"
 _ITERATOR_KEYS = ("iterator_index", "iterator_count", "iterator_item")
 _COMMAND_EVENTS = frozenset(
@@ -126,7 +136,17 @@ class ExecuteOutcome:
         }
 
 
-Notifier = Callable[[str, dict[str, Any]], None]
+# Publishes one command notification. It may return a Future (a publish still under way): its
+# failure then makes the command available to polling workers at once.
+Notifier = Callable[[str, dict[str, Any]], "concurrent.futures.Future[None] | None"]
+
+
+@dataclass
+class IngestOutcome:
+    event_ids: list[int]
+    # Commands whose events were refused: another worker holds the command, its execution ended
+    # or was cancelled, or its lease expired and it was issued again. Their worker stops them.
+    rejected: list[str]
 
 
 class ControlPlane:
@@ -153,6 +173,8 @@ class ControlPlane:
         self._pending: dict[str, dict[int, Event]] = {}  # pool -> command event_id -> command.issued
         self._pending_guard = threading.Lock()
         self._published: dict[int, float] = {}  # command event_id -> when last notified
+        self._held: dict[int, float] = {}  # command event_id -> when notified with its body
+        self._bus_pools: tuple[float, frozenset[str]] = (-math.inf, frozenset())
         self._dedup: dict[tuple[int, str], tuple[int, float]] = {}
         self._dedup_guard = threading.Lock()
         self._listeners: list[Callable[[Event], None]] = []
@@ -163,6 +185,9 @@ class ControlPlane:
         self._leases_guard = threading.Lock()
         self._departed: set[str] = set()  # workers that deregistered: their leases end now
         self._reported: dict[str, set[str]] = {}  # worker -> the commands its last heartbeat listed
+        # Notifications carry their command, for workers to run at once (noetl.bus.ports). Off
+        # when this server also runs commands itself from `pending` (an in-process worker).
+        self.direct_run = True
 
     # ------------------------------------------------------------------ catalog
 
@@ -336,7 +361,15 @@ class ControlPlane:
 
     def ingest(self, events: list[Event]) -> list[int]:
         """Store worker events (idempotent on event_id) and let the engines react."""
+        return self.ingest_report(events).event_ids
+
+    def ingest_report(self, events: list[Event]) -> IngestOutcome:
+        """`ingest`, also naming the commands whose events were refused. A `command.claimed`
+        posted by a worker (one that ran a command straight from its bus notification) is the
+        claim: it is checked like `claim` and, when refused, the rest of that command's events
+        in the batch are refused with it."""
         ids: list[int] = []
+        rejected: dict[str, None] = {}
         followups: deque[Callable[[], None]] = deque()
         by_execution: dict[int, list[Event]] = {}
         for event in events:
@@ -354,14 +387,31 @@ class ControlPlane:
                 for event in batch:
                     if event.event_id in seen:
                         continue  # already ingested: posting twice changes nothing
-                    if event.event_type in _COMMAND_EVENTS and event.command_id not in engine.state.commands:
+                    command_id = event.command_id
+                    if command_id is not None and command_id in rejected:
+                        continue
+                    if event.event_type == ev.COMMAND_CLAIMED and command_id is not None:
+                        try:
+                            if not self._claim_allowed(engine, command_id, event.worker_id or ""):
+                                continue  # this worker's claim is recorded already
+                        except Conflict as exc:
+                            log.info(
+                                "refusing a claim: %s",
+                                exc,
+                                extra={"command_id": command_id, "worker_id": event.worker_id},
+                            )
+                            rejected[command_id] = None
+                            continue
+                    elif event.event_type in _COMMAND_EVENTS and command_id not in engine.state.commands:
                         # A superseded attempt (its lease expired) or an unknown command: its
                         # result is not accepted, so each command's result is recorded once.
                         log.info(
                             "ignoring %s for a command that is not open",
                             event.event_type,
-                            extra={"command_id": event.command_id, "worker_id": event.worker_id},
+                            extra={"command_id": command_id, "worker_id": event.worker_id},
                         )
+                        if command_id is not None:
+                            rejected[command_id] = None
                         continue
                     seen.add(event.event_id)
                     self._stamp(engine, event)
@@ -373,7 +423,7 @@ class ControlPlane:
             raise NotFound(f"execution {unknown[0]} not found")
         if unknown:
             log.warning("events for unknown executions ignored", extra={"execution_ids": unknown})
-        return ids
+        return IngestOutcome(ids, list(rejected))
 
     def _stamp(self, engine: Engine, event: Event) -> None:
         if engine.state.parent_execution_id is not None and event.parent_execution_id is None:
@@ -425,31 +475,91 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ commands
 
-    def _publish(self, event: Event) -> None:
+    def _publish(self, event: Event, *, again: bool = False) -> None:
         meta = event.meta or {}
         pool = str(meta.get("pool") or "shared")
         with self._pending_guard:
             self._pending.setdefault(pool, {})[event.event_id] = event
             self._published[event.event_id] = time.monotonic()
-        self._notify(event)
+        self._notify(event, again=again)
 
-    def _notify(self, event: Event) -> None:
+    def _notify(self, event: Event, *, again: bool = False) -> None:
+        """Publish a command notification (without waiting for the bus). A first notification
+        carries the command itself, so the worker it reaches can run it at once; one sent again
+        (re-notified, or after a restart) is marked so, and its worker claims it first."""
         meta = event.meta or {}
         pool = str(meta.get("pool") or "shared")
-        if self.notify is not None:
-            payload: dict[str, Any] = {
-                "execution_id": event.execution_id,
-                "event_id": event.event_id,
-                "command_id": meta.get("command_id"),
-                "step": event.node_name,
-                "server_url": self.server_url,
-            }
-            if meta.get("trace"):
-                payload["trace"] = meta["trace"]
-            try:
-                self.notify(f"noetl.commands.{pool}.{event.execution_id}", payload)
-            except Exception:  # NATS is only a wake-up signal; polling still finds the command
-                log.warning("command notification failed", extra={"event_id": event.event_id}, exc_info=True)
+        if self.notify is None:
+            return
+        payload: dict[str, Any] = {
+            "execution_id": event.execution_id,
+            "event_id": event.event_id,
+            "command_id": meta.get("command_id"),
+            "step": event.node_name,
+            "server_url": self.server_url,
+            "issued_at": time.time(),
+        }
+        if meta.get("trace"):
+            payload["trace"] = meta["trace"]
+        if again:
+            payload["again"] = True
+        elif self.direct_run and pool in self._bus_only_pools():
+            body = _command_body(event)
+            if _json_size(body) <= MAX_INLINE_COMMAND_BYTES:
+                payload["command"] = body
+                with self._pending_guard:
+                    if event.event_id in self._published:
+                        self._held[event.event_id] = time.monotonic()
+        try:
+            pending = self.notify(f"noetl.commands.{pool}.{event.execution_id}", payload)
+        except Exception:  # NATS is only a wake-up signal; polling still finds the command
+            self._notify_failed(event.event_id, None)
+            return
+        if pending is not None:
+            pending.add_done_callback(functools.partial(self._notified, event.event_id))
+
+    def _bus_only_pools(self) -> frozenset[str]:
+        """Pools with live workers that all listen on the bus (registered with label bus=nats):
+        only their notifications carry the command. A polling-only worker on a pool gets its
+        commands without the bus hold instead."""
+        checked, pools = self._bus_pools
+        now = time.monotonic()
+        if now - checked < WORKER_VIEW_SECONDS:
+            return pools
+        cutoff = utcnow().timestamp() - self.lease_seconds
+        listening: set[str] = set()
+        polling: set[str] = set()
+        try:
+            workers = self.store.workers()
+        except NoetlError:
+            workers = []
+        for worker in workers:
+            if worker.kind != "worker_pool" or worker.heartbeat.timestamp() < cutoff:
+                continue
+            labels = worker.info.get("labels")
+            labels = labels if isinstance(labels, Mapping) else {}
+            names = [p.strip() for p in str(labels.get("pools") or "shared").split(",") if p.strip()]
+            (listening if labels.get("bus") == "nats" else polling).update(names)
+        pools = frozenset(listening - polling)
+        self._bus_pools = (now, pools)
+        return pools
+
+    def _notified(self, event_id: int, done: concurrent.futures.Future[None]) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if done.cancelled() or exc is not None:
+            self._notify_failed(event_id, exc)
+
+    def _notify_failed(self, event_id: int, exc: BaseException | None) -> None:
+        """Offer the command to polling workers at once, and re-notify it at the next reap."""
+        with self._pending_guard:
+            self._held.pop(event_id, None)
+            if event_id in self._published:
+                self._published[event_id] = -math.inf
+        log.warning(
+            "command notification failed; polling workers will find it",
+            extra={"event_id": event_id},
+            exc_info=exc if exc is not None else True,
+        )
 
     def _unpend(self, event: Event) -> None:
         parent = event.parent_event_id
@@ -457,14 +567,21 @@ class ControlPlane:
             for commands in self._pending.values():
                 if parent is not None and parent in commands:
                     del commands[parent]
+                    self._published.pop(parent, None)
+                    self._held.pop(parent, None)
                     return
+            for commands in self._pending.values():
                 for event_id, issued in list(commands.items()):
                     if (issued.meta or {}).get("command_id") == event.command_id:
                         del commands[event_id]
+                        self._published.pop(event_id, None)
+                        self._held.pop(event_id, None)
                         return
 
     def _unpend_id(self, event_id: int) -> None:
         with self._pending_guard:
+            self._published.pop(event_id, None)
+            self._held.pop(event_id, None)
             for commands in self._pending.values():
                 commands.pop(event_id, None)
 
@@ -495,19 +612,23 @@ class ControlPlane:
             for commands in self._pending.values():
                 for event_id in [k for k, v in commands.items() if v.execution_id == execution_id]:
                     del commands[event_id]
+                    self._published.pop(event_id, None)
+                    self._held.pop(event_id, None)
 
     def pending(self, pools: list[str] | None = None, limit: int = 10) -> list[dict[str, Any]]:
         """Commands nobody claimed yet (for workers polling without NATS), oldest first. On a
         store other servers share, the answer is checked against the log first (only the
         candidates it returns), so commands claimed through another server are not offered."""
         shared = getattr(self.store, "is_stale", None) is not None
+        held_since = time.monotonic() - BUS_HOLD_SECONDS
         for _ in range(MAX_PENDING_CHECKS):
             found: list[Event] = []
             with self._pending_guard:
                 for pool, commands in self._pending.items():
                     if pools and pool not in pools:
                         continue
-                    found.extend(commands.values())
+                    # Commands just notified with their body are the bus's (see BUS_HOLD_SECONDS).
+                    found.extend(e for e in commands.values() if self._held.get(e.event_id, -math.inf) < held_since)
             found.sort(key=lambda e: e.event_id)
             found = found[:limit]
             if not shared or not self._reconcile_pending(found):
@@ -601,8 +722,18 @@ class ControlPlane:
     def _claim_locked(self, engine: Engine, event: Event, worker_id: str) -> list[Event]:
         """The `command.claimed` event for a claim (none for the same worker claiming again), or
         Conflict. Called under the execution's lock."""
-        state = engine.state
         command_id = str((event.meta or {}).get("command_id"))
+        if not self._claim_allowed(engine, command_id, worker_id):
+            return []  # claiming twice is idempotent for the same worker
+        claimed = Executor(ids=self.ids, worker_id=worker_id).claimed(Command.from_event(event))
+        self._stamp(engine, claimed)
+        return [claimed]
+
+    @staticmethod
+    def _claim_allowed(engine: Engine, command_id: str, worker_id: str) -> bool:
+        """Whether `worker_id` may claim the command now: True, False when it holds the claim
+        already, or Conflict (someone else has it, it ended, the run was cancelled or is failing)."""
+        state = engine.state
         if state.status == "CANCELLED" or state.cancel_requested:
             raise Conflict("Execution has been cancelled")
         if state.terminal:
@@ -612,13 +743,11 @@ class ControlPlane:
             raise Conflict("Command already reached terminal state")
         if current.status != "issued":
             if current.worker_id == worker_id:
-                return []  # claiming twice is idempotent for the same worker
+                return False
             raise Conflict(f"Command already claimed by {current.worker_id}")
         if not engine.accepts(command_id):
             raise Conflict("Execution is failing; no new commands are handed out")
-        claimed = Executor(ids=self.ids, worker_id=worker_id).claimed(Command.from_event(event))
-        self._stamp(engine, claimed)
-        return [claimed]
+        return True
 
     # ------------------------------------------------------------------ leases and recovery
 
@@ -701,7 +830,7 @@ class ControlPlane:
             for event in stale:
                 self._published[event.event_id] = now
         for event in stale:
-            self._notify(event)
+            self._notify(event, again=True)
             renotified += 1
         return {"reissued": reissued, "renotified": renotified}
 
@@ -769,7 +898,7 @@ class ControlPlane:
                         if command.kind == "playbook":
                             followups.append(functools.partial(self._resume_child, issued))
                         elif command.status == "issued":
-                            self._publish(issued)
+                            self._publish(issued, again=True)
                         else:
                             with self._leases_guard:
                                 self._leases[command.command_id] = _Lease(
@@ -1013,6 +1142,13 @@ def _command_body(event: Event) -> dict[str, Any]:
         "context": event.context or {},
         "meta": meta,
     }
+
+
+def _json_size(body: Mapping[str, Any]) -> int:
+    try:
+        return len(orjson.dumps(body, default=str))
+    except TypeError:
+        return MAX_INLINE_COMMAND_BYTES + 1
 
 
 def _finish_events(executor: Executor, command: Command, data: Any, error: str | None) -> list[Event]:

@@ -4,11 +4,14 @@ same `Executor` the local runtime uses, and report the events back over HTTP.
     worker = RemoteWorker(ServerClient(url), worker_id="w1", pools=["shared"], concurrency=4)
     await worker.run(stop)          # returns after `stop` is set and in-flight work drained
 
-Delivery: a command is claimed before it runs (the server refuses a second claimer) and its
-outcome (`command.started`, intermediate events, then `call.done`/`command.completed` or
+Delivery: a command is claimed before it runs (the server refuses a second claimer): over HTTP,
+or, for a fresh first notification that carries the command (see `noetl.bus.ports`), by the
+`command.claimed` event posted with its outcome (or after 0.5 s if it is still running); a
+refused claim stops the command. Its outcome (`command.started`, intermediate events, then `call.done`/`command.completed` or
 `call.error`/`command.failed`) is posted as one batch per command, retried until the server
 stores it; posting is idempotent on `event_id`, so a retried batch never doubles an event.
-Nothing is acknowledged before the outcome is posted. A nested playbook (a `kind: playbook`
+A notification is acknowledged once the claim is recorded with the outcome, or earlier
+when the command outlives the early report (its lease then protects it). A nested playbook (a `kind: playbook`
 task of a pipeline) is started through the API and polled; the worker slot is released while
 it waits, as in the local runtime.
 
@@ -30,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from noetl.bus import Message, Subscriber, open_subscriber
+from noetl.bus.ports import DIRECT_RUN_WINDOW
 from noetl.client import TERMINAL_STATUSES, ServerClient
 from noetl.engine import events as ev
 from noetl.engine.events import Event
@@ -47,12 +51,15 @@ T = TypeVar("T")
 STARTED_REPORT_DELAY = 0.5  # a command still running after this reports command.started at once
 REPORT_BATCH = 100  # command outcomes posted in one request at most
 BUS_RETRY_SECONDS = 5.0
-BUS_POLL_EVERY = 1.0  # with NATS up, seconds between safety-net polls of the server  # how soon a worker tries NATS again after losing it
+BUS_POLL_EVERY = 1.0  # with NATS up, seconds between safety-net polls of the server
 MAX_IDLE_INTERVAL = 1.0  # seconds between polls when nothing is pending
 DEFAULT_GRACE_PERIOD = 30.0  # seconds in-flight commands get to finish on stop
 CREDENTIAL_TTL = 60.0  # seconds a resolved credential is reused
 _CHILD_POLL_START, _CHILD_POLL_MAX = 0.2, 2.0
 _POST_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # on top of the client's own quick retries
+
+# What became of posted events.
+STORED, REFUSED, UNSENT = "stored", "refused", "unsent"
 
 
 class ServerCredentials:
@@ -173,7 +180,8 @@ class RemoteWorker:
         self._slots: _Slots | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._poll_failing = False
-        self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[bool]]] | None = None
+        self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[str]]] | None = None
+        self._refused: set[str] = set()  # commands stopped because the server refused their claim
         self._running: set[str] = set()  # command ids in flight here: never started twice
         self._running_tasks: dict[str, asyncio.Task[None]] = {}
         self._executing: dict[str, asyncio.Task[None]] = {}  # running their tool (stoppable)
@@ -213,7 +221,9 @@ class RemoteWorker:
                 self.client.worker_register,
                 self.worker_id,
                 capacity=self.concurrency,
-                labels={"pools": ",".join(self.pools)},
+                # bus=nats: this worker runs commands from their notifications; the server
+                # sends command bodies only to pools whose workers all do (noetl.bus.ports).
+                labels={"pools": ",".join(self.pools), **({"bus": "nats"} if self.bus_url else {})},
                 hostname=socket.gethostname(),
                 runtime={"kind": "python", "pid": os.getpid()},
             )
@@ -287,7 +297,6 @@ class RemoteWorker:
             # NATS is up: notifications bring the work; polling is only the safety net, and
             # runs right after a notification to claim the rest of a burst in one request.
             if await self._wait_for_work(stop, idle):
-                self._last_poll = 0.0
                 return self.poll_interval
             return min(idle * 2, self.max_idle_interval)
         if self._batch_claims:
@@ -364,9 +373,9 @@ class RemoteWorker:
             await _wait(stop, idle)
             return False
         try:
-            # One notification at a time: it is handed over the moment it arrives (a batch pull
-            # would linger for company); the rest of a burst is claimed by the poll that follows.
-            messages = await subscriber.fetch(1, timeout=self.max_idle_interval)
+            # As many as there are free slots: the first is handed over the moment it arrives,
+            # the rest only when they are waiting already (the subscriber does not linger).
+            messages = await subscriber.fetch(slots.free, timeout=self.max_idle_interval)
         except BusError as exc:
             log.warning("lost the bus, polling instead: %s", exc, extra={"worker_id": self.worker_id})
             self._subscriber = None
@@ -375,7 +384,18 @@ class RemoteWorker:
                 await subscriber.close()
             return False
         if self._batch_claims and messages:
-            return await self._claim_notified(messages)
+            started = False
+            to_claim: list[Message] = []
+            for message in messages:
+                body = _direct_command(message)
+                if body is None:
+                    to_claim.append(message)
+                else:
+                    self._start(body, message, taken=slots.try_take(), direct=True)
+                    started = True
+            if to_claim:
+                started = await self._claim_notified(to_claim) or started
+            return started
         started = False
         for message in messages:
             if stop.is_set() or not slots.try_take():
@@ -431,10 +451,11 @@ class RemoteWorker:
     def _forget_task(self, command_id: str, _task: asyncio.Task[None]) -> None:
         self._running_tasks.pop(command_id, None)
 
-    def _start(self, body: Mapping[str, Any], message: Message | None, *, taken: bool) -> None:
-        """Run a claimed command in a task. A claim won beyond the free slots still runs (it is
-        ours now); it only waits for a slot first. A command already running here (a repeated
-        notification, a redelivery) is not started again."""
+    def _start(self, body: Mapping[str, Any], message: Message | None, *, taken: bool, direct: bool = False) -> None:
+        """Run a claimed command in a task (`direct`: one from its notification, claimed with
+        its report). A claim won beyond the free slots still runs (it is ours now); it only
+        waits for a slot first. A command already running here (a repeated notification, a
+        redelivery) is not started again."""
         meta = body.get("meta")
         command_id = meta.get("command_id") if isinstance(meta, Mapping) else None
         if command_id is not None and str(command_id) in self._running:
@@ -448,7 +469,7 @@ class RemoteWorker:
         if command_id is not None:
             self._running.add(str(command_id))
         task = asyncio.create_task(
-            self._run_claimed(body, message, holding=taken), name=f"noetl-command-{command_id}"
+            self._run_claimed(body, message, holding=taken, direct=direct), name=f"noetl-command-{command_id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -483,7 +504,7 @@ class RemoteWorker:
     # ------------------------------------------------------------------ one command
 
     async def _run_claimed(
-        self, body: Mapping[str, Any], message: Message | None = None, *, holding: bool = True
+        self, body: Mapping[str, Any], message: Message | None = None, *, holding: bool = True, direct: bool = False
     ) -> None:
         slots = self._slots
         assert slots is not None
@@ -509,9 +530,11 @@ class RemoteWorker:
             executor = Executor(
                 ids=self.ids, worker_id=self.worker_id, credentials=self.credentials, run_child=run_child
             )
-            started = executor.started(command)
-            # Long commands say they started; short ones only report it with their outcome.
-            early = asyncio.create_task(self._post_started_later(started, command_id))
+            opening = [executor.claimed(command)] if direct else []
+            opening.append(executor.started(command))
+            # Long commands say they started (and, when run from a notification, that this
+            # worker claimed them); short ones only report it with their outcome.
+            early = asyncio.create_task(self._post_started_later(opening, command_id, message))
             current = asyncio.current_task()
             if current is not None:
                 self._executing[command_id] = current
@@ -520,15 +543,23 @@ class RemoteWorker:
             finally:
                 self._executing.pop(command_id, None)
                 early.cancel()
-            if await self._report([started, *outcome]):
+            fate = await self._report([*opening, *outcome])
+            if fate == STORED:
                 self.completed += 1
-                if message is not None:  # acknowledged only once the outcome is recorded
+            if fate == REFUSED:
+                log.info("the server refused this command's outcome (claimed elsewhere, or its run ended)",
+                         extra={"command_id": command_id})
+            if message is not None:  # acknowledged once the outcome is recorded (or refused)
+                with contextlib.suppress(Exception):
+                    await (message.nak() if fate == UNSENT else message.ack())
+        except asyncio.CancelledError:
+            if str(command_id) in self._refused:  # its claim was refused: stopped, nothing to say
+                self._refused.discard(str(command_id))
+                log.info("command stopped: the server refused its claim", extra={"command_id": command_id})
+                if message is not None:
                     with contextlib.suppress(Exception):
                         await message.ack()
-            elif message is not None:
-                with contextlib.suppress(Exception):
-                    await message.nak()
-        except asyncio.CancelledError:
+                return
             log.warning("command stopped (cancelled, or abandoned at shutdown)", extra={"command_id": command_id})
             raise
         except Exception:  # one bad command must never take the worker down
@@ -538,17 +569,28 @@ class RemoteWorker:
             if holding:
                 slots.release()
 
-    async def _post_started_later(self, started: Event, command_id: Any) -> None:
+    async def _post_started_later(self, opening: list[Event], command_id: Any, message: Message | None) -> None:
+        """Report a still-running command's claim/start (best effort; re-sent with the outcome).
+        Once stored, its notification is acknowledged: the lease protects the command now. A
+        refused claim stops the command."""
         await asyncio.sleep(STARTED_REPORT_DELAY)
-        await self._post([started], command_id, attempts=1)  # best effort; re-sent with the outcome
+        fate = await self._post(opening, command_id, attempts=1)
+        if fate == REFUSED:
+            task = self._executing.get(str(command_id))
+            if task is not None and not task.done():
+                self._refused.add(str(command_id))
+                task.cancel()
+        elif fate == STORED and message is not None and opening[0].event_type == ev.COMMAND_CLAIMED:
+            with contextlib.suppress(Exception):
+                await message.ack()
 
-    async def _report(self, events: list[Event]) -> bool:
+    async def _report(self, events: list[Event]) -> str:
         """Hand a command's events to the reporter, which posts the outcomes of many commands in
-        one request; True once they are stored."""
+        one request; STORED, REFUSED (the server would not take them) or UNSENT."""
         outbox = self._outbox
         if outbox is None:
             return await self._post(events, None)
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         outbox.put_nowait((events, done))
         return await done
 
@@ -560,26 +602,35 @@ class RemoteWorker:
             while not outbox.empty() and len(batch) < REPORT_BATCH:
                 batch.append(outbox.get_nowait())
             events = [event for item, _ in batch for event in item]
-            ok = await self._post(events, f"{len(batch)} command(s)")
-            for _, done in batch:
+            refused: set[str] = set()
+            fate = await self._post(events, f"{len(batch)} command(s)", refused=refused)
+            for item, done in batch:
                 if not done.done():
-                    done.set_result(ok)
+                    mine = fate == STORED and any(e.command_id in refused for e in item)
+                    done.set_result(REFUSED if mine else fate)
 
-    async def _post(self, events: list[Event], command_id: Any, *, attempts: int | None = None) -> bool:
-        """Post a command's events (masked), retrying until stored; False when given up."""
+    async def _post(
+        self, events: list[Event], command_id: Any, *, attempts: int | None = None, refused: set[str] | None = None
+    ) -> str:
+        """Post events (masked), retrying until stored. STORED (the commands the server refused
+        are added to `refused`; with one command, REFUSED says it), REFUSED for events the
+        server will never take, UNSENT when given up."""
         batch = [masked(e) for e in events]
         delays = _POST_RETRY_DELAYS if attempts is None else _POST_RETRY_DELAYS[: max(0, attempts - 1)]
         for attempt in range(len(delays) + 1):
             try:
-                await self._call(self.client.post_events, batch, worker_id=self.worker_id)
-                return True
+                _, rejected = await self._call(self.client.report_events, batch, worker_id=self.worker_id)
+                if refused is not None:
+                    refused |= rejected
+                    return STORED
+                return REFUSED if rejected else STORED
             except (NotFound, ValidationFailed) as exc:  # the server will never take these
                 log.error("the server refused the events: %s", exc, extra={"command_id": command_id})
-                return False
+                return REFUSED
             except NoetlError as exc:
                 if attempt >= len(delays):
                     log.error("could not post events: %s", exc, extra={"command_id": command_id})
-                    return False
+                    return UNSENT
                 log.warning(
                     "posting events failed, retrying in %.1fs: %s",
                     delays[attempt],
@@ -587,7 +638,7 @@ class RemoteWorker:
                     extra={"command_id": command_id},
                 )
                 await asyncio.sleep(delays[attempt])
-        return False
+        return UNSENT
 
     async def _run_child(self, request: ChildRequest, command: Command) -> ChildResult:
         try:
@@ -646,6 +697,24 @@ def _child_metadata(command: Command, request: ChildRequest) -> dict[str, Any]:
         metadata["iterator_count"] = meta.get("iteration_total")
         metadata["iterator_item"] = meta.get("iterator_item")
     return metadata
+
+
+def _direct_command(message: Message) -> Mapping[str, Any] | None:
+    """The command a notification carries, when this worker may run it without claiming it
+    first: a first delivery, not a repeated notification, issued within DIRECT_RUN_WINDOW."""
+    payload = message.payload
+    body = payload.get("command")
+    issued_at = payload.get("issued_at")
+    if not isinstance(body, Mapping) or payload.get("again") or not isinstance(issued_at, (int, float)):
+        return None
+    try:
+        if message.delivery_count != 1:
+            return None
+    except Exception:  # metadata unavailable: claim it to be safe
+        return None
+    if not 0 <= time.time() - issued_at < DIRECT_RUN_WINDOW:
+        return None
+    return body
 
 
 def command_from_claim(body: Mapping[str, Any]) -> Command:
