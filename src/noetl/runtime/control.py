@@ -166,6 +166,9 @@ class ControlPlane:
         self.notify = notify
         self.server_url = server_url
         self._engines: dict[int, Engine] = {}
+        # The ids of every event in each cached engine's log, so a repeated post is recognised
+        # without asking the store (dropped with the engine when another server wrote).
+        self._seen: dict[int, set[int]] = {}
         self._locks: dict[int, threading.RLock] = {}
         self._lock_depth: dict[int, int] = {}
         self._locks_guard = threading.Lock()
@@ -352,6 +355,7 @@ class ControlPlane:
         followups: deque[Callable[[], None]] = deque()
         with self._lock(execution_id):
             self._engines[execution_id] = engine
+            self._seen[execution_id] = set()
             out = engine.start(workload, meta={**start_meta, **stamp})
             self._commit(engine, out, followups)
         self._run(followups)
@@ -383,7 +387,11 @@ class ControlPlane:
                     unknown.append(execution_id)  # the rest of a mixed batch is still taken
                     continue
                 out: list[Event] = []
-                seen = self.store.known_event_ids([e.event_id for e in batch])
+                known = self._seen.get(execution_id)
+                if known is None:
+                    seen = self.store.known_event_ids([e.event_id for e in batch])
+                else:
+                    seen = {e.event_id for e in batch if e.event_id in known}
                 for event in batch:
                     if event.event_id in seen:
                         continue  # already ingested: posting twice changes nothing
@@ -438,6 +446,9 @@ class ControlPlane:
             return
         stored = [masked(e) for e in events]
         self.store.append(stored)
+        seen = self._seen.get(engine.execution_id)
+        if seen is not None:
+            seen.update(e.event_id for e in events)
         for event in events:
             for listener in self._listeners:
                 try:
@@ -1076,6 +1087,7 @@ class ControlPlane:
         stale = getattr(self.store, "is_stale", None)
         if execution_id in self._engines and stale is not None and stale(execution_id):
             del self._engines[execution_id]
+            self._seen.pop(execution_id, None)
 
     def _playbook(self, catalog_id: int, content: str, path: str, version: int) -> Playbook:
         playbook = self._playbooks.get(catalog_id)
@@ -1125,6 +1137,7 @@ class ControlPlane:
             if mark is not None:
                 mark(execution_id)
             self._engines[execution_id] = engine
+            self._seen[execution_id] = {e.event_id for e in log_events}
             return engine
 
     def add_listener(self, listener: Callable[[Event], None]) -> None:

@@ -191,6 +191,12 @@ ALTER TABLE {schema}.execution ADD COLUMN IF NOT EXISTS write_seq BIGINT NOT NUL
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
 _EVENT_COLUMNS = ", ".join(COLUMNS)
+# PostgreSQL types of the event columns (for inserts from column arrays).
+_COLUMN_TYPES = {
+    "event_id": "bigint", "execution_id": "bigint", "parent_event_id": "bigint",
+    "parent_execution_id": "bigint", "catalog_id": "bigint", "context": "jsonb", "meta": "jsonb",
+    "result": "jsonb", "created_at": "timestamptz",
+}  # the rest are text
 _EXECUTION_COLUMNS = (
     "execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error"
 )
@@ -240,6 +246,7 @@ class PostgresStore:
         self._lock_pool_guard = threading.Lock()
         self._leaders: dict[str, Connection] = {}
         self._write_seqs: dict[int, int] = {}  # execution -> write sequence this process last saw
+        self._locked_seqs: dict[int, int] = {}  # execution -> its write sequence while locked here
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             kwargs=kwargs,
@@ -292,10 +299,14 @@ class PostgresStore:
         # Stable across processes (Python's str hash is salted per process).
         key = (zlib.crc32(f"{self.schema}.execution".encode()) & 0x7FFFFFFF, execution_id & 0x7FFFFFFF)
         with self._errors("lock execution"), self._lock_pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            # The write sequence comes with the lock (one round trip): `is_stale` and
+            # `mark_current` under the lock need no query of their own.
+            row = conn.execute(self._sql.lock_execution, (*key, execution_id)).fetchone()
+            self._locked_seqs[execution_id] = int(row[1]) if row is not None and row[1] is not None else 0
             try:
                 yield
             finally:
+                self._locked_seqs.pop(execution_id, None)
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
     def claim_dedup(self, scope: int, key: str, window_secs: int, execution_id: int) -> int | None:
@@ -434,6 +445,18 @@ class PostgresStore:
         rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
         projected = [event for event in batch if event.event_type in projection.PROJECTED_TYPES]
         executions = list(dict.fromkeys(event.execution_id for event in batch))
+        if not projected and len(executions) == 1:
+            # The common case (a worker's report and the commands it leads to): one statement,
+            # so one round trip, atomic without a transaction block.
+            execution_id = executions[0]
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            with self._reading(f"append {len(rows)} events") as conn:
+                found = conn.execute(self._sql.append_events, (*columns, execution_id)).fetchone()
+            if found is not None:
+                self._write_seqs[execution_id] = int(found[0])
+            if self._locked_seqs.get(execution_id) is not None and found is not None:
+                self._locked_seqs[execution_id] = int(found[0])
+            return
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
             # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
             cur.executemany(self._sql.insert_event, rows, returning=bool(projected))
@@ -456,20 +479,26 @@ class PostgresStore:
                 if found is not None:
                     sequences[execution_id] = int(found[0])
         self._write_seqs.update(sequences)
+        for execution_id, seq in sequences.items():
+            if execution_id in self._locked_seqs:
+                self._locked_seqs[execution_id] = seq
 
     def is_stale(self, execution_id: int) -> bool:
         """Whether another process wrote to the execution since this store last wrote or read it
-        (one primary-key lookup)."""
-        with self._reading("check the write sequence") as conn:
-            row = conn.execute(self._sql.get_write_seq, (execution_id,)).fetchone()
-        current = int(row[0]) if row is not None else 0
-        return self._write_seqs.get(execution_id) != current
+        (read with the execution's lock, else one primary-key lookup)."""
+        return self._write_seqs.get(execution_id) != self._current_seq(execution_id)
 
     def mark_current(self, execution_id: int) -> None:
         """Record the execution's write sequence as seen (after rebuilding state from the log)."""
+        self._write_seqs[execution_id] = self._current_seq(execution_id)
+
+    def _current_seq(self, execution_id: int) -> int:
+        locked = self._locked_seqs.get(execution_id)
+        if locked is not None:
+            return locked
         with self._reading("read the write sequence") as conn:
             row = conn.execute(self._sql.get_write_seq, (execution_id,)).fetchone()
-        self._write_seqs[execution_id] = int(row[0]) if row is not None else 0
+        return int(row[0]) if row is not None else 0
 
     def _project(self, cur: psycopg.Cursor[TupleRow], event: Event) -> None:
         change = projection.change(event)
@@ -684,6 +713,17 @@ class _Statements:
             f"UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
         )
         self.get_write_seq = f"SELECT write_seq FROM {s}.execution WHERE execution_id = %s"
+        self.lock_execution = (
+            f"SELECT pg_advisory_lock(%s, %s), (SELECT write_seq FROM {s}.execution WHERE execution_id = %s)"
+        )
+        # Insert a batch of one execution's events from column arrays and bump its write
+        # sequence, in one statement (a data-modifying CTE runs whether or not it is read).
+        arrays = ", ".join(f"%b::{_COLUMN_TYPES.get(column, 'text')}[]" for column in COLUMNS)
+        self.append_events = (
+            f"WITH added AS (INSERT INTO {s}.event ({_EVENT_COLUMNS}) SELECT * FROM unnest({arrays})"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
+            f" UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
+        )
         self.insert_event = (
             f"INSERT INTO {s}.event ({_EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
