@@ -594,6 +594,73 @@ def test_event_batch_inherits_the_envelope(client: TestClient, control: ControlP
     ] == []
 
 
+def test_worker_batches_answer_errors_like_the_app(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot routes (noetl.api.hot) answer the same {error, status} bodies as every route."""
+    for path in ("/api/events/batch", "/api/commands/claim"):
+        bad = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"].startswith("Invalid JSON body")
+        assert error(client.post(path, json=[1, 2]), 422) == "the request body must be a JSON object"
+    assert error(client.post("/api/events/batch", json={"events": {}}), 422) == "'events' must be an array"
+    assert error(client.post("/api/events/batch", json={"events": [1]}), 422) == "events[0] must be a JSON object"
+    unknown = {"execution_id": "123", "events": [{"step": "s", "event_type": "command.started"}]}
+    assert error(client.post("/api/events/batch", json=unknown), 404) == "execution 123 not found"
+    assert "worker_id" in error(client.post("/api/commands/claim", json={}), 422)
+    assert error(client.post("/api/commands/claim", json={"worker_id": "w", "limit": 0}), 422) == (
+        "'limit' must be a positive integer"
+    )
+    monkeypatch.setattr("noetl.api.hot.MAX_BODY_BYTES", 64)
+    assert error(client.post("/api/events/batch", json={"events": [], "pad": "x" * 100}), 413).startswith(
+        "request body larger than"
+    )
+
+
+def _direct_report(client: TestClient, command: dict[str, Any], worker_id: str) -> dict[str, Any]:
+    """What a worker that ran a command from its notification posts: its claim, then the outcome."""
+    cid = command["command_id"]
+    events = [
+        {"step": command["step"], "event_type": "command.claimed", "payload": {"command_id": cid}},
+        {"step": command["step"], "event_type": "command.started", "payload": {"command_id": cid}},
+        {"step": command["step"], "event_type": "command.completed", "payload": {"command_id": cid, "status": "success"}},
+    ]
+    body = {"execution_id": str(command["execution_id"]), "worker_id": worker_id, "events": events}
+    return ok(client.post("/api/events/batch", json=body))
+
+
+def test_a_posted_claim_is_the_claim(client: TestClient, control: ControlPlane) -> None:
+    """A worker that ran a command straight from its notification posts command.claimed with
+    the outcome: accepted when the command was free, refused (and named) when another worker
+    holds it, the run ended, or it was cancelled; a refused command's other events are dropped."""
+    register(client, TWO_STEPS)
+    started = execute(client, {"path": "tests/api/two_steps"})
+    execution_id = int(started["execution_id"])
+    first = pending(client)[0]
+    answer = _direct_report(client, first, "fast-worker")
+    assert "rejected" not in answer and len(answer["event_ids"]) == 3
+    types = [(e.event_type, e.worker_id) for e in control.store.read(execution_id) if e.command_id == first["command_id"]]
+    assert ("command.claimed", "fast-worker") in types and ("command.completed", "fast-worker") in types
+    second = pending(client)[0]
+    assert second["step"] == "end"
+    ok(claim(client, second["event_id"], "http-worker"))  # claimed over HTTP first
+    refused = _direct_report(client, second, "fast-worker")
+    assert refused["rejected"] == [second["command_id"]]
+    log = control.store.read(execution_id)
+    assert not [e for e in log if e.command_id == second["command_id"] and e.worker_id == "fast-worker"]
+    assert status_of(client, execution_id)["status"] == "RUNNING"  # the late report changed nothing
+    finish(client, second, {"step": "end"}, "http-worker")
+    assert status_of(client, execution_id)["status"] == "COMPLETED"
+    again = _direct_report(client, first, "other-worker")  # its run has ended
+    assert again["rejected"] == [first["command_id"]]
+
+
+def test_a_posted_claim_of_a_cancelled_run_is_refused(client: TestClient) -> None:
+    register(client)
+    started = execute(client)
+    command = pending(client)[0]
+    ok(client.post(f"/api/executions/{started['execution_id']}/cancel", json={}))
+    assert _direct_report(client, command, "fast-worker")["rejected"] == [command["command_id"]]
+    assert status_of(client, started["execution_id"])["status"] == "CANCELLED"
+
+
 # ---------------------------------------------------------------------------------- executions
 
 

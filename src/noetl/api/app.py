@@ -23,6 +23,7 @@ from noetl.api import (
     routes_execute,
     routes_executions,
 )
+from noetl.api.hot import HotRoutes
 from noetl.api.routes_workers import RuntimeRegistry
 from noetl.api.routes_workers import router as workers_router
 from noetl.runtime.control import ControlPlane
@@ -72,6 +73,14 @@ def create_app(
             return JSONResponse(body, status_code=503)
         return body
 
+    # The two requests workers make per command skip the framework (see noetl.api.hot).
+    app.add_middleware(
+        HotRoutes,
+        routes={
+            ("POST", "/api/events/batch"): routes_events.batch_handler(control),
+            ("POST", "/api/commands/claim"): routes_events.claim_handler(control),
+        },
+    )
     app.include_router(routes_catalog.router(control))
     app.include_router(routes_execute.router(control))
     app.include_router(routes_events.router(control))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
@@ -25,9 +25,49 @@ def router(control: ControlPlane) -> APIRouter:
         control.ingest([event])
         return {"status": "ok", "event_id": event.event_id, "commands_generated": 0}
 
+    post_batch = batch_handler(control)
+    claim_commands = claim_handler(control)
+
     @api.post("/events/batch")
     def post_events(body: JsonBody = None) -> dict[str, Any]:
-        """Ingest several events of one execution; items inherit `execution_id` and `worker_id`."""
+        """Ingest several events of one execution; items inherit `execution_id` and `worker_id`.
+        The answer lists the stored `event_ids`, and under `rejected` the commands whose events
+        were refused (claimed by another worker, ended, superseded): their worker stops them."""
+        return post_batch(body)
+
+    @api.get("/commands/pending")
+    def pending(
+        pool: Annotated[list[str] | None, Query(description="Pools to poll (repeatable); all when absent.")] = None,
+        limit: Annotated[int, Query(ge=1)] = 10,
+    ) -> dict[str, Any]:
+        """Issued commands nobody claimed yet, oldest first (polling without NATS)."""
+        return {"commands": control.pending(pool or None, limit=min(limit, MAX_PENDING))}
+
+    @api.post("/commands/claim")
+    def claim_many(body: JsonBody = None) -> dict[str, Any]:
+        """Claim several commands at once: `{worker_id, event_ids: [...]}` (from bus notifications)
+        or `{worker_id, pools?: [...], limit?}` (the oldest pending ones). Answers `{commands: [...]}`
+        with one claim body per command won; commands claimed elsewhere are left out."""
+        return claim_commands(body)
+
+    @api.get("/commands/{event_id}")
+    def get_command(event_id: int) -> dict[str, Any]:
+        """The `command.issued` event a worker runs."""
+        return control.get_command(event_id)
+
+    @api.post("/commands/{event_id}/claim")
+    def claim(event_id: int, body: JsonBody = None) -> dict[str, Any]:
+        """Claim a command for a worker: 409 when another worker has it or the run ended."""
+        worker_id = required_str(json_object(body), "worker_id")
+        return control.claim(event_id, worker_id)
+
+    return api
+
+
+def batch_handler(control: ControlPlane) -> Callable[[Any], dict[str, Any]]:
+    """`POST /api/events/batch` on a decoded body (shared by the route and `noetl.api.hot`)."""
+
+    def post_batch(body: Any) -> dict[str, Any]:
         doc = json_object(body)
         items = doc.get("events")
         if items is None:
@@ -50,24 +90,16 @@ def router(control: ControlPlane) -> APIRouter:
             "commands_generated": 0,
         }
         if outcome and outcome.rejected:
-            # Commands whose events were refused (claimed elsewhere, ended, superseded): the
-            # worker stops them.
             answer["rejected"] = outcome.rejected
         return answer
 
-    @api.get("/commands/pending")
-    def pending(
-        pool: Annotated[list[str] | None, Query(description="Pools to poll (repeatable); all when absent.")] = None,
-        limit: Annotated[int, Query(ge=1)] = 10,
-    ) -> dict[str, Any]:
-        """Issued commands nobody claimed yet, oldest first (polling without NATS)."""
-        return {"commands": control.pending(pool or None, limit=min(limit, MAX_PENDING))}
+    return post_batch
 
-    @api.post("/commands/claim")
-    def claim_many(body: JsonBody = None) -> dict[str, Any]:
-        """Claim several commands at once: `{worker_id, event_ids: [...]}` (from bus notifications)
-        or `{worker_id, pools?: [...], limit?}` (the oldest pending ones). Answers `{commands: [...]}`
-        with one claim body per command won; commands claimed elsewhere are left out."""
+
+def claim_handler(control: ControlPlane) -> Callable[[Any], dict[str, Any]]:
+    """`POST /api/commands/claim` on a decoded body (shared by the route and `noetl.api.hot`)."""
+
+    def claim_commands(body: Any) -> dict[str, Any]:
         doc = json_object(body)
         worker_id = required_str(doc, "worker_id")
         limit = doc.get("limit", 10)
@@ -87,15 +119,4 @@ def router(control: ControlPlane) -> APIRouter:
         commands = control.claim_many(worker_id, pools=pools or None, limit=limit, event_ids=event_ids)
         return {"commands": commands}
 
-    @api.get("/commands/{event_id}")
-    def get_command(event_id: int) -> dict[str, Any]:
-        """The `command.issued` event a worker runs."""
-        return control.get_command(event_id)
-
-    @api.post("/commands/{event_id}/claim")
-    def claim(event_id: int, body: JsonBody = None) -> dict[str, Any]:
-        """Claim a command for a worker: 409 when another worker has it or the run ended."""
-        worker_id = required_str(json_object(body), "worker_id")
-        return control.claim(event_id, worker_id)
-
-    return api
+    return claim_commands

@@ -1,0 +1,108 @@
+"""The hot routes: the two requests a worker makes for every command it runs.
+
+`POST /api/events/batch` (its outcome) and `POST /api/commands/claim` are answered here, in front
+of the FastAPI app, without the framework's per-request machinery (middleware stack, routing,
+parameter validation, response encoding), which costs about a millisecond of CPU a request on a
+small machine: as much as the orchestration work behind it. The handlers are the routes' own
+(`noetl.api.routes_events`), so both paths answer alike, errors included (`{"error", "status"}`,
+as in `noetl.api.errors`); every other request goes to the app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio.to_thread
+import orjson
+
+from noetl.api.errors import MalformedRequest, status_of
+from noetl.errors import NoetlError
+from noetl.secrets import masker
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Any], dict[str, Any]]
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a worker's batch of outcomes; larger bodies get a 413
+
+
+class HotRoutes:
+    """An ASGI app serving `routes` ({(method, path): handler on the decoded JSON body}) itself
+    and passing everything else to `app`. Handlers are synchronous and run in the thread pool
+    the app's own sync routes use."""
+
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Handler]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.routes.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await _read_body(receive)
+            doc = _decode(body)
+            status, answer = 200, await anyio.to_thread.run_sync(handler, doc)
+        except _TooLarge:
+            status, answer = 413, _error(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
+        except NoetlError as exc:
+            status = status_of(exc)
+            if status >= 500:
+                log.error("%s %s failed: %s", scope["method"], scope["path"], exc)
+            answer = _error(str(exc), status)
+        except Exception as exc:  # a bug: answered like the app's catch-all handler
+            log.exception("%s %s crashed", scope["method"], scope["path"])
+            status, answer = 500, _error(f"Internal server error: {type(exc).__name__}: {exc}", 500)
+        payload = orjson.dumps(answer)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _decode(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"Invalid JSON body: {exc}") from exc
+
+
+def _error(message: str, status: int) -> dict[str, Any]:
+    return {"error": masker.mask_text(message), "status": status}
