@@ -1,4 +1,5 @@
-"""Distributed figures for `make bench`: one server on PostgreSQL with NATS, two workers.
+"""Distributed figures for `make bench`: one server on PostgreSQL with NATS; one worker for the
+sequential chains, two for the fan-outs and nested playbooks.
 
 Uses the local PostgreSQL (a throwaway schema, dropped afterwards) and NATS; skipped with a
 message when either is down.
@@ -45,7 +46,16 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_distributed(chain: Callable[[int], str], fanout: Callable[[int], str], noetl: list[str]) -> dict[str, Any]:
+def run_distributed(
+    chain: Callable[[int], str],
+    fanout: Callable[[int], str],
+    nested: Callable[[int], tuple[str, str]],
+    noetl: list[str],
+    repeat: int = 3,
+) -> dict[str, Any]:
+    """Sequential chains with one worker, fan-outs and nested playbooks with two. Durations are
+    the executions' own (first to last event in the log, written by the server), so the
+    `noetl exec --wait` polling interval does not blur them; medians of `repeat` runs."""
     if not (_up(5432) and _up(4222)):
         print("distributed figures skipped: PostgreSQL (5432) and NATS (4222) must be running")
         return {}
@@ -70,39 +80,79 @@ def run_distributed(chain: Callable[[int], str], fanout: Callable[[int], str], n
                 if time.monotonic() > deadline:
                     raise SystemExit("the benchmark server did not start")
                 time.sleep(0.2)
-            for i in range(2):
+
+            def start_worker(i: int) -> None:
                 procs.append(subprocess.Popen(
                     [*noetl, "worker", "start", "--server", url, "--bus", NATS, "--concurrency", "16",
                      "--worker-id", f"bench-{i}"],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 ))
+                time.sleep(1.5)  # registered and listening before the first run
 
-            def run(text: str, name: str) -> float:
+            def register(text: str, name: str) -> None:
                 path = work / f"{name}.yaml"
                 path.write_text(text)
                 subprocess.run([*noetl, "register", str(path), "--server", url], check=True, capture_output=True)
-                begin = time.perf_counter()
+
+            def run(name: str) -> tuple[float, int]:
+                """One execution: its duration in the log (s) and its id."""
                 proc = subprocess.run(
                     [*noetl, "exec", f"bench/{name}", "--wait", "--json", "--server", url, "--timeout", "900"],
                     capture_output=True, text=True,
                 )
-                wall = time.perf_counter() - begin
                 if proc.returncode != 0 or json.loads(proc.stdout)["status"] != "COMPLETED":
                     raise SystemExit(f"distributed {name} failed: {proc.stdout} {proc.stderr}")
-                return wall
+                execution_id = int(json.loads(proc.stdout)["execution_id"])
+                with psycopg.connect(PG, autocommit=True) as conn:
+                    row = conn.execute(
+                        f"SELECT EXTRACT(EPOCH FROM max(created_at) - min(created_at)) FROM {schema}.event"
+                        " WHERE execution_id = %s",
+                        (execution_id,),
+                    ).fetchone()
+                return float(row[0] if row else 0.0), execution_id
 
-            one = run(chain(1).replace("bench/chain1", "bench/dchain1"), "dchain1")
+            def median(name: str) -> tuple[float, int]:
+                runs = sorted(run(name) for _ in range(repeat))
+                return runs[len(runs) // 2]
+
+            def growth(execution_id: int, steps: int) -> dict[str, float]:
+                with psycopg.connect(PG, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT count(*), sum(coalesce(octet_length(context::text), 0)"
+                        " + coalesce(octet_length(meta::text), 0) + coalesce(octet_length(result::text), 0))"
+                        f" FROM {schema}.event WHERE execution_id = %s",
+                        (execution_id,),
+                    ).fetchone()
+                count, size = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+                return {"events_per_step": round(count / steps, 2), "bytes_per_step": round(size / steps)}
+
+            start_worker(0)  # sequential chains: one server, one worker
+            for n in (1, 40, 400):
+                register(chain(n).replace(f"bench/chain{n}", f"bench/dchain{n}"), f"dchain{n}")
+            one, _ = median("dchain1")
             for n in (40, 400):
-                wall = run(chain(n).replace(f"bench/chain{n}", f"bench/dchain{n}"), f"dchain{n}")
-                results[f"chain_{n}"] = {"wall_seconds": round(wall, 3),
-                                         "overhead_ms_per_step": round((wall - one) / n * 1000, 2)}
+                duration, execution_id = median(f"dchain{n}")
+                results[f"chain_{n}"] = {
+                    "seconds": round(duration, 3),
+                    "overhead_ms_per_step": round((duration - one) / (n - 1) * 1000, 2),
+                    **growth(execution_id, n),
+                }
+
+            start_worker(1)  # fan-outs and nested playbooks: two workers
             for n in (1000, 10000):
-                wall = run(fanout(n).replace(f"bench/fanout{n}", f"bench/dfanout{n}"), f"dfanout{n}")
-                results[f"fanout_{n}"] = {"wall_seconds": round(wall, 3), "items_per_second": round(n / wall)}
+                register(fanout(n).replace(f"bench/fanout{n}", f"bench/dfanout{n}"), f"dfanout{n}")
+                duration, _ = median(f"dfanout{n}") if n == 1000 else run(f"dfanout{n}")
+                results[f"fanout_{n}"] = {"seconds": round(duration, 3), "items_per_second": round(n / duration)}
             results["fanout_ratio_10000_to_1000"] = round(
-                results["fanout_10000"]["wall_seconds"] / results["fanout_1000"]["wall_seconds"], 2
+                results["fanout_10000"]["seconds"] / results["fanout_1000"]["seconds"], 2
             )
             results["server_peak_rss_mb"] = _peak_rss_mb(server.pid)
+
+            parent, child = nested(100)
+            register(child, "child")
+            register(parent.replace("bench/nested100", "bench/dnested100"), "dnested100")
+            duration, _ = median("dnested100")
+            results["nested_100"] = {"seconds": round(duration, 3), "children_per_second": round(100 / duration, 1)}
         finally:
             for proc in reversed(procs):
                 proc.terminate()

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -30,10 +29,6 @@ log = logging.getLogger(__name__)
 
 PUBLIC_URL_ENV = "NOETL_PUBLIC_SERVER_URL"
 REAP_INTERVAL = 1.0
-# A thread waiting for the GIL (a socket that became readable) waits at most this long for a
-# busy one: the 5 ms default is added to every hand-over between the request, PostgreSQL-pool
-# and bus threads, which dominates a short step's latency.
-SWITCH_INTERVAL = 0.0005
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -113,7 +108,6 @@ def serve(
         )
         app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-        sys.setswitchinterval(SWITCH_INTERVAL)
         GracefulServer(config).run()
     finally:
         if publisher is not None:

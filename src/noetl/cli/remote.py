@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
-SWITCH_INTERVAL = 0.0005  # as the server's (noetl.api.server): short GIL hand-overs between threads
 
 ServerOption = Annotated[
     str | None,
@@ -88,6 +87,7 @@ def register(
     """Register a playbook in the server's catalog (a new version when the path exists)."""
     import yaml
 
+    from noetl.dsl.yaml_lines import load_yaml
     from noetl.errors import NoetlError, PlaybookError, ValidationFailed
 
     try:
@@ -95,7 +95,7 @@ def register(
     except (OSError, UnicodeDecodeError) as exc:
         _die(f"cannot read {file}: {exc}")
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except yaml.YAMLError as exc:
         _die(f"{file}: invalid YAML: {exc}")
     if not isinstance(doc, dict):
@@ -430,5 +430,4 @@ def worker_start(
             await worker.run(stop)
             log.info("worker %s stopped after %d command(s)", name, worker.completed)
 
-        sys.setswitchinterval(SWITCH_INTERVAL)
         asyncio.run(main())

@@ -199,6 +199,8 @@ class ControlPlane:
 
         import yaml
 
+        from noetl.dsl.yaml_lines import load_yaml
+
         text = content
         try:
             decoded = base64.b64decode("".join(content.split()), validate=True).decode("utf-8")
@@ -207,7 +209,7 @@ class ControlPlane:
         except (ValueError, UnicodeDecodeError):
             pass
         try:
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ValidationFailed(f"Invalid YAML: {exc}") from exc
         if not isinstance(doc, Mapping) or not isinstance(doc.get("metadata"), Mapping):

@@ -10,6 +10,7 @@ import yaml
 
 from noetl.dsl import parse_playbook
 from noetl.dsl.model import Playbook
+from noetl.dsl.yaml_lines import load_yaml
 from noetl.errors import PlaybookError
 from noetl.store.ports import Catalog
 
@@ -63,7 +64,7 @@ def _index(root: Path) -> dict[str, Path]:
             if count > _MAX_FILES:
                 break
             try:
-                doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+                doc = load_yaml(file.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError, UnicodeDecodeError):
                 continue
             if not isinstance(doc, dict) or doc.get("kind") != "Playbook":

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
@@ -191,12 +192,6 @@ ALTER TABLE {schema}.execution ADD COLUMN IF NOT EXISTS write_seq BIGINT NOT NUL
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
 _EVENT_COLUMNS = ", ".join(COLUMNS)
-# PostgreSQL types of the event columns (for inserts from column arrays).
-_COLUMN_TYPES = {
-    "event_id": "bigint", "execution_id": "bigint", "parent_event_id": "bigint",
-    "parent_execution_id": "bigint", "catalog_id": "bigint", "context": "jsonb", "meta": "jsonb",
-    "result": "jsonb", "created_at": "timestamptz",
-}  # the rest are text
 _EXECUTION_COLUMNS = (
     "execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error"
 )
@@ -442,21 +437,22 @@ class PostgresStore:
         for event in events:  # a duplicate inside the batch: the first one wins
             unique.setdefault(event.event_id, event)
         batch = list(unique.values())
-        rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
         projected = [event for event in batch if event.event_type in projection.PROJECTED_TYPES]
         executions = list(dict.fromkeys(event.execution_id for event in batch))
-        if not projected and len(executions) == 1:
-            # The common case (a worker's report and the commands it leads to): one statement,
-            # so one round trip, atomic without a transaction block.
+        document = _events_document(batch) if not projected and len(executions) == 1 else None
+        if document is not None:
+            # The common case (a worker's report and the commands it leads to): the batch as one
+            # JSON document (encoded in C) and one statement, so one round trip, atomic without
+            # a transaction block.
             execution_id = executions[0]
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            with self._reading(f"append {len(rows)} events") as conn:
-                found = conn.execute(self._sql.append_events, (*columns, execution_id)).fetchone()
+            with self._reading(f"append {len(batch)} events") as conn:
+                found = conn.execute(self._sql.append_events, (document, execution_id)).fetchone()
             if found is not None:
                 self._write_seqs[execution_id] = int(found[0])
             if self._locked_seqs.get(execution_id) is not None and found is not None:
                 self._locked_seqs[execution_id] = int(found[0])
             return
+        rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
             # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
             cur.executemany(self._sql.insert_event, rows, returning=bool(projected))
@@ -716,11 +712,11 @@ class _Statements:
         self.lock_execution = (
             f"SELECT pg_advisory_lock(%s, %s), (SELECT write_seq FROM {s}.execution WHERE execution_id = %s)"
         )
-        # Insert a batch of one execution's events from column arrays and bump its write
-        # sequence, in one statement (a data-modifying CTE runs whether or not it is read).
-        arrays = ", ".join(f"%b::{_COLUMN_TYPES.get(column, 'text')}[]" for column in COLUMNS)
+        # Insert a batch of one execution's events from one JSON array of rows and bump its
+        # write sequence, in one statement (a data-modifying CTE runs whether or not it is read).
         self.append_events = (
-            f"WITH added AS (INSERT INTO {s}.event ({_EVENT_COLUMNS}) SELECT * FROM unnest({arrays})"
+            f"WITH added AS (INSERT INTO {s}.event ({_EVENT_COLUMNS})"
+            f" SELECT {_EVENT_COLUMNS} FROM jsonb_populate_recordset(NULL::{s}.event, %s::jsonb)"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
             f" UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
         )
@@ -797,6 +793,36 @@ def _jsonb(value: Any, event: Event) -> Jsonb | None:
             f"event {event.event_id} ({event.event_type}) holds a value that is not JSON: {exc}"
         ) from exc
     return None if text is None else Jsonb(text, dumps=_as_is)
+
+
+def _events_document(events: Sequence[Event]) -> str | None:
+    """The events as one JSON array of rows (column name -> value), or None when orjson
+    refuses a value (integers beyond 64 bits, non-JSON values): the row-by-row path then
+    stores them or names the offending event."""
+    rows = [
+        {
+            "event_id": e.event_id,
+            "execution_id": e.execution_id,
+            "parent_event_id": e.parent_event_id,
+            "parent_execution_id": e.parent_execution_id,
+            "catalog_id": e.catalog_id,
+            "event_type": e.event_type,
+            "node_id": e.node_id,
+            "node_name": e.node_name,
+            "node_type": e.node_type,
+            "status": e.status,
+            "context": e.context,
+            "meta": e.meta,
+            "result": e.result,
+            "worker_id": e.worker_id,
+            "created_at": utc_ms(e.created_at),
+        }
+        for e in events
+    ]
+    try:
+        return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return None
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:
