@@ -153,6 +153,26 @@ def test_publish_then_fetch_returns_the_same_payload(bus: Bus) -> None:
     bus.run(main)
 
 
+def test_publish_later_delivers_in_order_and_settles(bus: Bus) -> None:
+    """The control plane's non-blocking publish: every future settles once the bus has the
+    message, a burst arrives in publish order, and an impossible publish fails its future."""
+    futures = [bus.publisher.publish_later(bus.subject("shared", 3), note(i, execution_id=3)) for i in range(20)]
+    for future in futures:
+        assert future.result(10) is None
+
+    async def main() -> None:
+        sub = await bus.subscriber(["shared"])
+        assert event_ids(await drain(sub, expect=20)) == list(range(20))
+
+    bus.run(main)
+    stray = bus.publisher.publish_later(f"noetl.x{uuid.uuid4().hex[:8]}.other.1", note(1))
+    with pytest.raises(BusError):
+        stray.result(10)
+    bus.publisher.close()
+    with pytest.raises(BusError):
+        bus.publisher.publish_later(bus.subject("shared", 3), note(99)).result(10)
+
+
 def test_a_notification_published_before_any_subscriber_is_delivered(bus: Bus) -> None:
     bus.publish("shared", 1)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -167,6 +168,15 @@ async def ensure_stream(js: JetStreamContext, stream: str, subjects: Sequence[st
         raise BusError(f"cannot create stream {stream}: {exc}") from exc
 
 
+def _settle(done: concurrent.futures.Future[None], task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        done.set_exception(BusError("publish cancelled (the publisher closed)"))
+    elif (exc := task.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
+
+
 def _pending_after(msg: Msg) -> int:
     """How many messages the consumer still had waiting after this one (0 when unknown)."""
     try:
@@ -207,6 +217,8 @@ class NatsPublisher:
         self.publish_timeout = publish_timeout
         self._lock = threading.Lock()
         self._closed = False
+        self._queued: list[tuple[str, bytes, concurrent.futures.Future[None]]] = []
+        self._draining = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"noetl-bus-{stream}", daemon=True
@@ -229,15 +241,35 @@ class NatsPublisher:
         self._wait(future, self.publish_timeout + 1.0, f"publish to {subject}")
 
     def publish_later(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
-        """Start the publish on the publisher's loop and return at once; the PubAck (or the
+        """Queue the publish for the publisher's loop and return at once; the PubAck (or the
         `BusError`) settles the future. The control plane does not wait for the bus under its
-        locks: a lost notification only delays the command until it is offered to polling."""
+        locks: a lost notification only delays the command until it is offered to polling.
+        Publishes queued together (a fan-out's commands) cost the loop one wake-up."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
         try:
-            return self._start_publish(subject, payload)
-        except BusError as exc:
-            failed: concurrent.futures.Future[None] = concurrent.futures.Future()
-            failed.set_exception(exc)
-            return failed
+            data = orjson.dumps(payload)
+        except TypeError as exc:
+            done.set_exception(BusError(f"notification payload for {subject} is not JSON-serialisable: {exc}"))
+            return done
+        with self._lock:
+            if self._closed or not self._nc.is_connected:
+                state = "closed" if self._closed else f"not connected to NATS at {redact(self.url)} (reconnecting)"
+                done.set_exception(BusError(f"the NATS publisher is {state}; {subject} not published"))
+                return done
+            self._queued.append((subject, data, done))
+            if not self._draining:
+                self._draining = True
+                self._loop.call_soon_threadsafe(self._drain)
+        return done
+
+    def _drain(self) -> None:
+        """On the loop: start every queued publish (in order)."""
+        with self._lock:
+            batch, self._queued = self._queued, []
+            self._draining = False
+        for subject, data, done in batch:
+            task = self._loop.create_task(self._publish(subject, data))
+            task.add_done_callback(functools.partial(_settle, done))
 
     def _start_publish(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
         try:

@@ -174,6 +174,7 @@ class ControlPlane:
         self._locks_guard = threading.Lock()
         self._playbooks: dict[int, Playbook] = {}
         self._pending: dict[str, dict[int, Event]] = {}  # pool -> command event_id -> command.issued
+        self._pending_ids: dict[str, tuple[str, int]] = {}  # command_id -> (pool, its event_id)
         self._pending_guard = threading.Lock()
         self._published: dict[int, float] = {}  # command event_id -> when last notified
         self._held: dict[int, float] = {}  # command event_id -> when notified with its body
@@ -493,6 +494,7 @@ class ControlPlane:
         pool = str(meta.get("pool") or "shared")
         with self._pending_guard:
             self._pending.setdefault(pool, {})[event.event_id] = event
+            self._pending_ids[str(meta.get("command_id"))] = (pool, event.event_id)
             self._published[event.event_id] = time.monotonic()
         self._notify(event, again=again)
 
@@ -575,28 +577,26 @@ class ControlPlane:
         )
 
     def _unpend(self, event: Event) -> None:
-        parent = event.parent_event_id
+        """The command `event` is about was claimed or ended: it is not pending any more."""
         with self._pending_guard:
-            for commands in self._pending.values():
-                if parent is not None and parent in commands:
-                    del commands[parent]
-                    self._published.pop(parent, None)
-                    self._held.pop(parent, None)
-                    return
-            for commands in self._pending.values():
-                for event_id, issued in list(commands.items()):
-                    if (issued.meta or {}).get("command_id") == event.command_id:
-                        del commands[event_id]
-                        self._published.pop(event_id, None)
-                        self._held.pop(event_id, None)
-                        return
+            found = self._pending_ids.get(str(event.command_id))
+            if found is not None:
+                self._forget_locked(*found)
 
     def _unpend_id(self, event_id: int) -> None:
         with self._pending_guard:
-            self._published.pop(event_id, None)
-            self._held.pop(event_id, None)
-            for commands in self._pending.values():
-                commands.pop(event_id, None)
+            for pool, commands in self._pending.items():
+                if event_id in commands:
+                    self._forget_locked(pool, event_id)
+                    return
+
+    def _forget_locked(self, pool: str, event_id: int) -> None:
+        """Drop a pending command from every index (under `_pending_guard`)."""
+        issued = self._pending.get(pool, {}).pop(event_id, None)
+        if issued is not None:
+            self._pending_ids.pop(str((issued.meta or {}).get("command_id")), None)
+        self._published.pop(event_id, None)
+        self._held.pop(event_id, None)
 
     def _reconcile_pending(self, candidates: list[Event] | None = None) -> bool:
         """Forget pending commands another server claimed or finished: each server's index only
@@ -622,11 +622,9 @@ class ControlPlane:
 
     def _drop_pending(self, execution_id: int) -> None:
         with self._pending_guard:
-            for commands in self._pending.values():
+            for pool, commands in self._pending.items():
                 for event_id in [k for k, v in commands.items() if v.execution_id == execution_id]:
-                    del commands[event_id]
-                    self._published.pop(event_id, None)
-                    self._held.pop(event_id, None)
+                    self._forget_locked(pool, event_id)
 
     def pending(self, pools: list[str] | None = None, limit: int = 10) -> list[dict[str, Any]]:
         """Commands nobody claimed yet (for workers polling without NATS), oldest first. On a

@@ -534,7 +534,9 @@ class RemoteWorker:
             opening.append(executor.started(command))
             # Long commands say they started (and, when run from a notification, that this
             # worker claimed them); short ones only report it with their outcome.
-            early = asyncio.create_task(self._post_started_later(opening, command_id, message))
+            early = asyncio.get_running_loop().call_later(
+                STARTED_REPORT_DELAY, self._report_started, opening, command_id, message
+            )
             current = asyncio.current_task()
             if current is not None:
                 self._executing[command_id] = current
@@ -569,11 +571,17 @@ class RemoteWorker:
             if holding:
                 slots.release()
 
-    async def _post_started_later(self, opening: list[Event], command_id: Any, message: Message | None) -> None:
+    def _report_started(self, opening: list[Event], command_id: Any, message: Message | None) -> None:
+        """The command is still running after STARTED_REPORT_DELAY (a timer, so short commands
+        cost no task): report its claim/start."""
+        task = asyncio.ensure_future(self._post_started(opening, command_id, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_started(self, opening: list[Event], command_id: Any, message: Message | None) -> None:
         """Report a still-running command's claim/start (best effort; re-sent with the outcome).
         Once stored, its notification is acknowledged: the lease protects the command now. A
         refused claim stops the command."""
-        await asyncio.sleep(STARTED_REPORT_DELAY)
         fate = await self._post(opening, command_id, attempts=1)
         if fate == REFUSED:
             task = self._executing.get(str(command_id))
