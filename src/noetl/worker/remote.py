@@ -50,6 +50,7 @@ T = TypeVar("T")
 
 STARTED_REPORT_DELAY = 0.5  # a command still running after this reports command.started at once
 REPORT_BATCH = 100  # command outcomes posted in one request at most
+REPORT_LINGER = 0.003  # seconds an outcome waits for company while other commands are running
 BUS_RETRY_SECONDS = 5.0
 BUS_POLL_EVERY = 1.0  # with NATS up, seconds between safety-net polls of the server
 MAX_IDLE_INTERVAL = 1.0  # seconds between polls when nothing is pending
@@ -607,6 +608,10 @@ class RemoteWorker:
         assert outbox is not None
         while True:
             batch = [await outbox.get()]
+            if len(self._running) > 1:
+                # Other commands are running here: let those about to finish share the request
+                # (a fan-out's outcomes cost one post per burst, not one per command).
+                await asyncio.sleep(REPORT_LINGER)
             while not outbox.empty() and len(batch) < REPORT_BATCH:
                 batch.append(outbox.get_nowait())
             events = [event for item, _ in batch for event in item]

@@ -1,0 +1,106 @@
+"""The worker's outcome posts (`ServerClient.report_events`) go over a light keep-alive
+connection: answers, error mapping, retries and reconnects, against a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from noetl.client import ServerClient, ServerUnreachable
+from noetl.engine.events import Event
+from noetl.errors import NotFound
+
+
+class Script:
+    """What the fake server answers, one entry per request: (status, body, close?)."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, dict[str, Any], bool]] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.connections: set[int] = set()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            script.bodies.append(json.loads(self.rfile.read(length)))
+            script.connections.add(id(self.connection))
+            status, body, close = script.answers.pop(0) if script.answers else (200, {"event_ids": []}, False)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            if close:
+                self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+            if close:
+                self.close_connection = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def events(n: int = 2) -> list[Event]:
+    return [
+        Event(event_id=100 + i, execution_id=7, event_type="command.completed", node_name="s", worker_id="w1")
+        for i in range(n)
+    ]
+
+
+def test_report_answers_ids_and_refused_commands(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answers.append((200, {"status": "ok", "event_ids": [100, 101], "rejected": ["7:s:1"]}, False))
+    with ServerClient(url) as client:
+        ids, refused = client.report_events(events())
+        assert (ids, refused) == ([100, 101], {"7:s:1"})
+        assert client.report_events(events()) == ([], set())  # the default answer: nothing stored
+    body = script.bodies[0]
+    assert body["execution_id"] == "7" and body["worker_id"] == "w1"
+    assert [e["event_id"] for e in body["events"]] == [100, 101]
+    assert len(script.connections) == 1  # one kept-alive connection for both posts
+
+
+def test_report_reconnects_when_the_server_closed_the_connection(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answers.append((200, {"event_ids": [100]}, True))  # answers, then hangs up
+    with ServerClient(url, retries=0) as client:
+        assert client.report_events(events(1))[0] == [100]
+        assert client.report_events(events(1))[0] == []  # a new connection, no retry needed
+    assert len(script.bodies) == 2
+
+
+def test_report_maps_errors_and_retries_unavailable(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.answers.append((404, {"error": "execution 7 not found", "status": 404}, False))
+    with ServerClient(url) as client:
+        with pytest.raises(NotFound, match="execution 7 not found"):
+            client.report_events(events(1))
+        script.answers.append((503, {"error": "busy", "status": 503}, False))
+        assert client.report_events(events(1))[0] == []  # 503 retried, then the default answer
+    assert len(script.bodies) == 3
+
+
+def test_report_to_a_closed_port_is_unreachable() -> None:
+    with ServerClient("http://127.0.0.1:9", retries=1) as client, pytest.raises(ServerUnreachable):
+        client.report_events(events(1))
