@@ -372,3 +372,34 @@ def test_execution_lock_serialises_across_stores(pg_dsn: str, schema: str) -> No
         for store in stores:
             store.close()
     assert overlaps == []
+
+
+def test_a_write_made_while_waiting_for_the_lock_makes_the_waiter_stale(pg_dsn: str, schema: str) -> None:
+    """The write sequence read with the lock must be read after the lock is granted: a
+    process that waited for it has to see the holder's write (else it orchestrates from a
+    stale engine and loses that write; the chaos suite's two-server run caught this)."""
+    holder, waiter = (PostgresStore(pg_dsn, schema=schema) for _ in range(2))
+    execution = ids.next()
+    try:
+        holder.append([Event(event_id=ids.next(), execution_id=execution, event_type=PLAYBOOK_STARTED, node_name="x")])
+        waiter.mark_current(execution)
+        assert not waiter.is_stale(execution)
+        granted = threading.Event()
+        seen: list[bool] = []
+
+        def wait_for_lock() -> None:
+            with waiter.execution_lock(execution):
+                granted.set()
+                seen.append(waiter.is_stale(execution))
+
+        with holder.execution_lock(execution):
+            thread = threading.Thread(target=wait_for_lock)
+            thread.start()
+            time.sleep(0.3)  # the waiter's lock request is queued behind ours
+            assert not granted.is_set()
+            holder.append([Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER)])  # bumps it
+        thread.join(10)
+        assert seen == [True]
+    finally:
+        holder.close()
+        waiter.close()

@@ -294,10 +294,16 @@ class PostgresStore:
         # Stable across processes (Python's str hash is salted per process).
         key = (zlib.crc32(f"{self.schema}.execution".encode()) & 0x7FFFFFFF, execution_id & 0x7FFFFFFF)
         with self._errors("lock execution"), self._lock_pool.connection() as conn:
-            # The write sequence comes with the lock (one round trip): `is_stale` and
-            # `mark_current` under the lock need no query of their own.
-            row = conn.execute(self._sql.lock_execution, (*key, execution_id)).fetchone()
-            self._locked_seqs[execution_id] = int(row[1]) if row is not None and row[1] is not None else 0
+            # The write sequence comes with the lock (one round trip, two statements in a
+            # pipeline): `is_stale` and `mark_current` under the lock need no query of their
+            # own. It must be a second statement: a subquery of the locking statement would
+            # read a snapshot taken before the lock was granted, missing the write of the
+            # process that held it.
+            with conn.pipeline():
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+                seq = conn.execute(self._sql.get_write_seq, (execution_id,))
+            row = seq.fetchone()
+            self._locked_seqs[execution_id] = int(row[0]) if row is not None else 0
             try:
                 yield
             finally:
@@ -709,9 +715,6 @@ class _Statements:
             f"UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
         )
         self.get_write_seq = f"SELECT write_seq FROM {s}.execution WHERE execution_id = %s"
-        self.lock_execution = (
-            f"SELECT pg_advisory_lock(%s, %s), (SELECT write_seq FROM {s}.execution WHERE execution_id = %s)"
-        )
         # Insert a batch of one execution's events from one JSON array of rows and bump its
         # write sequence, in one statement (a data-modifying CTE runs whether or not it is read).
         self.append_events = (
