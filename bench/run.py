@@ -73,9 +73,9 @@ def run_once(playbook: Path, store: Path) -> dict[str, Any]:
     return {"wall": wall, "peak_rss_mb": max(peak_kb, before) / 1024, "execution_id": outcome["execution_id"]}
 
 
-def median_run(playbook: Path, workdir: Path) -> dict[str, Any]:
+def median_run(playbook: Path, workdir: Path, repeat: int = REPEAT) -> dict[str, Any]:
     runs = []
-    for i in range(REPEAT):
+    for i in range(repeat):
         store = workdir / f"{playbook.stem}-{i}.db"
         runs.append({**run_once(playbook, store), "store": store})
     runs.sort(key=lambda r: r["wall"])
@@ -102,13 +102,14 @@ def main() -> None:
         # PYTHONDONTWRITEBYTECODE would compile every module on every run) and files cached.
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
         run_once(one, work / "warm-up.db")
-        startup = statistics.median(run_once(one, work / f"one-{i}.db")["wall"] for i in range(max(REPEAT, 5)))
+        startup = statistics.median(run_once(one, work / f"one-{i}.db")["wall"] for i in range(max(REPEAT, 7)))
         results["startup_seconds"] = round(startup, 3)
 
         for n in (40, 400):
             path = work / f"chain{n}.yaml"
             path.write_text(chain(n))
-            run = median_run(path, work)
+            # Short runs are within the noise of a busy 2-core machine: more repetitions.
+            run = median_run(path, work, max(REPEAT, 7) if n < 100 else REPEAT)
             per_step = (run["wall"] - startup) / n * 1000
             events, size = log_growth(run["store"])
             results[f"chain_{n}"] = {
