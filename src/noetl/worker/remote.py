@@ -608,9 +608,10 @@ class RemoteWorker:
         assert outbox is not None
         while True:
             batch = [await outbox.get()]
-            if len(self._running) > 1:
-                # Other commands are running here: let those about to finish share the request
-                # (a fan-out's outcomes cost one post per burst, not one per command).
+            if self._executing:
+                # Other commands are running their tools here: let those about to finish share
+                # the request (a fan-out's outcomes cost one post per burst, not one per
+                # command). Commands only waiting for their own post do not count.
                 await asyncio.sleep(REPORT_LINGER)
             while not outbox.empty() and len(batch) < REPORT_BATCH:
                 batch.append(outbox.get_nowait())
