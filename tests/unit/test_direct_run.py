@@ -169,3 +169,65 @@ def test_inproc_publish_later_settles_its_future() -> None:
     bus.close()
     with pytest.raises(BusError):
         bus.publish_later("noetl.commands.shared.1", {"event_id": 2}).result(1)
+
+
+FANOUT_WITH_FAILURE = """
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: direct_fail, path: tests/direct_fail}
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs: [{step: good}, {step: bad}]
+  - step: good
+    tool: {kind: python, code: "result = {'good': True}"}
+    next: [join]
+  - step: bad
+    tool: {kind: python, code: "raise RuntimeError('bad branch broke')"}
+    next: [join]
+  - step: join
+    tool: {kind: python, code: "result = {'joined': True}"}
+"""
+
+
+def _start_fanout(control: ControlPlane, notes: Notes) -> tuple[int, dict[str, Any]]:
+    control.register(FANOUT_WITH_FAILURE)
+    execution_id = control.execute(ExecuteRequest(path="tests/direct_fail")).execution_id
+    assert report(control, notes.sent[-1]["command"], "w1") == []  # start (noop)
+    bodies = {p["step"]: p["command"] for p in notes.sent if p.get("command") and p["step"] in ("good", "bad")}
+    assert set(bodies) == {"good", "bad"}
+    return execution_id, bodies
+
+
+def test_a_failing_run_waits_for_a_command_a_worker_runs_unclaimed(store: Any) -> None:
+    """`bad` fails while `good` runs on a worker that has not reported its claim yet: the run
+    waits for `good`'s report and records it, as it would for a claimed command."""
+    notes = Notes()
+    control = ControlPlane(store, notify=notes)
+    worker(store, "bus-1", bus=True)
+    execution_id, bodies = _start_fanout(control, notes)
+    assert report(control, bodies["bad"], "w2") == []
+    assert control.status(execution_id)["status"] == "RUNNING"  # waiting for good
+    assert report(control, bodies["good"], "w1") == []  # accepted although the run is failing
+    final = control.status(execution_id)
+    assert final["status"] == "FAILED"
+    assert final["steps"]["good"]["status"] == "COMPLETED" and final["steps"]["bad"]["status"] == "FAILED"
+    assert final["steps"]["join"]["status"] not in ("COMPLETED", "RUNNING")
+
+
+def test_a_failing_run_stops_waiting_when_no_worker_took_the_command(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notes = Notes()
+    control = ControlPlane(store, notify=notes)
+    worker(store, "bus-1", bus=True)
+    execution_id, bodies = _start_fanout(control, notes)
+    assert report(control, bodies["bad"], "w2") == []
+    assert control.status(execution_id)["status"] == "RUNNING"
+    later = time.monotonic() + BUS_HOLD_SECONDS + 0.1
+    monkeypatch.setattr("noetl.runtime.control.time.monotonic", lambda: later)
+    control.reap()  # good's notification went unanswered past the hold
+    assert control.status(execution_id)["status"] == "FAILED"
+    assert report(control, bodies["good"], "w1") == [bodies["good"]["meta"]["command_id"]]  # too late

@@ -147,6 +147,23 @@ class Engine:
             self._finish_if_done()
         return self._flush()
 
+    def hand_over(self, command_id: str) -> None:
+        """The command went to a worker that may run it before claiming it (it reports the claim
+        with its outcome): a failing run waits for that outcome as for a claimed command."""
+        command = self.state.commands.get(command_id)
+        if command is not None and command.status == "issued":
+            command.handed_over = True
+
+    def take_back(self, command_id: str) -> list[Event]:
+        """No worker took the handed-over command in time: stop waiting for it (a failing run may
+        end now)."""
+        self._out = []
+        command = self.state.commands.get(command_id)
+        if command is not None and command.handed_over:
+            command.handed_over = False
+            self._finish_if_done()
+        return self._flush()
+
     def cancel(self, reason: str = "cancelled by user") -> list[Event]:
         """Stop the execution: nothing new is dispatched and it ends CANCELLED."""
         self._out = []

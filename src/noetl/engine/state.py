@@ -56,6 +56,9 @@ class CommandState:
     worker_id: str | None = None
     attempt: int = 1
     claimed_at: datetime | None = None
+    # Handed to a worker that may run it before its claim is recorded (a notification carrying
+    # the command): a failing run waits for it as for a claimed one. Not in the log.
+    handed_over: bool = False
 
 
 @dataclass
@@ -90,4 +93,6 @@ class ExecutionState:
         return bool(self.failed_steps) or self.cancel_requested
 
     def running_commands(self) -> int:
-        return sum(1 for c in self.commands.values() if c.status in ("claimed", "started"))
+        return sum(
+            1 for c in self.commands.values() if c.status in ("claimed", "started") or (c.handed_over and c.status == "issued")
+        )

@@ -403,7 +403,7 @@ class ControlPlane:
                         continue
                     if event.event_type == ev.COMMAND_CLAIMED and command_id is not None:
                         try:
-                            if not self._claim_allowed(engine, command_id, event.worker_id or ""):
+                            if not self._claim_allowed(engine, command_id, event.worker_id or "", posted=True):
                                 continue  # this worker's claim is recorded already
                         except Conflict as exc:
                             log.info(
@@ -463,7 +463,7 @@ class ControlPlane:
                 if (event.meta or {}).get("tool_kind") == "playbook":
                     followups.append(functools.partial(self._start_child, event))
                 else:
-                    self._publish(event)
+                    self._publish(event, engine=engine)
             elif kind == ev.COMMAND_CLAIMED:
                 self._unpend(event)
                 # Commands the control plane runs itself (nested playbooks) hold no lease.
@@ -489,16 +489,16 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ commands
 
-    def _publish(self, event: Event, *, again: bool = False) -> None:
+    def _publish(self, event: Event, *, again: bool = False, engine: Engine | None = None) -> None:
         meta = event.meta or {}
         pool = str(meta.get("pool") or "shared")
         with self._pending_guard:
             self._pending.setdefault(pool, {})[event.event_id] = event
             self._pending_ids[str(meta.get("command_id"))] = (pool, event.event_id)
             self._published[event.event_id] = time.monotonic()
-        self._notify(event, again=again)
+        self._notify(event, again=again, engine=engine)
 
-    def _notify(self, event: Event, *, again: bool = False) -> None:
+    def _notify(self, event: Event, *, again: bool = False, engine: Engine | None = None) -> None:
         """Publish a command notification (without waiting for the bus). A first notification
         carries the command itself, so the worker it reaches can run it at once; one sent again
         (re-notified, or after a restart) is marked so, and its worker claims it first."""
@@ -525,6 +525,8 @@ class ControlPlane:
                 with self._pending_guard:
                     if event.event_id in self._published:
                         self._held[event.event_id] = time.monotonic()
+                if engine is not None:  # a failing run now waits for this command's report
+                    engine.hand_over(str(meta.get("command_id")))
         try:
             pending = self.notify(f"noetl.commands.{pool}.{event.execution_id}", payload)
         except Exception:  # NATS is only a wake-up signal; polling still finds the command
@@ -741,9 +743,11 @@ class ControlPlane:
         return [claimed]
 
     @staticmethod
-    def _claim_allowed(engine: Engine, command_id: str, worker_id: str) -> bool:
+    def _claim_allowed(engine: Engine, command_id: str, worker_id: str, *, posted: bool = False) -> bool:
         """Whether `worker_id` may claim the command now: True, False when it holds the claim
-        already, or Conflict (someone else has it, it ended, the run was cancelled or is failing)."""
+        already, or Conflict (someone else has it, it ended, the run was cancelled or is failing).
+        A `posted` claim comes with the outcome of a command its worker ran from the notification:
+        a failing (not yet ended) run still takes it, as it waited for it (`Engine.hand_over`)."""
         state = engine.state
         if state.status == "CANCELLED" or state.cancel_requested:
             raise Conflict("Execution has been cancelled")
@@ -756,6 +760,8 @@ class ControlPlane:
             if current.worker_id == worker_id:
                 return False
             raise Conflict(f"Command already claimed by {current.worker_id}")
+        if posted and current.handed_over and not state.cancel_requested:
+            return True
         if not engine.accepts(command_id):
             raise Conflict("Execution is failing; no new commands are handed out")
         return True
@@ -830,6 +836,7 @@ class ControlPlane:
         leader = getattr(self.store, "try_leadership", None)
         if leader is None or leader("reaper"):
             reissued += self._reap_foreign_claims(alive)
+        self._take_back_holds(now)
         renotified = 0
         with self._pending_guard:
             stale = [
@@ -844,6 +851,25 @@ class ControlPlane:
             self._notify(event, again=True)
             renotified += 1
         return {"reissued": reissued, "renotified": renotified}
+
+    def _take_back_holds(self, now: float) -> None:
+        """Commands notified with their body that no worker claimed within the hold: polling
+        workers may have them now, and a failing run stops waiting for them."""
+        with self._pending_guard:
+            due = [event_id for event_id, held in self._held.items() if now - held >= BUS_HOLD_SECONDS]
+            taken: list[Event] = []
+            for event_id in due:
+                del self._held[event_id]
+                for commands in self._pending.values():
+                    if event_id in commands:
+                        taken.append(commands[event_id])
+        for event in taken:
+            followups: deque[Callable[[], None]] = deque()
+            with self._lock(event.execution_id):
+                engine = self._engines.get(event.execution_id)
+                if engine is not None:
+                    self._commit(engine, engine.take_back(str((event.meta or {}).get("command_id"))), followups)
+            self._run(followups)
 
     def _live_workers(self) -> set[str]:
         cutoff = utcnow().timestamp() - self.lease_seconds
