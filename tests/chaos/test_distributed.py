@@ -1335,3 +1335,46 @@ def test_two_servers_one_store_twenty_runs_no_step_lost_or_doubled(
         ids,
     )
     assert {row[0] for row in claimers} == {"chaos-m1", "chaos-m2"}, claimers
+
+
+# ================================================================= a branch fails while another runs
+
+FAIL_WHILE_RUNNING = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata:
+  name: chaos_fail_while_running
+  path: tests/chaos/fail_while_running
+workflow:
+  - step: start
+    tool: {kind: noop}
+    next:
+      spec: {mode: inclusive}
+      arcs: [{step: good}, {step: bad}]
+  - step: good
+    tool: {kind: python, code: "import time; time.sleep(0.3); result = {'good': True}"}
+    next: [join]
+  - step: bad
+    tool: {kind: python, code: "raise RuntimeError('bad branch broke')"}
+    next: [join]
+  - step: join
+    tool: {kind: python, code: "result = {'joined': True}"}
+"""
+
+
+def test_a_branch_running_from_its_notification_is_recorded_when_the_other_fails(
+    cluster: Cluster, pg_dsn: str, schema: str
+) -> None:
+    """`good` runs straight from its notification (no claim recorded for 0.3 s) while `bad`
+    fails: the run waits for `good`, records it, and ends FAILED with no step left running."""
+    server = cluster.start_server("f-server")
+    cluster.start_worker("chaos-f1", server.url, concurrency=4)
+    path = register_text(server.url, FAIL_WHILE_RUNNING)
+    for _ in range(3):
+        execution_id = execute(server.url, path)
+        final = wait_terminal(server.url, execution_id, RUN_TIMEOUT, details=cluster.logs)
+        assert final["status"] == "FAILED", final
+        steps = {name: step["status"] for name, step in final["steps"].items()}
+        assert steps["good"] == "COMPLETED" and steps["bad"] == "FAILED", steps
+        assert steps["join"] not in ("COMPLETED", "RUNNING"), steps
+        assert count_events(pg_dsn, schema, execution_id, "command.completed", "good") == 1
