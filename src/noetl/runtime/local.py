@@ -179,6 +179,10 @@ class LocalRuntime:
         assert self._wake is not None
         while True:
             await self._wake.wait()
+            if len(self._tasks) > 1:
+                # Other commands are running: one more turn of the loop lets outcomes that are
+                # already on their way join this batch (one transaction for more of them).
+                await asyncio.sleep(0)
             self._wake.clear()
             while self._incoming:
                 batch, self._incoming = self._incoming, []
