@@ -117,8 +117,12 @@ def test_a_held_command_is_offered_to_polling_after_the_window(store: Any, monke
 def test_a_failed_notification_offers_the_command_to_polling_at_once(store: Any) -> None:
     control = ControlPlane(store, notify=Notes(fail=True))
     worker(store, "bus-1", bus=True)
-    start(control)
+    execution_id = start(control)
     assert [p["step"] for p in control.pending()] == ["start"]
+    command = next(iter(control.engine(execution_id).state.commands.values()))
+    assert command.handed_over  # the body was sent before the publish failed
+    control.reap()
+    assert not command.handed_over  # taken back: a failing run will not wait for it
 
 
 def test_an_in_process_worker_turns_bodies_off(store: Any) -> None:

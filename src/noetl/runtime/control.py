@@ -567,9 +567,11 @@ class ControlPlane:
             self._notify_failed(event_id, exc)
 
     def _notify_failed(self, event_id: int, exc: BaseException | None) -> None:
-        """Offer the command to polling workers at once, and re-notify it at the next reap."""
+        """Offer the command to polling workers at once, and re-notify it at the next reap (which
+        also takes back a hand-over: no worker got this notification)."""
         with self._pending_guard:
-            self._held.pop(event_id, None)
+            if event_id in self._held:
+                self._held[event_id] = -math.inf
             if event_id in self._published:
                 self._published[event_id] = -math.inf
         log.warning(
