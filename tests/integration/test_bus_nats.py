@@ -63,7 +63,8 @@ def test_the_publisher_creates_the_stream(nats_url: str) -> None:
                 assert info.config.subjects == [f"{prefix}.>"]
                 assert info.config.storage == StorageType.FILE
                 assert info.config.retention == RetentionPolicy.LIMITS
-                assert info.config.max_age == 3600
+                assert info.config.max_age == 600
+                assert info.config.max_bytes == 512 * 1024 * 1024
                 await asyncio.to_thread(publisher.publish, f"{prefix}.shared.1", {"event_id": 1})
                 assert (await js.stream_info(stream)).state.messages == 1
             finally:

@@ -1,9 +1,11 @@
 """The NATS JetStream command bus.
 
 Stream (created by whichever side connects first, kept as-is when it already exists):
-`NOETL_COMMANDS`, subjects `<prefix>.>`, file storage, limits retention, max_age 1 h. A
-notification older than an hour is useless (polling and the lease reaper have long found its
-command), and limits retention (not work-queue) lets several durables read the same subjects.
+`NOETL_COMMANDS`, subjects `<prefix>.>`, file storage, limits retention, max_age 10 min and
+at most 512 MiB (oldest dropped first). A notification older than that is useless (unclaimed
+commands are re-notified every 10 s, and polling and the lease reaper find them anyway);
+notifications carry their command, so without the size cap a busy hour could keep gigabytes.
+Limits retention (not work-queue) lets several durables read the same subjects.
 
 Consumers: one durable pull consumer per pool (`noetl-worker-<pool>`, filter `<prefix>.<pool>.>`),
 shared by every worker of that pool, so each notification goes to one of them. Explicit ack,
@@ -63,7 +65,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_MAX_AGE = 3600.0  # seconds a notification is kept in the stream
+DEFAULT_MAX_AGE = 600.0  # seconds a notification is kept in the stream
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # the stream's size cap; the oldest notifications go first
 DEFAULT_MAX_DELIVER = 1000
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_PUBLISH_TIMEOUT = 2.0  # a PubAck takes milliseconds; the control plane must not stall on it
@@ -155,6 +158,7 @@ async def ensure_stream(js: JetStreamContext, stream: str, subjects: Sequence[st
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         max_age=max_age,
+        max_bytes=DEFAULT_MAX_BYTES,
     )
     try:
         await js.add_stream(config)
