@@ -235,3 +235,23 @@ def test_a_failing_run_stops_waiting_when_no_worker_took_the_command(
     control.reap()  # good's notification went unanswered past the hold
     assert control.status(execution_id)["status"] == "FAILED"
     assert report(control, bodies["good"], "w1") == [bodies["good"]["meta"]["command_id"]]  # too late
+
+
+def test_ended_executions_engines_are_evicted_beyond_the_cap(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived server keeps the engines of its last MAX_ENDED_ENGINES ended executions;
+    older ones are rebuilt from the log when asked for."""
+    monkeypatch.setattr("noetl.runtime.control.MAX_ENDED_ENGINES", 2)
+    notes = Notes()
+    control = ControlPlane(store, notify=notes)
+    worker(store, "bus-1", bus=True)
+    ended = []
+    for _ in range(3):
+        execution_id = start(control)
+        for _step in range(2):
+            assert report(control, notes.sent[-1]["command"], "w1") == []
+        assert control.status(execution_id)["status"] == "COMPLETED"
+        ended.append(execution_id)
+    assert ended[0] not in control._engines and ended[0] not in control._seen
+    assert ended[1] in control._engines and ended[2] in control._engines
+    rebuilt = control.status(ended[0])  # from the log
+    assert rebuilt["status"] == "COMPLETED" and rebuilt["steps"]["end"]["result"] == 2

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -49,6 +49,9 @@ MAX_PENDING_CHECKS = 5  # rounds of checking pending candidates against the log 
 # claim yet. Bodies are sent only to pools whose live workers all listen on the bus.
 BUS_HOLD_SECONDS = DIRECT_RUN_WINDOW + 3.0
 WORKER_VIEW_SECONDS = 1.0  # how long the registry's view of the pools' workers is reused
+# Ended executions whose engines stay in memory (status queries, late reports); older ones are
+# rebuilt from the log when asked for, so a long-lived server does not grow without bound.
+MAX_ENDED_ENGINES = 1000
 CONTROL_WORKER = "control-plane"
 _ITERATOR_KEYS = ("iterator_index", "iterator_count", "iterator_item")
 _COMMAND_EVENTS = frozenset(
@@ -169,6 +172,7 @@ class ControlPlane:
         # The ids of every event in each cached engine's log, so a repeated post is recognised
         # without asking the store (dropped with the engine when another server wrote).
         self._seen: dict[int, set[int]] = {}
+        self._ended: OrderedDict[int, None] = OrderedDict()  # ended executions, oldest first
         self._locks: dict[int, threading.RLock] = {}
         self._lock_depth: dict[int, int] = {}
         self._locks_guard = threading.Lock()
@@ -479,6 +483,7 @@ class ControlPlane:
                         self._leases.pop(event.command_id, None)
             elif kind in ev.TERMINAL_TYPES:
                 self._drop_pending(event.execution_id)
+                followups.append(functools.partial(self._retire, event.execution_id))
                 meta = engine.state.meta
                 if meta.get("parent_command_id") and engine.state.parent_execution_id is not None:
                     followups.append(functools.partial(self._report_child, engine))
@@ -853,6 +858,23 @@ class ControlPlane:
             self._notify(event, again=True)
             renotified += 1
         return {"reissued": reissued, "renotified": renotified}
+
+    def _retire(self, execution_id: int) -> None:
+        """An execution ended: keep its engine among the last MAX_ENDED_ENGINES, evict older ones
+        (only when nobody is working on them; they are rebuilt from the log if needed)."""
+        with self._locks_guard:
+            self._ended[execution_id] = None
+            self._ended.move_to_end(execution_id)
+            while len(self._ended) > MAX_ENDED_ENGINES:
+                old, _ = self._ended.popitem(last=False)
+                lock = self._locks.get(old)
+                if lock is None or not lock.acquire(blocking=False):
+                    continue  # in use right now: it stays cached
+                try:
+                    self._engines.pop(old, None)
+                    self._seen.pop(old, None)
+                finally:
+                    lock.release()
 
     def _take_back_holds(self, now: float) -> None:
         """Commands notified with their body that no worker claimed within the hold: polling
