@@ -53,6 +53,7 @@ from tests.support.cluster import (
     worker_of,
 )
 from tests.support.credentials import KEY_ENV, PG_ALIASES, fresh_encryption_key, pg_credential_data
+from tests.support.playbooks import fanout_with_failure, with_header
 from tests.support.stub_api import StubAPI
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.nats]
@@ -1339,27 +1340,9 @@ def test_two_servers_one_store_twenty_runs_no_step_lost_or_doubled(
 
 # ================================================================= a branch fails while another runs
 
-FAIL_WHILE_RUNNING = """\
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata:
-  name: chaos_fail_while_running
-  path: tests/chaos/fail_while_running
-workflow:
-  - step: start
-    tool: {kind: noop}
-    next:
-      spec: {mode: inclusive}
-      arcs: [{step: good}, {step: bad}]
-  - step: good
-    tool: {kind: python, code: "import time; time.sleep(0.3); result = {'good': True}"}
-    next: [join]
-  - step: bad
-    tool: {kind: python, code: "raise RuntimeError('bad branch broke')"}
-    next: [join]
-  - step: join
-    tool: {kind: python, code: "result = {'joined': True}"}
-"""
+FAIL_WHILE_RUNNING = with_header(
+    "chaos_fail_while_running", "tests/chaos/fail_while_running", fanout_with_failure()
+)
 
 
 def test_a_branch_running_from_its_notification_is_recorded_when_the_other_fails(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from tests.support.cli import CliResult, events, noetl, run_playbook
+from tests.support.playbooks import fanout_with_failure
 
 from noetl.store import open_store
 
@@ -142,22 +143,7 @@ def test_shell_nonzero_exit_fails_run(tmp_path: Path, store: str) -> None:
     assert not of_type(log, "command.issued", "after")
 
 
-FANOUT_WITH_FAILURE = """
-workflow:
-  - step: start
-    tool: {kind: noop}
-    next:
-      spec: {mode: inclusive}
-      arcs: [{step: good}, {step: bad}]
-  - step: good
-    tool: {kind: python, code: "import time; time.sleep(0.3); result = {'good': True}"}
-    next: [join]
-  - step: bad
-    tool: {kind: python, code: "raise RuntimeError('bad branch broke')"}
-    next: [join]
-  - step: join
-    tool: {kind: python, code: "result = {'joined': True}"}
-"""
+FANOUT_WITH_FAILURE = "\n" + fanout_with_failure()
 
 
 def test_failed_branch_of_inclusive_fanout_fails_run(tmp_path: Path, store: str) -> None:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from tests.support.playbooks import fanout_with_failure, with_header
 
 from noetl.bus.inproc import InprocBus
 from noetl.bus.ports import DIRECT_RUN_WINDOW
@@ -175,25 +176,9 @@ def test_inproc_publish_later_settles_its_future() -> None:
         bus.publish_later("noetl.commands.shared.1", {"event_id": 2}).result(1)
 
 
-FANOUT_WITH_FAILURE = """
-apiVersion: noetl.io/v2
-kind: Playbook
-metadata: {name: direct_fail, path: tests/direct_fail}
-workflow:
-  - step: start
-    tool: {kind: noop}
-    next:
-      spec: {mode: inclusive}
-      arcs: [{step: good}, {step: bad}]
-  - step: good
-    tool: {kind: python, code: "result = {'good': True}"}
-    next: [join]
-  - step: bad
-    tool: {kind: python, code: "raise RuntimeError('bad branch broke')"}
-    next: [join]
-  - step: join
-    tool: {kind: python, code: "result = {'joined': True}"}
-"""
+FANOUT_WITH_FAILURE = with_header(
+    "direct_fail", "tests/direct_fail", fanout_with_failure("result = {'good': True}")
+)
 
 
 def _start_fanout(control: ControlPlane, notes: Notes) -> tuple[int, dict[str, Any]]:
