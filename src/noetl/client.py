@@ -173,59 +173,36 @@ class ServerClient:
         json: Any = None,
         params: Any = None,
         idempotent: bool = True,
-    ) -> httpx.Response:
+        light: bool = False,
+    ) -> tuple[int, bytes]:
+        """(status, body) of a 2xx answer; transport errors and 502/503/504 are retried (only
+        connection failures for a request that is not `idempotent`). `light`: an idempotent POST
+        sent over the light keep-alive connection when the server is plain HTTP (`_JsonPoster`)."""
         attempt = 0
         content = None if json is None else _encode(json)
-        headers = _JSON_HEADERS if content is not None else None
+        poster = self._poster if light and method == "POST" and params is None else None
         while True:
             try:
-                response = self._http.request(method, path, content=content, params=params, headers=headers)
-            except httpx.TransportError as exc:
-                retryable = idempotent or isinstance(exc, httpx.ConnectError)
-                if retryable and attempt < self.retries:
+                if poster is not None:
+                    status, data = poster.post(path, content or b"")
+                else:
+                    headers = _JSON_HEADERS if content is not None else None
+                    response = self._http.request(method, path, content=content, params=params, headers=headers)
+                    status, data = response.status_code, response.content
+            except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
+                connect = isinstance(exc, (httpx.ConnectError, ConnectionRefusedError))
+                if (idempotent or connect) and attempt < self.retries:
                     attempt += 1
                     self._pause(attempt, f"{method} {path}: {exc}")
                     continue
                 raise ServerUnreachable(f"cannot reach the NoETL server at {self.base_url}: {exc}") from exc
-            if response.status_code in _RETRY_STATUSES and idempotent and attempt < self.retries:
+            if status in _RETRY_STATUSES and idempotent and attempt < self.retries:
                 attempt += 1
-                self._pause(attempt, f"{method} {path}: HTTP {response.status_code}")
+                self._pause(attempt, f"{method} {path}: HTTP {status}")
                 continue
-            if response.is_success:
-                return response
-            raise _error_for(method, path, response)
-
-    def _post_idempotent(self, path: str, body: Any) -> dict[str, Any]:
-        """POST a JSON body that is safe to send twice (a worker's outcomes, idempotent on
-        event_id) over the light keep-alive connection when the server is plain HTTP; a JSON
-        object back. Retried like `_request` retries a read."""
-        poster = self._poster
-        if poster is None:
-            return self._object("POST", path, json=body)
-        content = _encode(body)
-        attempt = 0
-        while True:
-            try:
-                status, data = poster.post(path, content)
-            except (OSError, http.client.HTTPException) as exc:
-                if attempt < self.retries:
-                    attempt += 1
-                    self._pause(attempt, f"POST {path}: {exc}")
-                    continue
-                raise ServerUnreachable(f"cannot reach the NoETL server at {self.base_url}: {exc}") from exc
-            if status in _RETRY_STATUSES and attempt < self.retries:
-                attempt += 1
-                self._pause(attempt, f"POST {path}: HTTP {status}")
-                continue
-            if not 200 <= status < 300:
-                raise _error_from("POST", path, status, data)
-            try:
-                answer = orjson.loads(data) if data else None
-            except ValueError as exc:
-                raise ServerError(f"POST {path}: the server answered with invalid JSON", status=status) from exc
-            if not isinstance(answer, dict):
-                raise ServerError(f"POST {path}: expected a JSON object, got {type(answer).__name__}", status=status)
-            return answer
+            if 200 <= status < 300:
+                return status, data
+            raise _error_from(method, path, status, data)
 
     def _pause(self, attempt: int, why: str) -> None:
         delay = _BACKOFF * (2 ** (attempt - 1))
@@ -233,15 +210,13 @@ class ServerClient:
         time.sleep(delay)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._request(method, path, **kwargs)
-        if not response.content:
+        status, data = self._request(method, path, **kwargs)
+        if not data:
             return None
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(data)
         except ValueError as exc:
-            raise ServerError(
-                f"{method} {path}: the server answered with invalid JSON", status=response.status_code
-            ) from exc
+            raise ServerError(f"{method} {path}: the server answered with invalid JSON", status=status) from exc
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = self._json(method, path, **kwargs)
@@ -412,7 +387,8 @@ class ServerClient:
         sender = worker_id or next((e.worker_id for e in batch if e.worker_id), None)
         if sender:
             body["worker_id"] = sender
-        answer = self._post_idempotent("/api/events/batch", body)
+        # Idempotent on event_id: retried like a read, over the light connection.
+        answer = self._object("POST", "/api/events/batch", json=body, light=True)
         ids = answer.get("event_ids")
         rejected = answer.get("rejected")
         refused = {str(c) for c in rejected} if isinstance(rejected, list) else set()
@@ -478,10 +454,6 @@ class ServerClient:
         if isinstance(rows, dict):  # tolerate a wrapped list
             rows = rows.get("items") or rows.get("pools") or rows.get("workers")
         return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-
-
-def _error_for(method: str, path: str, response: httpx.Response) -> NoetlError:
-    return _error_from(method, path, response.status_code, response.content)
 
 
 def _error_from(method: str, path: str, status: int, content: bytes) -> NoetlError:
