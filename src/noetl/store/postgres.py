@@ -454,9 +454,7 @@ class PostgresStore:
             with self._reading(f"append {len(batch)} events") as conn:
                 found = conn.execute(self._sql.append_events, (document, execution_id)).fetchone()
             if found is not None:
-                self._write_seqs[execution_id] = int(found[0])
-            if self._locked_seqs.get(execution_id) is not None and found is not None:
-                self._locked_seqs[execution_id] = int(found[0])
+                self._wrote(execution_id, int(found[0]))
             return
         rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
@@ -480,10 +478,14 @@ class PostgresStore:
                 found = cur.execute(self._sql.bump_write_seq, (execution_id,)).fetchone()
                 if found is not None:
                     sequences[execution_id] = int(found[0])
-        self._write_seqs.update(sequences)
         for execution_id, seq in sequences.items():
-            if execution_id in self._locked_seqs:
-                self._locked_seqs[execution_id] = seq
+            self._wrote(execution_id, seq)
+
+    def _wrote(self, execution_id: int, seq: int) -> None:
+        """This process made the execution's latest write (sequence `seq`)."""
+        self._write_seqs[execution_id] = seq
+        if execution_id in self._locked_seqs:
+            self._locked_seqs[execution_id] = seq
 
     def is_stale(self, execution_id: int) -> bool:
         """Whether another process wrote to the execution since this store last wrote or read it
@@ -802,26 +804,7 @@ def _events_document(events: Sequence[Event]) -> str | None:
     """The events as one JSON array of rows (column name -> value), or None when orjson
     refuses a value (integers beyond 64 bits, non-JSON values): the row-by-row path then
     stores them or names the offending event."""
-    rows = [
-        {
-            "event_id": e.event_id,
-            "execution_id": e.execution_id,
-            "parent_event_id": e.parent_event_id,
-            "parent_execution_id": e.parent_execution_id,
-            "catalog_id": e.catalog_id,
-            "event_type": e.event_type,
-            "node_id": e.node_id,
-            "node_name": e.node_name,
-            "node_type": e.node_type,
-            "status": e.status,
-            "context": e.context,
-            "meta": e.meta,
-            "result": e.result,
-            "worker_id": e.worker_id,
-            "created_at": utc_ms(e.created_at),
-        }
-        for e in events
-    ]
+    rows = [{**{column: getattr(e, column) for column in COLUMNS}, "created_at": utc_ms(e.created_at)} for e in events]
     try:
         return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
