@@ -548,15 +548,14 @@ class ControlPlane:
         now = time.monotonic()
         if now - checked < WORKER_VIEW_SECONDS:
             return pools
-        cutoff = utcnow().timestamp() - self.lease_seconds
         listening: set[str] = set()
         polling: set[str] = set()
         try:
-            workers = self.store.workers()
+            workers = self._live_worker_records()
         except NoetlError:
             workers = []
         for worker in workers:
-            if worker.kind != "worker_pool" or worker.heartbeat.timestamp() < cutoff:
+            if worker.kind != "worker_pool":
                 continue
             labels = worker.info.get("labels")
             labels = labels if isinstance(labels, Mapping) else {}
@@ -594,10 +593,17 @@ class ControlPlane:
 
     def _unpend_id(self, event_id: int) -> None:
         with self._pending_guard:
-            for pool, commands in self._pending.items():
-                if event_id in commands:
-                    self._forget_locked(pool, event_id)
-                    return
+            found = self._pending_event_locked(event_id)
+            if found is not None:
+                self._forget_locked(found[0], event_id)
+
+    def _pending_event_locked(self, event_id: int) -> tuple[str, Event] | None:
+        """(pool, command.issued) of a pending command (under `_pending_guard`)."""
+        for pool, commands in self._pending.items():
+            event = commands.get(event_id)
+            if event is not None:
+                return pool, event
+        return None
 
     def _forget_locked(self, pool: str, event_id: int) -> None:
         """Drop a pending command from every index (under `_pending_guard`)."""
@@ -732,10 +738,9 @@ class ControlPlane:
     def _issued_event(self, event_id: int) -> Event | None:
         """A `command.issued` event: from the pending index when it is there, else the store."""
         with self._pending_guard:
-            for commands in self._pending.values():
-                found = commands.get(event_id)
-                if found is not None:
-                    return found
+            found = self._pending_event_locked(event_id)
+        if found is not None:
+            return found[1]
         event = self.store.get_event(event_id)
         return event if event is not None and event.event_type == ev.COMMAND_ISSUED else None
 
@@ -767,7 +772,7 @@ class ControlPlane:
             if current.worker_id == worker_id:
                 return False
             raise Conflict(f"Command already claimed by {current.worker_id}")
-        if posted and current.handed_over and not state.cancel_requested:
+        if posted and current.handed_over:
             return True
         if not engine.accepts(command_id):
             raise Conflict("Execution is failing; no new commands are handed out")
@@ -884,9 +889,9 @@ class ControlPlane:
             taken: list[Event] = []
             for event_id in due:
                 del self._held[event_id]
-                for commands in self._pending.values():
-                    if event_id in commands:
-                        taken.append(commands[event_id])
+                found = self._pending_event_locked(event_id)
+                if found is not None:
+                    taken.append(found[1])
         for event in taken:
             followups: deque[Callable[[], None]] = deque()
             with self._lock(event.execution_id):
@@ -896,8 +901,12 @@ class ControlPlane:
             self._run(followups)
 
     def _live_workers(self) -> set[str]:
+        return {w.name for w in self._live_worker_records()}
+
+    def _live_worker_records(self) -> list[WorkerRecord]:
+        """Registered workers heard from within a lease."""
         cutoff = utcnow().timestamp() - self.lease_seconds
-        return {w.name for w in self.store.workers() if w.heartbeat.timestamp() >= cutoff}
+        return [w for w in self.store.workers() if w.heartbeat.timestamp() >= cutoff]
 
     def _expire(self, execution_id: int, command_id: str, worker_id: str) -> int:
         followups: deque[Callable[[], None]] = deque()
