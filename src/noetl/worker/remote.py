@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from noetl.bus import Message, Subscriber, open_subscriber
@@ -179,7 +179,7 @@ class RemoteWorker:
         self.credentials = ServerCredentials(client)
         self.completed = 0  # commands whose outcome was posted
         self._slots: _Slots | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._poll_failing = False
         self._outbox: asyncio.Queue[tuple[list[Event], asyncio.Future[str]]] | None = None
         self._refused: set[str] = set()  # commands stopped because the server refused their claim
@@ -463,17 +463,11 @@ class RemoteWorker:
             if taken and self._slots is not None:
                 self._slots.release()
             if message is not None:
-                ack = asyncio.ensure_future(message.ack())
-                self._tasks.add(ack)
-                ack.add_done_callback(self._tasks.discard)
+                self._spawn(message.ack())
             return
         if command_id is not None:
             self._running.add(str(command_id))
-        task = asyncio.create_task(
-            self._run_claimed(body, message, holding=taken, direct=direct), name=f"noetl-command-{command_id}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._spawn(self._run_claimed(body, message, holding=taken, direct=direct), f"noetl-command-{command_id}")
         if command_id is not None:
             self._running_tasks[str(command_id)] = task
             task.add_done_callback(functools.partial(self._forget_task, str(command_id)))
@@ -572,19 +566,24 @@ class RemoteWorker:
             if holding:
                 slots.release()
 
+    def _spawn(self, work: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+        """A task the worker keeps track of (drained or cancelled on stop)."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _report_started(self, opening: list[Event], command_id: Any, message: Message | None) -> None:
         """The command is still running after STARTED_REPORT_DELAY (a timer, so short commands
         cost no task): report its claim/start."""
-        task = asyncio.ensure_future(self._post_started(opening, command_id, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._post_started(opening, command_id, message))
 
     async def _post_started(self, opening: list[Event], command_id: Any, message: Message | None) -> None:
         """Report a still-running command's claim/start (best effort; re-sent with the outcome).
         Once stored, its notification is acknowledged: the lease protects the command now. A
         refused claim stops the command."""
-        fate = await self._post(opening, command_id, attempts=1)
-        if fate == REFUSED:
+        fate, rejected = await self._post(opening, command_id, attempts=1)
+        if fate == REFUSED or rejected:
             task = self._executing.get(str(command_id))
             if task is not None and not task.done():
                 self._refused.add(str(command_id))
@@ -598,7 +597,8 @@ class RemoteWorker:
         one request; STORED, REFUSED (the server would not take them) or UNSENT."""
         outbox = self._outbox
         if outbox is None:
-            return await self._post(events, None)
+            fate, rejected = await self._post(events, None)
+            return REFUSED if rejected else fate
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         outbox.put_nowait((events, done))
         return await done
@@ -616,35 +616,31 @@ class RemoteWorker:
             while not outbox.empty() and len(batch) < REPORT_BATCH:
                 batch.append(outbox.get_nowait())
             events = [event for item, _ in batch for event in item]
-            refused: set[str] = set()
-            fate = await self._post(events, f"{len(batch)} command(s)", refused=refused)
+            fate, rejected = await self._post(events, f"{len(batch)} command(s)")
             for item, done in batch:
                 if not done.done():
-                    mine = fate == STORED and any(e.command_id in refused for e in item)
+                    mine = any(e.command_id in rejected for e in item)
                     done.set_result(REFUSED if mine else fate)
 
     async def _post(
-        self, events: list[Event], command_id: Any, *, attempts: int | None = None, refused: set[str] | None = None
-    ) -> str:
-        """Post events (masked), retrying until stored. STORED (the commands the server refused
-        are added to `refused`; with one command, REFUSED says it), REFUSED for events the
-        server will never take, UNSENT when given up."""
+        self, events: list[Event], command_id: Any, *, attempts: int | None = None
+    ) -> tuple[str, set[str]]:
+        """Post events (masked), retrying until stored: (STORED, the commands whose events the
+        server refused), (REFUSED, set()) for events it will never take, (UNSENT, set()) when
+        given up."""
         batch = [masked(e) for e in events]
         delays = _POST_RETRY_DELAYS if attempts is None else _POST_RETRY_DELAYS[: max(0, attempts - 1)]
         for attempt in range(len(delays) + 1):
             try:
                 _, rejected = await self._call(self.client.report_events, batch, worker_id=self.worker_id)
-                if refused is not None:
-                    refused |= rejected
-                    return STORED
-                return REFUSED if rejected else STORED
+                return STORED, rejected
             except (NotFound, ValidationFailed) as exc:  # the server will never take these
                 log.error("the server refused the events: %s", exc, extra={"command_id": command_id})
-                return REFUSED
+                return REFUSED, set()
             except NoetlError as exc:
                 if attempt >= len(delays):
                     log.error("could not post events: %s", exc, extra={"command_id": command_id})
-                    return UNSENT
+                    return UNSENT, set()
                 log.warning(
                     "posting events failed, retrying in %.1fs: %s",
                     delays[attempt],
@@ -652,7 +648,7 @@ class RemoteWorker:
                     extra={"command_id": command_id},
                 )
                 await asyncio.sleep(delays[attempt])
-        return UNSENT
+        return UNSENT, set()
 
     async def _run_child(self, request: ChildRequest, command: Command) -> ChildResult:
         try:
