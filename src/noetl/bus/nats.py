@@ -173,6 +173,8 @@ async def ensure_stream(js: JetStreamContext, stream: str, subjects: Sequence[st
 
 
 def _settle(done: concurrent.futures.Future[None], task: asyncio.Task[None]) -> None:
+    if done.done():  # a synchronous `publish` gave up waiting and cancelled it
+        return
     if task.cancelled():
         done.set_exception(BusError("publish cancelled (the publisher closed)"))
     elif (exc := task.exception()) is not None:
@@ -241,8 +243,7 @@ class NatsPublisher:
     def publish(self, subject: str, payload: dict[str, Any]) -> None:
         if threading.current_thread() is self._thread:
             raise BusError("NatsPublisher.publish cannot be called from its own event loop")
-        future = self._start_publish(subject, payload)
-        self._wait(future, self.publish_timeout + 1.0, f"publish to {subject}")
+        self._wait(self.publish_later(subject, payload), self.publish_timeout + 1.0, f"publish to {subject}")
 
     def publish_later(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
         """Queue the publish for the publisher's loop and return at once; the PubAck (or the
@@ -274,21 +275,6 @@ class NatsPublisher:
         for subject, data, done in batch:
             task = self._loop.create_task(self._publish(subject, data))
             task.add_done_callback(functools.partial(_settle, done))
-
-    def _start_publish(self, subject: str, payload: dict[str, Any]) -> concurrent.futures.Future[None]:
-        try:
-            data = orjson.dumps(payload)
-        except TypeError as exc:
-            raise BusError(f"notification payload for {subject} is not JSON-serialisable: {exc}") from exc
-        with self._lock:
-            if self._closed:
-                raise BusError("the NATS publisher is closed")
-            if not self._nc.is_connected:
-                raise BusError(
-                    f"not connected to NATS at {redact(self.url)} (reconnecting); {subject} not published"
-                )
-            # Scheduled under the lock, so publishes from one thread reach the loop in order.
-            return asyncio.run_coroutine_threadsafe(self._publish(subject, data), self._loop)
 
     async def _publish(self, subject: str, data: bytes) -> None:
         try:
