@@ -42,8 +42,13 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
+def error_body(message: str, status: int) -> dict[str, Any]:
+    """The `{"error", "status"}` body, secrets masked."""
+    return {"error": masker.mask_text(message), "status": status}
+
+
 def error_response(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": masker.mask_text(message), "status": status}, status_code=status)
+    return JSONResponse(error_body(message, status), status_code=status)
 
 
 async def _noetl_error(request: Request, exc: Exception) -> JSONResponse:

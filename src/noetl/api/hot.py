@@ -17,9 +17,8 @@ from typing import Any
 import anyio.to_thread
 import orjson
 
-from noetl.api.errors import MalformedRequest, status_of
+from noetl.api.errors import MalformedRequest, error_body, status_of
 from noetl.errors import NoetlError
-from noetl.secrets import masker
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +50,15 @@ class HotRoutes:
             doc = _decode(body)
             status, answer = 200, await anyio.to_thread.run_sync(handler, doc)
         except _TooLarge:
-            status, answer = 413, _error(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
+            status, answer = 413, error_body(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
         except NoetlError as exc:
             status = status_of(exc)
             if status >= 500:
                 log.error("%s %s failed: %s", scope["method"], scope["path"], exc)
-            answer = _error(str(exc), status)
+            answer = error_body(str(exc), status)
         except Exception as exc:  # a bug: answered like the app's catch-all handler
             log.exception("%s %s crashed", scope["method"], scope["path"])
-            status, answer = 500, _error(f"Internal server error: {type(exc).__name__}: {exc}", 500)
+            status, answer = 500, error_body(f"Internal server error: {type(exc).__name__}: {exc}", 500)
         payload = orjson.dumps(answer)
         await send(
             {
@@ -102,7 +101,3 @@ def _decode(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"Invalid JSON body: {exc}") from exc
-
-
-def _error(message: str, status: int) -> dict[str, Any]:
-    return {"error": masker.mask_text(message), "status": status}
