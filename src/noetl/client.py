@@ -187,7 +187,9 @@ class ServerClient:
                     status, data = poster.post(path, content or b"")
                 else:
                     headers = _JSON_HEADERS if content is not None else None
-                    response = self._http.request(method, path, content=content, params=params, headers=headers)
+                    response = self._http.request(
+                        method, path, content=content, params=params, headers=headers
+                    )
                     status, data = response.status_code, response.content
             except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
                 connect = isinstance(exc, (httpx.ConnectError, ConnectionRefusedError))
@@ -216,7 +218,9 @@ class ServerClient:
         try:
             return orjson.loads(data)
         except ValueError as exc:
-            raise ServerError(f"{method} {path}: the server answered with invalid JSON", status=status) from exc
+            raise ServerError(
+                f"{method} {path}: the server answered with invalid JSON", status=status
+            ) from exc
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         body = self._json(method, path, **kwargs)
@@ -373,7 +377,9 @@ class ServerClient:
         stored event ids. Idempotent on event_id, so retried like a read."""
         return self.report_events(events, worker_id=worker_id)[0]
 
-    def report_events(self, events: Iterable[Event], *, worker_id: str | None = None) -> tuple[list[int], set[str]]:
+    def report_events(
+        self, events: Iterable[Event], *, worker_id: str | None = None
+    ) -> tuple[list[int], set[str]]:
         """`post_events`, also returning the command ids whose events the server refused."""
         batch = list(events)
         if not batch:

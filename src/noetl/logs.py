@@ -28,7 +28,13 @@ class StructuredFormatter(logging.Formatter):
         stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + "Z"
         if self.as_json:
             line = json.dumps(
-                {"time": stamp, "level": record.levelname, "logger": record.name, "message": message, **extras},
+                {
+                    "time": stamp,
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "message": message,
+                    **extras,
+                },
                 default=str,
             )
         else:

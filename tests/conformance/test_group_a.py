@@ -78,15 +78,34 @@ def test_a4_comprehensive_exclusive_branch(conformance_dir: Path, store: str) ->
 @pytest.mark.parametrize(
     ("temperature", "ran", "not_run", "flag"),
     [
-        (30, {"hot_path", "hot_task_a", "hot_task_b"}, {"cold_path", "cold_task"}, {"is_hot": True, "message": "hot"}),
-        (10, {"cold_path", "cold_task"}, {"hot_path", "hot_task_a", "hot_task_b"}, {"is_hot": False, "message": "cold"}),
+        (
+            30,
+            {"hot_path", "hot_task_a", "hot_task_b"},
+            {"cold_path", "cold_task"},
+            {"is_hot": True, "message": "hot"},
+        ),
+        (
+            10,
+            {"cold_path", "cold_task"},
+            {"hot_path", "hot_task_a", "hot_task_b"},
+            {"is_hot": False, "message": "cold"},
+        ),
     ],
 )
 def test_a5_control_flow_workbook(
-    conformance_dir: Path, store: str, temperature: int, ran: set[str], not_run: set[str], flag: dict[str, Any]
+    conformance_dir: Path,
+    store: str,
+    temperature: int,
+    ran: set[str],
+    not_run: set[str],
+    flag: dict[str, Any],
 ) -> None:
     outcome = run_ok(
-        conformance_dir, "control_flow_workbook/control_flow_workbook.yaml", store, "--set", f"temperature_c={temperature}"
+        conformance_dir,
+        "control_flow_workbook/control_flow_workbook.yaml",
+        store,
+        "--set",
+        f"temperature_c={temperature}",
     )
     results, status = steps_of(outcome), statuses(outcome)
     assert results["eval_flag"] == flag
@@ -110,7 +129,9 @@ def test_a6_fanout_reduce_barrier(conformance_dir: Path, store: str) -> None:
     position = {id(e): i for i, e in enumerate(log)}
 
     def completed(step: str) -> int:
-        return next(position[id(e)] for e in log if e["event_type"] == "command.completed" and e["node_name"] == step)
+        return next(
+            position[id(e)] for e in log if e["event_type"] == "command.completed" and e["node_name"] == step
+        )
 
     assert completed("reduce_customer") > completed("normalize_customer")
     assert completed("reduce_customer") > completed("enrich_customer")
@@ -118,7 +139,9 @@ def test_a6_fanout_reduce_barrier(conformance_dir: Path, store: str) -> None:
 
 def test_a7_loop_test(conformance_dir: Path, store: str) -> None:
     results = steps_of(run_ok(conformance_dir, "loop_test.yaml", store))
-    assert results["start"]["results"] == [{"number": n, "doubled": 2 * n, "index": n - 1} for n in range(1, 6)]
+    assert results["start"]["results"] == [
+        {"number": n, "doubled": 2 * n, "index": n - 1} for n in range(1, 6)
+    ]
     assert results["start"]["count"] == 5
     assert results["process"] == {"original_sum": 15, "doubled_sum": 30, "count": 5}
     assert results["verify"]["status"] == "passed"
@@ -126,7 +149,9 @@ def test_a7_loop_test(conformance_dir: Path, store: str) -> None:
 
 
 def test_a8_loop_instance_isolation(conformance_dir: Path, store: str) -> None:
-    verify = steps_of(run_ok(conformance_dir, "test_loop_instance_isolation/playbook.yaml", store))["verify_results"]
+    verify = steps_of(run_ok(conformance_dir, "test_loop_instance_isolation/playbook.yaml", store))[
+        "verify_results"
+    ]
     assert verify["users_count"] == 2
     assert verify["products_count"] == 2
     assert verify["verification"] == "Both loops completed independently"
@@ -134,7 +159,9 @@ def test_a8_loop_instance_isolation(conformance_dir: Path, store: str) -> None:
 
 
 def test_a9_heavy_loop_aggregation(conformance_dir: Path, store: str) -> None:
-    results = steps_of(run_ok(conformance_dir, "load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml", store))
+    results = steps_of(
+        run_ok(conformance_dir, "load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml", store)
+    )
     assert results["validate_results"]["status"] == "validated"
     assert results["validate_results"]["all_checks_passed"] is True
     aggregate = results["aggregate_results"]
@@ -149,7 +176,9 @@ def test_a9_heavy_loop_aggregation(conformance_dir: Path, store: str) -> None:
 
 
 def test_a10_vars_api(conformance_dir: Path, store: str) -> None:
-    verify = steps_of(run_ok(conformance_dir, "vars_test/test_vars_api.yaml", store))["verify_vars_accessible"]
+    verify = steps_of(run_ok(conformance_dir, "vars_test/test_vars_api.yaml", store))[
+        "verify_vars_accessible"
+    ]
     assert verify["verification"] == "passed"
     assert (verify["user_id"], verify["username"], verify["score"]) == (999, "api_tester", 85)
 
@@ -180,7 +209,9 @@ def test_a13_duckdb_retry_query(conformance_dir: Path, store: str) -> None:
 
 
 def test_a14_user_profile_scorer(conformance_dir: Path, store: str) -> None:
-    final = steps_of(run_ok(conformance_dir, "playbook_composition/user_profile_scorer.yaml", store))["finalize_result"]
+    final = steps_of(run_ok(conformance_dir, "playbook_composition/user_profile_scorer.yaml", store))[
+        "finalize_result"
+    ]
     assert final["user_name"] == "TestUser"
     assert final["profile_score"] == 15.8
     assert final["score_category"] == "Junior"

@@ -156,7 +156,9 @@ def test_publish_then_fetch_returns_the_same_payload(bus: Bus) -> None:
 def test_publish_later_delivers_in_order_and_settles(bus: Bus) -> None:
     """The control plane's non-blocking publish: every future settles once the bus has the
     message, a burst arrives in publish order, and an impossible publish fails its future."""
-    futures = [bus.publisher.publish_later(bus.subject("shared", 3), note(i, execution_id=3)) for i in range(20)]
+    futures = [
+        bus.publisher.publish_later(bus.subject("shared", 3), note(i, execution_id=3)) for i in range(20)
+    ]
     for future in futures:
         assert future.result(10) is None
 

@@ -514,7 +514,9 @@ def test_worker_registry_lifecycle(store: Store) -> None:
     assert store.workers()[0].heartbeat > old
     assert store.touch_worker("nobody") is False
     store.upsert_worker(WorkerRecord(name="w1", kind="worker_pool", status="busy", heartbeat=old))
-    assert [(w.name, w.status) for w in store.workers("worker_pool")] == [("w1", "busy")]  # upsert, not a copy
+    assert [(w.name, w.status) for w in store.workers("worker_pool")] == [
+        ("w1", "busy")
+    ]  # upsert, not a copy
     assert store.workers("server_api") == []
     assert store.remove_worker("w1") is True
     assert store.remove_worker("w1") is False

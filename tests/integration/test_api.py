@@ -196,7 +196,11 @@ def finish(client: TestClient, command: dict[str, Any], data: Any, worker_id: st
         ("command.started", {"command_id": command_id}),
         (
             "call.done",
-            {"command_id": command_id, "call_index": 0, "result": {"status": "success", "context": {"data": data}}},
+            {
+                "command_id": command_id,
+                "call_index": 0,
+                "result": {"status": "success", "context": {"data": data}},
+            },
         ),
         ("command.completed", {"command_id": command_id, "status": "success"}),
     ):
@@ -283,7 +287,9 @@ def test_error_bodies(client: TestClient) -> None:
     error(client.get("/api/no/such/route"), 404)
     # a JSON body sent with another content type (curl -d) is still read as JSON
     form = client.post(
-        "/api/execute", content=b'{"path": "nowhere"}', headers={"content-type": "application/x-www-form-urlencoded"}
+        "/api/execute",
+        content=b'{"path": "nowhere"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert error(form, 404) == "Playbook not found: nowhere"
 
@@ -345,9 +351,24 @@ def test_catalog_resource_lookups(client: TestClient) -> None:
     second = register(client)
     latest = ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps"}))
     assert latest["version"] == 2 and latest["catalog_id"] == second["catalog_id"]
-    assert ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps", "version": "latest"}))["version"] == 2
-    assert ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps", "version": "1"}))["version"] == 1
-    assert ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps", "version": 1}))["version"] == 1
+    assert (
+        ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps", "version": "latest"}))[
+            "version"
+        ]
+        == 2
+    )
+    assert (
+        ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps", "version": "1"}))[
+            "version"
+        ]
+        == 1
+    )
+    assert (
+        ok(client.post("/api/catalog/resource", json={"path": "tests/api/two_steps", "version": 1}))[
+            "version"
+        ]
+        == 1
+    )
     by_id = ok(client.post("/api/catalog/resource", json={"catalog_id": first["catalog_id"]}))
     assert (by_id["path"], by_id["version"]) == ("tests/api/two_steps", 1)
     error(client.post("/api/catalog/resource", json={"path": "tests/api/missing"}), 404)
@@ -556,7 +577,10 @@ def test_event_ingest_is_idempotent(client: TestClient, control: ControlPlane) -
 def test_event_ingest_errors(client: TestClient) -> None:
     register(client)
     started = execute(client)
-    assert error(client.post("/api/events", json={"execution_id": "x", "event_type": "a"}), 422) == "Invalid execution_id"
+    assert (
+        error(client.post("/api/events", json={"execution_id": "x", "event_type": "a"}), 422)
+        == "Invalid execution_id"
+    )
     error(client.post("/api/events", json={"execution_id": started["execution_id"], "step": "start"}), 422)
     error(client.post("/api/events", json={"execution_id": "123", "event_type": "command.started"}), 404)
 
@@ -575,9 +599,17 @@ def test_event_batch_inherits_the_envelope(client: TestClient, control: ControlP
             {
                 "step": "start",
                 "name": "call.done",
-                "context": {"command_id": cid, "call_index": 0, "result": {"status": "success", "context": {"data": 1}}},
+                "context": {
+                    "command_id": cid,
+                    "call_index": 0,
+                    "result": {"status": "success", "context": {"data": 1}},
+                },
             },
-            {"step": "start", "event_type": "command.completed", "payload": {"command_id": cid, "status": "success"}},
+            {
+                "step": "start",
+                "event_type": "command.completed",
+                "payload": {"command_id": cid, "status": "success"},
+            },
         ],
     }
     answer = ok(client.post("/api/events/batch", json=body))
@@ -589,19 +621,27 @@ def test_event_batch_inherits_the_envelope(client: TestClient, control: ControlP
         assert event.worker_id == "batch-worker"
         assert event.execution_id == int(started["execution_id"])
     assert [c["step"] for c in pending(client)] == ["end"]  # command.completed moved the run on
-    assert ok(client.post("/api/events/batch", json={"execution_id": started["execution_id"], "events": []}))[
-        "event_ids"
-    ] == []
+    assert (
+        ok(client.post("/api/events/batch", json={"execution_id": started["execution_id"], "events": []}))[
+            "event_ids"
+        ]
+        == []
+    )
 
 
-def test_worker_batches_answer_errors_like_the_app(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_batches_answer_errors_like_the_app(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hot routes (noetl.api.hot) answer the same {error, status} bodies as every route."""
     for path in ("/api/events/batch", "/api/commands/claim"):
         bad = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"].startswith("Invalid JSON body")
         assert error(client.post(path, json=[1, 2]), 422) == "the request body must be a JSON object"
     assert error(client.post("/api/events/batch", json={"events": {}}), 422) == "'events' must be an array"
-    assert error(client.post("/api/events/batch", json={"events": [1]}), 422) == "events[0] must be a JSON object"
+    assert (
+        error(client.post("/api/events/batch", json={"events": [1]}), 422)
+        == "events[0] must be a JSON object"
+    )
     unknown = {"execution_id": "123", "events": [{"step": "s", "event_type": "command.started"}]}
     assert error(client.post("/api/events/batch", json=unknown), 404) == "execution 123 not found"
     assert "worker_id" in error(client.post("/api/commands/claim", json={}), 422)
@@ -620,7 +660,11 @@ def _direct_report(client: TestClient, command: dict[str, Any], worker_id: str) 
     events = [
         {"step": command["step"], "event_type": "command.claimed", "payload": {"command_id": cid}},
         {"step": command["step"], "event_type": "command.started", "payload": {"command_id": cid}},
-        {"step": command["step"], "event_type": "command.completed", "payload": {"command_id": cid, "status": "success"}},
+        {
+            "step": command["step"],
+            "event_type": "command.completed",
+            "payload": {"command_id": cid, "status": "success"},
+        },
     ]
     body = {"execution_id": str(command["execution_id"]), "worker_id": worker_id, "events": events}
     return ok(client.post("/api/events/batch", json=body))
@@ -636,7 +680,11 @@ def test_a_posted_claim_is_the_claim(client: TestClient, control: ControlPlane) 
     first = pending(client)[0]
     answer = _direct_report(client, first, "fast-worker")
     assert "rejected" not in answer and len(answer["event_ids"]) == 3
-    types = [(e.event_type, e.worker_id) for e in control.store.read(execution_id) if e.command_id == first["command_id"]]
+    types = [
+        (e.event_type, e.worker_id)
+        for e in control.store.read(execution_id)
+        if e.command_id == first["command_id"]
+    ]
     assert ("command.claimed", "fast-worker") in types and ("command.completed", "fast-worker") in types
     second = pending(client)[0]
     assert second["step"] == "end"
@@ -672,7 +720,13 @@ def test_executions_list_get_and_filters(client: TestClient) -> None:
     assert [str(r["execution_id"]) for r in rows] == [second["execution_id"], first["execution_id"]]
     row = rows[0]
     assert set(row) == {
-        "execution_id", "catalog_id", "path", "status", "started_at", "completed_at", "parent_execution_id",
+        "execution_id",
+        "catalog_id",
+        "path",
+        "status",
+        "started_at",
+        "completed_at",
+        "parent_execution_id",
     }
     assert row["path"] == "tests/api/two_steps" and row["status"] == "RUNNING"
     assert row["started_at"].endswith("Z") and row["completed_at"] is None
@@ -740,7 +794,9 @@ def test_worker_pool_registration(client: TestClient) -> None:
     error(client.post("/api/worker/pool/register", json={"name": "x", "kind": "toaster"}), 422)
     error(client.post("/api/worker/pool/register", json={"status": "ready"}), 422)
     assert ok(client.post("/api/worker/pool/deregister", json={"name": "pool-a"}))["status"] == "ok"
-    deleted = client.request("DELETE", "/api/worker/pool/deregister", json={"name": "pool-b", "component_type": "worker_pool"})
+    deleted = client.request(
+        "DELETE", "/api/worker/pool/deregister", json={"name": "pool-b", "component_type": "worker_pool"}
+    )
     assert ok(deleted)["status"] == "ok"
     assert ok(client.get("/api/worker/pools")) == []
     error(client.post("/api/worker/pool/heartbeat", json={"name": "pool-a"}), 404)
@@ -773,7 +829,13 @@ def test_credentials_crud_never_leaks_data(client: TestClient) -> None:
     created = ok(
         client.post(
             "/api/credentials",
-            json={"name": "pg_main", "type": "postgres", "data": secret, "description": "main db", "tags": ["prod"]},
+            json={
+                "name": "pg_main",
+                "type": "postgres",
+                "data": secret,
+                "description": "main db",
+                "tags": ["prod"],
+            },
         )
     )
     assert "data" not in created and "s3cr3t-value" not in str(created)
@@ -787,10 +849,19 @@ def test_credentials_crud_never_leaks_data(client: TestClient) -> None:
     plain = client.get("/api/credentials/pg_main")
     assert "s3cr3t-value" not in plain.text and "data" not in plain.json()
     assert ok(client.get("/api/credentials/pg_main", params={"include_data": "true"}))["data"] == secret
-    updated = ok(client.post("/api/credentials", json={"name": "pg_main", "type": "postgres", "data": {"password": "new"}}))
+    updated = ok(
+        client.post(
+            "/api/credentials", json={"name": "pg_main", "type": "postgres", "data": {"password": "new"}}
+        )
+    )
     assert "data" not in updated
-    assert ok(client.get("/api/credentials/pg_main", params={"include_data": True}))["data"] == {"password": "new"}
-    assert ok(client.delete("/api/credentials/pg_main")) == {"message": "Credential deleted successfully", "id": "pg_main"}
+    assert ok(client.get("/api/credentials/pg_main", params={"include_data": True}))["data"] == {
+        "password": "new"
+    }
+    assert ok(client.delete("/api/credentials/pg_main")) == {
+        "message": "Credential deleted successfully",
+        "id": "pg_main",
+    }
     error(client.get("/api/credentials/pg_main"), 404)
     error(client.delete("/api/credentials/pg_main"), 404)
     error(client.post("/api/credentials", json={"name": "x", "type": "t", "data": "not-an-object"}), 422)
@@ -849,7 +920,9 @@ def _free_port() -> int:
         return port
 
 
-def _wait_healthy(http: httpx.Client, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+def _wait_healthy(
+    http: httpx.Client, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -880,8 +953,18 @@ def _start_server(tmp_path: Path, port: int, *extra: str) -> tuple[subprocess.Po
     log = tmp_path / f"server-{port}-{len(list(tmp_path.glob('server-*.log')))}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
     command = [
-        sys.executable, "-m", "noetl", "server", "start", "--host", "127.0.0.1",
-        "--port", str(port), "--store", f"sqlite:///{tmp_path}/s.db", *extra,
+        sys.executable,
+        "-m",
+        "noetl",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--store",
+        f"sqlite:///{tmp_path}/s.db",
+        *extra,
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)

@@ -381,7 +381,9 @@ def test_a_write_made_while_waiting_for_the_lock_makes_the_waiter_stale(pg_dsn: 
     holder, waiter = (PostgresStore(pg_dsn, schema=schema) for _ in range(2))
     execution = ids.next()
     try:
-        holder.append([Event(event_id=ids.next(), execution_id=execution, event_type=PLAYBOOK_STARTED, node_name="x")])
+        holder.append(
+            [Event(event_id=ids.next(), execution_id=execution, event_type=PLAYBOOK_STARTED, node_name="x")]
+        )
         waiter.mark_current(execution)
         assert not waiter.is_stale(execution)
         granted = threading.Event()
@@ -397,7 +399,9 @@ def test_a_write_made_while_waiting_for_the_lock_makes_the_waiter_stale(pg_dsn: 
             thread.start()
             time.sleep(0.3)  # the waiter's lock request is queued behind ours
             assert not granted.is_set()
-            holder.append([Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER)])  # bumps it
+            holder.append(
+                [Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER)]
+            )  # bumps it
         thread.join(10)
         assert seen == [True]
     finally:

@@ -694,8 +694,13 @@ def test_duckdb_attaches_postgres_through_a_credential(pg_dsn: str) -> None:
             return {
                 "name": alias,
                 "type": "postgres",
-                "data": {"db_host": "127.0.0.1", "db_port": 5432, "db_user": "postgres",
-                         "db_password": "unused-by-trust", "db_name": "test"},
+                "data": {
+                    "db_host": "127.0.0.1",
+                    "db_port": 5432,
+                    "db_user": "postgres",
+                    "db_password": "unused-by-trust",
+                    "db_name": "test",
+                },
             }
 
     try:

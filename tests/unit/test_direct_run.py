@@ -84,7 +84,10 @@ def test_notifications_carry_the_command_only_when_every_worker_listens(store: A
     worker(store, "bus-1", bus=True)
     start(control)
     first = notes.sent[-1]
-    assert first["command"]["node_name"] == "start" and first["command"]["meta"]["command_id"] == first["command_id"]
+    assert (
+        first["command"]["node_name"] == "start"
+        and first["command"]["meta"]["command_id"] == first["command_id"]
+    )
     assert abs(first["issued_at"] - time.time()) < 5 and "again" not in first
     assert control.pending() == []  # held for the bus: a worker may be running it unclaimed
 
@@ -98,7 +101,9 @@ def test_notifications_carry_the_command_only_when_every_worker_listens(store: A
     assert [p["event_id"] for p in control.pending()] == [plain["event_id"]]
 
 
-def test_a_held_command_is_offered_to_polling_after_the_window(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_held_command_is_offered_to_polling_after_the_window(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     notes = Notes()
     control = ControlPlane(store, notify=notes)
     worker(store, "bus-1", bus=True)
@@ -185,7 +190,9 @@ def _start_fanout(control: ControlPlane, notes: Notes) -> tuple[int, dict[str, A
     control.register(FANOUT_WITH_FAILURE)
     execution_id = control.execute(ExecuteRequest(path="tests/direct_fail")).execution_id
     assert report(control, notes.sent[-1]["command"], "w1") == []  # start (noop)
-    bodies = {p["step"]: p["command"] for p in notes.sent if p.get("command") and p["step"] in ("good", "bad")}
+    bodies = {
+        p["step"]: p["command"] for p in notes.sent if p.get("command") and p["step"] in ("good", "bad")
+    }
     assert set(bodies) == {"good", "bad"}
     return execution_id, bodies
 
@@ -222,7 +229,9 @@ def test_a_failing_run_stops_waiting_when_no_worker_took_the_command(
     assert report(control, bodies["good"], "w1") == [bodies["good"]["meta"]["command_id"]]  # too late
 
 
-def test_ended_executions_engines_are_evicted_beyond_the_cap(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ended_executions_engines_are_evicted_beyond_the_cap(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A long-lived server keeps the engines of its last MAX_ENDED_ENGINES ended executions;
     older ones are rebuilt from the log when asked for."""
     monkeypatch.setattr("noetl.runtime.control.MAX_ENDED_ENGINES", 2)

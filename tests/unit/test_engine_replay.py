@@ -54,8 +54,7 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
         "edges": dict(state.edges),
         "last": state.last_completed,
         "steps": {
-            name: (step.status, step.runs, engine.step_data(name))
-            for name, step in state.steps.items()
+            name: (step.status, step.runs, engine.step_data(name)) for name, step in state.steps.items()
         },
         "open_commands": sorted(state.commands),
     }

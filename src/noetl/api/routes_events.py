@@ -37,7 +37,9 @@ def router(control: ControlPlane) -> APIRouter:
 
     @api.get("/commands/pending")
     def pending(
-        pool: Annotated[list[str] | None, Query(description="Pools to poll (repeatable); all when absent.")] = None,
+        pool: Annotated[
+            list[str] | None, Query(description="Pools to poll (repeatable); all when absent.")
+        ] = None,
         limit: Annotated[int, Query(ge=1)] = 10,
     ) -> dict[str, Any]:
         """Issued commands nobody claimed yet, oldest first (polling without NATS)."""

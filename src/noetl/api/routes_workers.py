@@ -27,7 +27,9 @@ class RuntimeRegistry:
     """Worker (and server) registrations, kept in the store's shared registry: every server on the
     store sees a worker's heartbeats, which is what a claim's lease is checked against."""
 
-    def __init__(self, store: WorkerRegistry, ids: Callable[[], int], clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, store: WorkerRegistry, ids: Callable[[], int], clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self._store = store
         self._ids = ids
         self._clock = clock
@@ -65,7 +67,9 @@ class RuntimeRegistry:
     def deregister(self, doc: Mapping[str, Any]) -> bool:
         return self._store.remove_worker(required_str(doc, "name"), _kind(doc))
 
-    def rows(self, kind: str | None = None, status: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    def rows(
+        self, kind: str | None = None, status: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
         return sorted(
             (
                 _row(record)
@@ -156,7 +160,9 @@ def router(registry: RuntimeRegistry, control: ControlPlane) -> APIRouter:
 
     @api.get("/pools")
     def pools(
-        kind: Annotated[str | None, Query(description="worker_pool (default), server_api or broker")] = "worker_pool",
+        kind: Annotated[
+            str | None, Query(description="worker_pool (default), server_api or broker")
+        ] = "worker_pool",
         status: str | None = None,
         name: Annotated[str | None, Query(description="Substring of the name")] = None,
     ) -> list[dict[str, Any]]:

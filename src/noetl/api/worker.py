@@ -226,7 +226,9 @@ class InProcessWorker:
             )
             outcome = await asyncio.to_thread(control.execute, start)
         except NoetlError as exc:
-            return ChildResult(execution_id=0, status="FAILED", result=None, error=f"cannot start child playbook: {exc}")
+            return ChildResult(
+                execution_id=0, status="FAILED", result=None, error=f"cannot start child playbook: {exc}"
+            )
         child = outcome.execution_id
         while True:
             status = await asyncio.to_thread(control.status, child)

@@ -254,11 +254,17 @@ class NatsPublisher:
         try:
             data = orjson.dumps(payload)
         except TypeError as exc:
-            done.set_exception(BusError(f"notification payload for {subject} is not JSON-serialisable: {exc}"))
+            done.set_exception(
+                BusError(f"notification payload for {subject} is not JSON-serialisable: {exc}")
+            )
             return done
         with self._lock:
             if self._closed or not self._nc.is_connected:
-                state = "closed" if self._closed else f"not connected to NATS at {redact(self.url)} (reconnecting)"
+                state = (
+                    "closed"
+                    if self._closed
+                    else f"not connected to NATS at {redact(self.url)} (reconnecting)"
+                )
                 done.set_exception(BusError(f"the NATS publisher is {state}; {subject} not published"))
                 return done
             self._queued.append((subject, data, done))

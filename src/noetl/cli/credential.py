@@ -10,9 +10,29 @@ import typer
 
 app = typer.Typer(help="Manage credentials (stored encrypted at rest).", no_args_is_help=True)
 
-StoreOption = Annotated[str | None, typer.Option("--store", help="Store URL; default: NOETL_STORE_URL or the user data dir.")]
-_SHOWN = frozenset({"db_host", "host", "db_port", "port", "db_name", "database", "dbname", "db_user", "user",
-                    "username", "header", "region", "account", "warehouse", "schema", "role"})
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="Store URL; default: NOETL_STORE_URL or the user data dir.")
+]
+_SHOWN = frozenset(
+    {
+        "db_host",
+        "host",
+        "db_port",
+        "port",
+        "db_name",
+        "database",
+        "dbname",
+        "db_user",
+        "user",
+        "username",
+        "header",
+        "region",
+        "account",
+        "warehouse",
+        "schema",
+        "role",
+    }
+)
 
 
 def _die(message: str) -> None:
@@ -68,10 +88,16 @@ def parse_credential(
 
 @app.command("add")
 def add(
-    name: Annotated[str | None, typer.Argument(help="Credential name (the alias playbooks use in `auth:`).")] = None,
-    type_: Annotated[str | None, typer.Option("--type", help="postgres, http_bearer, api_key, basic, ...")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="Credential name (the alias playbooks use in `auth:`).")
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="postgres, http_bearer, api_key, basic, ...")
+    ] = None,
     data: Annotated[str | None, typer.Option("--data", help="The secret fields as a JSON object.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Upstream-shaped JSON file {name, type, data}.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Upstream-shaped JSON file {name, type, data}.")
+    ] = None,
     description: Annotated[str | None, typer.Option("--description")] = None,
     store: StoreOption = None,
 ) -> None:
@@ -129,7 +155,12 @@ def show(
         typer.echo(f"error: credential '{name}' not found", err=True)
         raise typer.Exit(1)
     data = {k: (v if reveal or k in _SHOWN else MASK) for k, v in credential.data.items()}
-    doc = {"name": credential.name, "type": credential.type, "description": credential.description, "data": data}
+    doc = {
+        "name": credential.name,
+        "type": credential.type,
+        "description": credential.description,
+        "data": data,
+    }
     typer.echo(json.dumps(doc, indent=2, default=str))
 
 

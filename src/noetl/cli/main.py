@@ -34,7 +34,10 @@ _register_subcommands()
 
 StoreOption = Annotated[
     str | None,
-    typer.Option("--store", help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir."),
+    typer.Option(
+        "--store",
+        help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir.",
+    ),
 ]
 
 
@@ -89,11 +92,20 @@ def _open_store(url: str | None) -> Any:
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="Playbook YAML file.")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Workload value key=value (repeatable; JSON values allowed).")] = None,
-    payload: Annotated[str | None, typer.Option("--payload", help="Workload overrides as a JSON object.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Workload value key=value (repeatable; JSON values allowed)."),
+    ] = None,
+    payload: Annotated[
+        str | None, typer.Option("--payload", help="Workload overrides as a JSON object.")
+    ] = None,
     store: StoreOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object with the outcome.")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")] = 16,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print exactly one JSON object with the outcome.")
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")
+    ] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
 ) -> None:
@@ -179,7 +191,9 @@ def events(
         return
     for event in rows:
         created = event.created_at.isoformat(timespec="milliseconds")
-        typer.echo(f"{created}  {event.event_id}  {event.event_type:<20} {event.node_name or '':<28} {event.status or ''}")
+        typer.echo(
+            f"{created}  {event.event_id}  {event.event_type:<20} {event.node_name or '':<28} {event.status or ''}"
+        )
 
 
 @app.command()

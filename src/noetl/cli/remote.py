@@ -366,7 +366,8 @@ def worker_start(
     bus: Annotated[
         str | None,
         typer.Option(
-            "--bus", help="Command bus URL (nats://host:4222); default NOETL_BUS_URL. Without it (or while it is down) the worker polls the server."
+            "--bus",
+            help="Command bus URL (nats://host:4222); default NOETL_BUS_URL. Without it (or while it is down) the worker polls the server.",
         ),
     ] = None,
     poll_interval: Annotated[

@@ -45,11 +45,7 @@ def analyse(playbook: Playbook) -> Graph:
     members: dict[int, list[str]] = {}
     for name in steps:
         members.setdefault(component[name], []).append(name)
-    cyclic = {
-        comp
-        for comp, names in members.items()
-        if len(names) > 1 or names[0] in successors[names[0]]
-    }
+    cyclic = {comp for comp, names in members.items() if len(names) > 1 or names[0] in successors[names[0]]}
     forward: dict[str, list[str]] = {name: [] for name in steps}
     exits: dict[int, list[tuple[str, str]]] = {comp: [] for comp in cyclic}
     for source in steps:

@@ -111,7 +111,9 @@ class Engine:
     def execution_id(self) -> int:
         return self.state.execution_id
 
-    def start(self, workload: Mapping[str, Any] | None = None, *, meta: Mapping[str, Any] | None = None) -> list[Event]:
+    def start(
+        self, workload: Mapping[str, Any] | None = None, *, meta: Mapping[str, Any] | None = None
+    ) -> list[Event]:
         """Emit `playbook_started` and dispatch the `start` step."""
         merged = dict(self.playbook.workload)
         merged.update(workload or {})
@@ -631,7 +633,9 @@ class Engine:
             step.has_result = True
             self._changed(step=step.name)
         if spec.set:
-            values = self._render_set(spec.set, self._step_context(step, event_name=event_name), step.name, "set")
+            values = self._render_set(
+                spec.set, self._step_context(step, event_name=event_name), step.name, "set"
+            )
             self._emit(
                 ev.CTX_UPDATED,
                 status="CONTEXT",
@@ -641,7 +645,9 @@ class Engine:
         if spec.next is not None and spec.next.arcs:
             ctx = self._step_context(step, event_name=event_name)
             for arc in spec.next.arcs:
-                if arc.when is not None and not self._condition(arc.when, ctx, step.name, f"next[{arc.step}].when"):
+                if arc.when is not None and not self._condition(
+                    arc.when, ctx, step.name, f"next[{arc.step}].when"
+                ):
                     continue
                 if arc.set:
                     values = self._render_set(arc.set, ctx, step.name, f"next[{arc.step}].set")
@@ -731,11 +737,18 @@ class Engine:
                     return args
         return {}
 
-    def _skip(self, name: str, *, reason: str, fired: list[str] | None = None, dead: list[str] | None = None) -> None:
+    def _skip(
+        self, name: str, *, reason: str, fired: list[str] | None = None, dead: list[str] | None = None
+    ) -> None:
         context: dict[str, Any] = {"reason": reason, "fired": fired or []}
         if dead:
             context["dead"] = dead
-        self._emit(ev.STEP_SKIPPED, node_name=name, status="SKIPPED", result={"status": "SKIPPED", "context": context})
+        self._emit(
+            ev.STEP_SKIPPED,
+            node_name=name,
+            status="SKIPPED",
+            result={"status": "SKIPPED", "context": context},
+        )
         self._route(name, fired or [])
 
     def _maybe_skip_cycle(self, comp: int) -> None:
@@ -751,7 +764,10 @@ class Engine:
                 dead = [t for (s, t) in graph.exits.get(comp, ()) if s == member]
                 context = {"reason": "no incoming arc was taken", "fired": [], "dead": dead}
                 self._emit(
-                    ev.STEP_SKIPPED, node_name=member, status="SKIPPED", result={"status": "SKIPPED", "context": context}
+                    ev.STEP_SKIPPED,
+                    node_name=member,
+                    status="SKIPPED",
+                    result={"status": "SKIPPED", "context": context},
                 )
         for _, target in graph.exits.get(comp, ()):
             self._ready.append(target)
@@ -770,7 +786,9 @@ class Engine:
 
     # --- dispatch
 
-    def _dispatch(self, name: str, *, arc_args: Mapping[str, Any] | None = None, check_guard: bool = True) -> None:
+    def _dispatch(
+        self, name: str, *, arc_args: Mapping[str, Any] | None = None, check_guard: bool = True
+    ) -> None:
         spec = self.playbook.steps[name]
         base: Mapping[str, Any] = self.context()
         if arc_args:
@@ -942,7 +960,9 @@ class Engine:
         except TemplateError as exc:
             raise EngineError(f"step '{step}': {field}: {exc}") from exc
 
-    def _render_set(self, mapping: Mapping[str, Any], ctx: Mapping[str, Any], step: str, field: str) -> dict[str, Any]:
+    def _render_set(
+        self, mapping: Mapping[str, Any], ctx: Mapping[str, Any], step: str, field: str
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, template in mapping.items():
             try:

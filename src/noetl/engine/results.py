@@ -42,7 +42,11 @@ class LoopView(dict[str, Any]):
 
 def view_of(data: Any, labels: dict[str, Any] | None = None) -> Any:
     """What templates see for a result: maps get the `data` alias and pipeline labels."""
-    if isinstance(data, dict) and not isinstance(data, (StepView, LoopView)) and ("data" not in data or labels):
+    if (
+        isinstance(data, dict)
+        and not isinstance(data, (StepView, LoopView))
+        and ("data" not in data or labels)
+    ):
         return StepView(data, labels)
     return data
 

@@ -94,5 +94,7 @@ class ExecutionState:
 
     def running_commands(self) -> int:
         return sum(
-            1 for c in self.commands.values() if c.status in ("claimed", "started") or (c.handed_over and c.status == "issued")
+            1
+            for c in self.commands.values()
+            if c.status in ("claimed", "started") or (c.handed_over and c.status == "issued")
         )

@@ -55,7 +55,14 @@ MAX_ENDED_ENGINES = 1000
 CONTROL_WORKER = "control-plane"
 _ITERATOR_KEYS = ("iterator_index", "iterator_count", "iterator_item")
 _COMMAND_EVENTS = frozenset(
-    {ev.COMMAND_STARTED, ev.CALL_DONE, ev.CALL_ERROR, ev.COMMAND_COMPLETED, ev.COMMAND_FAILED, ev.COMMAND_HEARTBEAT}
+    {
+        ev.COMMAND_STARTED,
+        ev.CALL_DONE,
+        ev.CALL_ERROR,
+        ev.COMMAND_COMPLETED,
+        ev.COMMAND_FAILED,
+        ev.COMMAND_HEARTBEAT,
+    }
 )
 
 
@@ -245,7 +252,11 @@ class ControlPlane:
             else self.store.resource(str(request.path))
         )
         if entry is None:
-            what = f"Catalog entry not found: {request.catalog_id}" if request.catalog_id is not None else f"Playbook not found: {request.path}"
+            what = (
+                f"Catalog entry not found: {request.catalog_id}"
+                if request.catalog_id is not None
+                else f"Playbook not found: {request.path}"
+            )
             raise NotFound(what)
         playbook = self._playbook(entry.catalog_id, entry.content, entry.path, entry.version)
         if request.dedup is not None:  # after resolving: a 404/422 must not hold the key for the window
@@ -270,7 +281,15 @@ class ControlPlane:
             start_meta.update(request.metadata)
         if request.parent_execution_id is not None:
             stamp["parent_execution_id"] = str(request.parent_execution_id)
-        commands = self._start(playbook, entry.catalog_id, execution_id, request.payload, request.parent_execution_id, stamp, start_meta)
+        commands = self._start(
+            playbook,
+            entry.catalog_id,
+            execution_id,
+            request.payload,
+            request.parent_execution_id,
+            stamp,
+            start_meta,
+        )
         return ExecuteOutcome(execution_id, "started", commands)
 
     def execute_batch(self, items: Any) -> dict[str, Any]:
@@ -285,7 +304,9 @@ class ControlPlane:
                 outcome = self.execute(ExecuteRequest.from_json(body))
             except NoetlError as exc:
                 counts["error"] += 1
-                results.append({"index": index, "status": "error", "commands_generated": 0, "error": str(exc)})
+                results.append(
+                    {"index": index, "status": "error", "commands_generated": 0, "error": str(exc)}
+                )
                 continue
             counts[outcome.status] += 1
             results.append({"index": index, **outcome.to_json()})
@@ -407,7 +428,9 @@ class ControlPlane:
                         continue
                     if event.event_type == ev.COMMAND_CLAIMED and command_id is not None:
                         try:
-                            if not self._claim_allowed(engine, command_id, event.worker_id or "", posted=True):
+                            if not self._claim_allowed(
+                                engine, command_id, event.worker_id or "", posted=True
+                            ):
                                 continue  # this worker's claim is recorded already
                         except Conflict as exc:
                             log.info(
@@ -630,7 +653,12 @@ class ControlPlane:
                 for event in events:
                     command_id = (event.meta or {}).get("command_id")
                     current = engine.state.commands.get(str(command_id)) if engine is not None else None
-                    if engine is None or engine.state.terminal or current is None or current.status != "issued":
+                    if (
+                        engine is None
+                        or engine.state.terminal
+                        or current is None
+                        or current.status != "issued"
+                    ):
                         self._unpend_id(event.event_id)
                         dropped = True
         return dropped
@@ -654,7 +682,9 @@ class ControlPlane:
                     if pools and pool not in pools:
                         continue
                     # Commands just notified with their body are the bus's (see BUS_HOLD_SECONDS).
-                    found.extend(e for e in commands.values() if self._held.get(e.event_id, -math.inf) < held_since)
+                    found.extend(
+                        e for e in commands.values() if self._held.get(e.event_id, -math.inf) < held_since
+                    )
             found.sort(key=lambda e: e.event_id)
             found = found[:limit]
             if not shared or not self._reconcile_pending(found):
@@ -835,8 +865,10 @@ class ControlPlane:
             expired: list[tuple[str, _Lease]] = []
             for cid, lease in due:
                 reported = self._reported.get(lease.worker_id)
-                if lease.worker_id in alive and lease.worker_id not in self._departed and (
-                    reported is None or cid in reported
+                if (
+                    lease.worker_id in alive
+                    and lease.worker_id not in self._departed
+                    and (reported is None or cid in reported)
                 ):
                     lease.deadline = now + self.lease_seconds  # it heartbeats through another server
                 else:
@@ -897,7 +929,9 @@ class ControlPlane:
             with self._lock(event.execution_id):
                 engine = self._engines.get(event.execution_id)
                 if engine is not None:
-                    self._commit(engine, engine.take_back(str((event.meta or {}).get("command_id"))), followups)
+                    self._commit(
+                        engine, engine.take_back(str((event.meta or {}).get("command_id"))), followups
+                    )
             self._run(followups)
 
     def _live_workers(self) -> set[str]:
@@ -1038,7 +1072,9 @@ class ControlPlane:
         pool = parent.state.meta.get("execution_pool")
         if pool:
             start_meta["execution_pool"] = pool
-        self._start(playbook, entry.catalog_id, self.ids(), request.workload, command.execution_id, stamp, start_meta)
+        self._start(
+            playbook, entry.catalog_id, self.ids(), request.workload, command.execution_id, stamp, start_meta
+        )
 
     def _report_child(self, child: Engine) -> None:
         meta = child.state.meta
@@ -1056,7 +1092,9 @@ class ControlPlane:
             result = child.result(meta.get("return_step"))
             self.ingest(_finish_events(executor, command, result, None))
         else:
-            error = f"child execution {state.execution_id} {state.status.lower()}: {state.error or 'no detail'}"
+            error = (
+                f"child execution {state.execution_id} {state.status.lower()}: {state.error or 'no detail'}"
+            )
             self.ingest(_finish_events(executor, command, None, error))
 
     # ------------------------------------------------------------------ executions
@@ -1094,7 +1132,9 @@ class ControlPlane:
             else None,
         }
 
-    def cancel(self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request") -> dict[str, Any]:
+    def cancel(
+        self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request"
+    ) -> dict[str, Any]:
         followups: deque[Callable[[], None]] = deque()
         with self._lock(execution_id):
             engine = self._engine_or_none(execution_id)
@@ -1106,7 +1146,11 @@ class ControlPlane:
         self._run(followups)
         if cascade:
             self._cancel_children(execution_id)
-        return {"execution_id": execution_id, "status": "cancelled", "message": "Execution cancellation requested"}
+        return {
+            "execution_id": execution_id,
+            "status": "cancelled",
+            "message": "Execution cancellation requested",
+        }
 
     def _cancel_children(self, execution_id: int) -> None:
         for child in self.store.executions(parent_execution_id=execution_id, status="RUNNING", limit=10_000):
@@ -1181,7 +1225,11 @@ class ControlPlane:
             if entry is None:
                 return None
             playbook = self._playbook(entry.catalog_id, entry.content, entry.path, entry.version)
-            stamp = {k: v for k, v in (started.meta or {}).items() if k.startswith("iterator_") or k in ("trace", "parent_execution_id")}
+            stamp = {
+                k: v
+                for k, v in (started.meta or {}).items()
+                if k.startswith("iterator_") or k in ("trace", "parent_execution_id")
+            }
             engine = Engine(
                 playbook,
                 execution_id,
@@ -1236,7 +1284,6 @@ def _finish_events(executor: Executor, command: Command, data: Any, error: str |
         executor._event(command, ev.CALL_DONE, "COMPLETED", {"call_index": 0, "result": inner}),
         executor._event(command, ev.COMMAND_COMPLETED, "success", {"status": "success"}),
     ]
-
 
 
 def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:

@@ -363,8 +363,9 @@ class LocalRuntime:
         engine = child.engine
         state = engine.state
         result = engine.result(request.return_step)
-        return ChildResult(execution_id=state.execution_id, status=state.status, result=result, error=state.error)
-
+        return ChildResult(
+            execution_id=state.execution_id, status=state.status, result=result, error=state.error
+        )
 
 
 async def _close_tool_resources() -> None:

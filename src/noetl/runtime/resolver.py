@@ -32,12 +32,16 @@ class PlaybookResolver:
             entry = self.catalog.resource_by_id(catalog_id)
             if entry is None:
                 raise PlaybookError(f"no catalog entry with id {catalog_id}")
-            return parse_playbook(entry.content, source=f"catalog:{entry.path}@{entry.version}"), entry.catalog_id
+            return parse_playbook(
+                entry.content, source=f"catalog:{entry.path}@{entry.version}"
+            ), entry.catalog_id
         if not path:
             raise PlaybookError("a nested playbook needs 'path' or 'catalog_id'")
         entry = self.catalog.resource(path, version)
         if entry is not None:
-            return parse_playbook(entry.content, source=f"catalog:{entry.path}@{entry.version}"), entry.catalog_id
+            return parse_playbook(
+                entry.content, source=f"catalog:{entry.path}@{entry.version}"
+            ), entry.catalog_id
         for root in self._roots():
             found = _index(root).get(path.strip("/"))
             if found is not None:

@@ -347,7 +347,10 @@ class PostgresStore:
                     held.close()
                 except psycopg.Error:
                     pass
-        key = (zlib.crc32(f"{self.schema}.leader".encode()) & 0x7FFFFFFF, zlib.crc32(role.encode()) & 0x7FFFFFFF)
+        key = (
+            zlib.crc32(f"{self.schema}.leader".encode()) & 0x7FFFFFFF,
+            zlib.crc32(role.encode()) & 0x7FFFFFFF,
+        )
         try:
             conn = psycopg.connect(self.url, **self._conn_kwargs)
         except psycopg.Error:
@@ -655,8 +658,6 @@ class PostgresStore:
             updated_at=_utc(updated_at),
         )
 
-
-
     # -- worker registry -------------------------------------------------------------------
 
     def upsert_worker(self, record: WorkerRecord) -> WorkerRecord:
@@ -670,8 +671,17 @@ class PostgresStore:
                 " ON CONFLICT (kind, name) DO UPDATE SET uri = EXCLUDED.uri, status = EXCLUDED.status,"
                 " labels = EXCLUDED.labels, capacity = EXCLUDED.capacity, runtime = EXCLUDED.runtime,"
                 " heartbeat = EXCLUDED.heartbeat, updated_at = now()",
-                (default_ids(), record.name, record.kind, info.get("uri"), record.status,
-                 Jsonb(labels) if labels is not None else None, capacity, Jsonb(info), _utc(record.heartbeat)),
+                (
+                    default_ids(),
+                    record.name,
+                    record.kind,
+                    info.get("uri"),
+                    record.status,
+                    Jsonb(labels) if labels is not None else None,
+                    capacity,
+                    Jsonb(info),
+                    _utc(record.heartbeat),
+                ),
             )
         return next(w for w in self.workers(record.kind) if w.name == record.name)
 
@@ -701,11 +711,16 @@ class PostgresStore:
             rows = conn.execute(sql + " ORDER BY name", params).fetchall()
         return [
             WorkerRecord(
-                name=row[0], kind=row[1], status=row[2] or "", info=dict(row[3] or {}),
-                heartbeat=_utc(row[4]) if row[4] else utcnow(), created_at=_utc(row[5]) if row[5] else None,
+                name=row[0],
+                kind=row[1],
+                status=row[2] or "",
+                info=dict(row[3] or {}),
+                heartbeat=_utc(row[4]) if row[4] else utcnow(),
+                created_at=_utc(row[5]) if row[5] else None,
             )
             for row in rows
         ]
+
 
 class _Statements:
     """The SQL of one store, with its (validated, quoted) schema name filled in."""
@@ -804,7 +819,10 @@ def _events_document(events: Sequence[Event]) -> str | None:
     """The events as one JSON array of rows (column name -> value), or None when orjson
     refuses a value (integers beyond 64 bits, non-JSON values): the row-by-row path then
     stores them or names the offending event."""
-    rows = [{**{column: getattr(e, column) for column in COLUMNS}, "created_at": utc_ms(e.created_at)} for e in events]
+    rows = [
+        {**{column: getattr(e, column) for column in COLUMNS}, "created_at": utc_ms(e.created_at)}
+        for e in events
+    ]
     try:
         return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:

@@ -273,7 +273,9 @@ class SQLiteStore:
             for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = conn.execute(f"SELECT event_id FROM event WHERE event_id IN ({marks})", chunk).fetchall()
+                rows = conn.execute(
+                    f"SELECT event_id FROM event WHERE event_id IN ({marks})", chunk
+                ).fetchall()
                 found.update(int(row[0]) for row in rows)
         return found
 
@@ -415,8 +417,14 @@ class SQLiteStore:
                 "INSERT INTO worker (name, kind, status, info, heartbeat, created_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, info = excluded.info,"
                 " heartbeat = excluded.heartbeat",
-                (record.name, record.kind, record.status, dump_json(record.info) or "{}",
-                 dump_time(record.heartbeat), now),
+                (
+                    record.name,
+                    record.kind,
+                    record.status,
+                    dump_json(record.info) or "{}",
+                    dump_time(record.heartbeat),
+                    now,
+                ),
             )
         found = [w for w in self.workers(record.kind) if w.name == record.name]
         return found[0]
@@ -424,7 +432,8 @@ class SQLiteStore:
     def touch_worker(self, name: str, kind: str = "worker_pool") -> bool:
         with self._lock, self._errors("record a heartbeat"):
             cursor = self._conn.execute(
-                "UPDATE worker SET heartbeat = ? WHERE kind = ? AND name = ?", (dump_time(utcnow()), kind, name)
+                "UPDATE worker SET heartbeat = ? WHERE kind = ? AND name = ?",
+                (dump_time(utcnow()), kind, name),
             )
             return cursor.rowcount > 0
 
@@ -443,12 +452,15 @@ class SQLiteStore:
             rows = self._conn.execute(sql + " ORDER BY name", params).fetchall()
         return [
             WorkerRecord(
-                name=row[0], kind=row[1], status=row[2], info=load_json(row[3]) or {},
-                heartbeat=load_time(row[4]), created_at=load_time(row[5]),
+                name=row[0],
+                kind=row[1],
+                status=row[2],
+                info=load_json(row[3]) or {},
+                heartbeat=load_time(row[4]),
+                created_at=load_time(row[5]),
             )
             for row in rows
         ]
-
 
 
 def _execution(row: tuple[Any, ...]) -> ExecutionSummary:

@@ -136,7 +136,9 @@ def _attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
         credential = ctx.credentials.resolve(alias)
         kind = str(credential.get("type", "")).lower()
         if kind not in ("postgres", "postgresql"):
-            raise CredentialError(f"credential '{alias}' is of type '{kind}'; duckdb can attach postgres credentials")
+            raise CredentialError(
+                f"credential '{alias}' is of type '{kind}'; duckdb can attach postgres credentials"
+            )
         data = credential.get("data") or {}
         fields = {
             "host": data.get("db_host", data.get("host", "localhost")),

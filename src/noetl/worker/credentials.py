@@ -10,8 +10,26 @@ from noetl.secrets import masker
 from noetl.store.ports import CredentialStore
 
 # Credential fields that are not secret and stay readable in logs and events.
-_PUBLIC_FIELDS = frozenset({"db_host", "host", "db_port", "port", "db_name", "database", "dbname", "db_user",
-                            "user", "username", "header", "region", "account", "warehouse", "schema", "role"})
+_PUBLIC_FIELDS = frozenset(
+    {
+        "db_host",
+        "host",
+        "db_port",
+        "port",
+        "db_name",
+        "database",
+        "dbname",
+        "db_user",
+        "user",
+        "username",
+        "header",
+        "region",
+        "account",
+        "warehouse",
+        "schema",
+        "role",
+    }
+)
 
 
 class StoreCredentials:

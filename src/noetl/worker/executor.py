@@ -124,7 +124,9 @@ class Executor:
 
     # ------------------------------------------------------------------ execution
 
-    async def execute(self, command: Command, *, report: Callable[[Event], None] | None = None) -> list[Event]:
+    async def execute(
+        self, command: Command, *, report: Callable[[Event], None] | None = None
+    ) -> list[Event]:
         """Run the command; returns the events that finish it (call.error..., call.done,
         command.completed | command.failed). Intermediate events go to `report` as they happen."""
         begin = time.perf_counter()
@@ -197,7 +199,13 @@ class Executor:
         while position < len(tasks):
             runs += 1
             if runs > _MAX_TASK_RUNS:
-                return None, "failed", f"pipeline ran more than {_MAX_TASK_RUNS} tasks (a jump loop?)", ctx_updates, {}
+                return (
+                    None,
+                    "failed",
+                    f"pipeline ran more than {_MAX_TASK_RUNS} tasks (a jump loop?)",
+                    ctx_updates,
+                    {},
+                )
             task = tasks[position]
             label = str(task.get("name"))
             kind = str(task.get("kind", "noop"))
@@ -218,7 +226,13 @@ class Executor:
                 config["input"] = plain(task_input)
             attempted = await self._attempt(command, kind, config, rules, task_scope, note)
             if attempted.action == "fail":
-                return attempted.result.data, "failed", f"task '{label}': {_failure_text(attempted)}", ctx_updates, {}
+                return (
+                    attempted.result.data,
+                    "failed",
+                    f"task '{label}': {_failure_text(attempted)}",
+                    ctx_updates,
+                    {},
+                )
             data = attempted.result.data
             results[label] = data
             last = data
@@ -231,7 +245,13 @@ class Executor:
             if attempted.action == "jump":
                 target = attempted.rule.to if attempted.rule else None
                 if target not in index_of:
-                    return data, "failed", f"task '{label}': jump target '{target}' is not a task of this pipeline", ctx_updates, {}
+                    return (
+                        data,
+                        "failed",
+                        f"task '{label}': jump target '{target}' is not a task of this pipeline",
+                        ctx_updates,
+                        {},
+                    )
                 position = index_of[str(target)]
                 continue
             position += 1
@@ -283,7 +303,9 @@ class Executor:
                 action = "fail"
             return Attempted(result, action, rule, attempt, output)
 
-    async def _run_tool(self, command: Command, kind: str, config: dict[str, Any], attempt: int) -> ToolResult:
+    async def _run_tool(
+        self, command: Command, kind: str, config: dict[str, Any], attempt: int
+    ) -> ToolResult:
         begin = time.perf_counter()
         timeout = config.get("timeout")
         ctx = ToolContext(
@@ -304,7 +326,9 @@ class Executor:
                 result = await get_tool(kind).run(config, ctx)
         except NoetlError as exc:
             retryable = bool(getattr(exc, "retryable", False))
-            result = ToolResult(status="error", error=str(exc), retryable=retryable, data=getattr(exc, "data", None))
+            result = ToolResult(
+                status="error", error=str(exc), retryable=retryable, data=getattr(exc, "data", None)
+            )
         except Exception as exc:
             log.exception("tool %s crashed in %s", kind, command.command_id)
             result = ToolResult(status="error", error=f"{type(exc).__name__}: {exc}")
@@ -397,5 +421,7 @@ def child_request(config: Mapping[str, Any]) -> ChildRequest:
         catalog_id=int(catalog_id) if catalog_id not in (None, "") else None,
         workload=dict(workload) if isinstance(workload, Mapping) else {},
         return_step=str(config["return_step"]) if config.get("return_step") else None,
-        version=int(version) if isinstance(version, int) or (isinstance(version, str) and version.isdigit()) else None,
+        version=int(version)
+        if isinstance(version, int) or (isinstance(version, str) and version.isdigit())
+        else None,
     )

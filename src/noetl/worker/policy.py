@@ -54,7 +54,9 @@ def rule_from_raw(raw: Mapping[str, Any]) -> PolicyRule:
         action=cast(PolicyAction, action),
         when=None if is_else else raw.get("when", True),
         is_else=is_else,
-        attempts=int(attempts) if isinstance(attempts, (int, float, str)) and str(attempts).isdigit() else None,
+        attempts=int(attempts)
+        if isinstance(attempts, (int, float, str)) and str(attempts).isdigit()
+        else None,
         delay=float(delay) if isinstance(delay, (int, float)) else None,
         backoff=cast(Backoff, backoff),
         to=then.get("to"),

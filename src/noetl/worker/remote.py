@@ -241,7 +241,9 @@ class RemoteWorker:
                 for command_id in answer.get("stop") or ():
                     task = self._executing.get(str(command_id))
                     if task is not None and not task.done():
-                        log.info("stopping a command of a cancelled execution", extra={"command_id": command_id})
+                        log.info(
+                            "stopping a command of a cancelled execution", extra={"command_id": command_id}
+                        )
                         task.cancel()
             except NotFound:  # the server forgot us (restart): register again
                 await self._register()
@@ -294,7 +296,11 @@ class RemoteWorker:
         if free <= 0:
             await _wait_any(stop, slots.freed, timeout=self.max_idle_interval)
             return idle
-        if self._batch_claims and self._subscriber is not None and time.monotonic() - self._last_poll < BUS_POLL_EVERY:
+        if (
+            self._batch_claims
+            and self._subscriber is not None
+            and time.monotonic() - self._last_poll < BUS_POLL_EVERY
+        ):
             # NATS is up: notifications bring the work; polling is only the safety net, and
             # runs right after a notification to claim the rest of a burst in one request.
             if await self._wait_for_work(stop, idle):
@@ -303,7 +309,9 @@ class RemoteWorker:
         if self._batch_claims:
             self._last_poll = time.monotonic()
             try:
-                claimed = await self._call(self.client.claim_many, self.worker_id, pools=self.pools, limit=free)
+                claimed = await self._call(
+                    self.client.claim_many, self.worker_id, pools=self.pools, limit=free
+                )
             except NoetlError as exc:
                 claimed = []
                 if not self._poll_failing:
@@ -362,7 +370,9 @@ class RemoteWorker:
             log.info("listening for commands on %s", self.bus_url, extra={"worker_id": self.worker_id})
         except BusError as exc:
             self._bus_retry_at = time.monotonic() + BUS_RETRY_SECONDS
-            log.warning("the bus is unavailable, polling instead: %s", exc, extra={"worker_id": self.worker_id})
+            log.warning(
+                "the bus is unavailable, polling instead: %s", exc, extra={"worker_id": self.worker_id}
+            )
         return self._subscriber
 
     async def _wait_for_work(self, stop: asyncio.Event, idle: float) -> bool:
@@ -452,7 +462,9 @@ class RemoteWorker:
     def _forget_task(self, command_id: str, _task: asyncio.Task[None]) -> None:
         self._running_tasks.pop(command_id, None)
 
-    def _start(self, body: Mapping[str, Any], message: Message | None, *, taken: bool, direct: bool = False) -> None:
+    def _start(
+        self, body: Mapping[str, Any], message: Message | None, *, taken: bool, direct: bool = False
+    ) -> None:
         """Run a claimed command in a task (`direct`: one from its notification, claimed with
         its report). A claim won beyond the free slots still runs (it is ours now); it only
         waits for a slot first. A command already running here (a repeated notification, a
@@ -467,7 +479,9 @@ class RemoteWorker:
             return
         if command_id is not None:
             self._running.add(str(command_id))
-        task = self._spawn(self._run_claimed(body, message, holding=taken, direct=direct), f"noetl-command-{command_id}")
+        task = self._spawn(
+            self._run_claimed(body, message, holding=taken, direct=direct), f"noetl-command-{command_id}"
+        )
         if command_id is not None:
             self._running_tasks[str(command_id)] = task
             task.add_done_callback(functools.partial(self._forget_task, str(command_id)))
@@ -499,7 +513,12 @@ class RemoteWorker:
     # ------------------------------------------------------------------ one command
 
     async def _run_claimed(
-        self, body: Mapping[str, Any], message: Message | None = None, *, holding: bool = True, direct: bool = False
+        self,
+        body: Mapping[str, Any],
+        message: Message | None = None,
+        *,
+        holding: bool = True,
+        direct: bool = False,
     ) -> None:
         slots = self._slots
         assert slots is not None
@@ -544,8 +563,10 @@ class RemoteWorker:
             if fate == STORED:
                 self.completed += 1
             if fate == REFUSED:
-                log.info("the server refused this command's outcome (claimed elsewhere, or its run ended)",
-                         extra={"command_id": command_id})
+                log.info(
+                    "the server refused this command's outcome (claimed elsewhere, or its run ended)",
+                    extra={"command_id": command_id},
+                )
             if message is not None:  # acknowledged once the outcome is recorded (or refused)
                 with contextlib.suppress(Exception):
                     await (message.nak() if fate == UNSENT else message.ack())
@@ -557,7 +578,9 @@ class RemoteWorker:
                     with contextlib.suppress(Exception):
                         await message.ack()
                 return
-            log.warning("command stopped (cancelled, or abandoned at shutdown)", extra={"command_id": command_id})
+            log.warning(
+                "command stopped (cancelled, or abandoned at shutdown)", extra={"command_id": command_id}
+            )
             raise
         except Exception:  # one bad command must never take the worker down
             log.exception("command crashed in the worker", extra={"command_id": command_id})
@@ -747,7 +770,6 @@ def command_from_claim(body: Mapping[str, Any]) -> Command:
 
 def default_worker_id() -> str:
     return f"worker-{socket.gethostname()}-{os.getpid()}"
-
 
 
 async def _wait(stop: asyncio.Event, timeout: float) -> bool:
