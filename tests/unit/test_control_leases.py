@@ -14,7 +14,8 @@ from noetl.errors import Conflict
 from noetl.ids import default_ids
 from noetl.runtime.control import ControlPlane, ExecuteRequest
 from noetl.store import open_store
-from noetl.worker.executor import Command, Executor
+from noetl.worker.command import Command
+from noetl.worker.executor import Executor
 
 PLAYBOOK = """
 apiVersion: noetl.io/v2
@@ -36,7 +37,7 @@ def run_command(control: ControlPlane, store: Any, event_id: int, worker: str) -
     issued = store.get_event(event_id)
     command = Command.from_event(issued)
     executor = Executor(ids=default_ids, worker_id=worker)
-    return [executor.started(command), *asyncio.run(executor.execute(command))]
+    return [executor.events.started(command), *asyncio.run(executor.execute(command))]
 
 
 def drain(control: ControlPlane, store: Any, execution_id: int, worker: str = "w-live") -> dict[str, Any]:

@@ -21,7 +21,8 @@ from noetl.runtime.control import BUS_HOLD_SECONDS, ControlPlane, ExecuteRequest
 from noetl.store import open_store
 from noetl.store.ports import WorkerRecord
 from noetl.worker.executor import Executor
-from noetl.worker.remote import _direct_command, command_from_claim
+from noetl.worker.command import command_from_body
+from noetl.worker.remote import _direct_command
 
 PLAYBOOK = """
 apiVersion: noetl.io/v2
@@ -72,9 +73,9 @@ def start(control: ControlPlane) -> int:
 
 def report(control: ControlPlane, body: dict[str, Any], worker_id: str) -> list[str]:
     """Run a command from its notification body and post claim + outcome; the refused ids."""
-    command = command_from_claim(body)
+    command = command_from_body(body)
     executor = Executor(ids=default_ids, worker_id=worker_id)
-    events = [executor.claimed(command), executor.started(command), *asyncio.run(executor.execute(command))]
+    events = [executor.events.claimed(command), executor.events.started(command), *asyncio.run(executor.execute(command))]
     return control.ingest_report(events).rejected
 
 
@@ -94,7 +95,7 @@ def test_notifications_carry_the_command_only_when_every_worker_listens(store: A
     # A polling-only worker joins the pool: notifications go back to naming the command only,
     # and nothing is held from polling.
     worker(store, "poll-1", bus=False)
-    control._bus_pools = (float("-inf"), frozenset())  # forget the cached view of the registry
+    control.offers.forget_worker_view()
     start(control)
     plain = notes.sent[-1]
     assert "command" not in plain
@@ -110,11 +111,11 @@ def test_a_held_command_is_offered_to_polling_after_the_window(
     start(control)
     assert control.pending() == []
     later = time.monotonic() + BUS_HOLD_SECONDS + 0.1
-    monkeypatch.setattr("noetl.runtime.control.time.monotonic", lambda: later)
+    monkeypatch.setattr(time, "monotonic", lambda: later)
     assert [p["step"] for p in control.pending()] == ["start"]
     # Re-notified commands are marked and carry no body: their worker claims them first.
     much_later = later + control.republish_after
-    monkeypatch.setattr("noetl.runtime.control.time.monotonic", lambda: much_later)
+    monkeypatch.setattr(time, "monotonic", lambda: much_later)
     control.reap()
     again = notes.sent[-1]
     assert again["again"] is True and "command" not in again
@@ -223,7 +224,7 @@ def test_a_failing_run_stops_waiting_when_no_worker_took_the_command(
     assert report(control, bodies["bad"], "w2") == []
     assert control.status(execution_id)["status"] == "RUNNING"
     later = time.monotonic() + BUS_HOLD_SECONDS + 0.1
-    monkeypatch.setattr("noetl.runtime.control.time.monotonic", lambda: later)
+    monkeypatch.setattr(time, "monotonic", lambda: later)
     control.reap()  # good's notification went unanswered past the hold
     assert control.status(execution_id)["status"] == "FAILED"
     assert report(control, bodies["good"], "w1") == [bodies["good"]["meta"]["command_id"]]  # too late
@@ -234,9 +235,10 @@ def test_ended_executions_engines_are_evicted_beyond_the_cap(
 ) -> None:
     """A long-lived server keeps the engines of its last MAX_ENDED_ENGINES ended executions;
     older ones are rebuilt from the log when asked for."""
-    monkeypatch.setattr("noetl.runtime.control.MAX_ENDED_ENGINES", 2)
     notes = Notes()
     control = ControlPlane(store, notify=notes)
+    engines = control.orchestrator.engines
+    engines.max_ended = 2
     worker(store, "bus-1", bus=True)
     ended = []
     for _ in range(3):
@@ -245,7 +247,7 @@ def test_ended_executions_engines_are_evicted_beyond_the_cap(
             assert report(control, notes.sent[-1]["command"], "w1") == []
         assert control.status(execution_id)["status"] == "COMPLETED"
         ended.append(execution_id)
-    assert ended[0] not in control._engines and ended[0] not in control._seen
-    assert ended[1] in control._engines and ended[2] in control._engines
+    assert ended[0] not in engines and engines.seen(ended[0]) is None
+    assert ended[1] in engines and ended[2] in engines
     rebuilt = control.status(ended[0])  # from the log
     assert rebuilt["status"] == "COMPLETED" and rebuilt["steps"]["end"]["result"] == 2

@@ -66,7 +66,8 @@ def _run(playbook: Playbook, workload: dict[str, Any] | None = None) -> tuple[En
     async def main() -> Engine:
         async with LocalRuntime(store, concurrency=4) as runtime:
             outcome = await runtime.run(playbook, workload)
-            engine = runtime._executions[outcome.execution_id].engine
+            engine = runtime.orchestrator.engines.get(outcome.execution_id)
+            assert engine is not None
             return engine
 
     return asyncio.run(main()), store
@@ -117,15 +118,16 @@ def _feed(engine: Engine, events: list[Any]) -> list[Any]:
 
 
 def _worker_events(issued: Any, data: Any, ids: Any) -> list[Any]:
-    from noetl.worker.executor import Command, Executor
+    from noetl.worker.command import Command
+    from noetl.worker.executor import Executor
 
     command = Command.from_event(issued)
     executor = Executor(ids=ids, worker_id="w")
     done_ctx = {"call_index": 0, "result": {"status": "success", "context": {"data": data}}}
     return [
-        executor.claimed(command),
-        executor._event(command, "call.done", "COMPLETED", done_ctx),
-        executor._event(command, "command.completed", "success", {"status": "success"}),
+        executor.events.claimed(command),
+        executor.events.event(command, "call.done", "COMPLETED", done_ctx),
+        executor.events.event(command, "command.completed", "success", {"status": "success"}),
     ]
 
 

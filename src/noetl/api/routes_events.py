@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 
 from noetl.api.common import json_object, required_str
+from noetl.api.wire import event_from_json
 from noetl.errors import ValidationFailed
-from noetl.runtime.control import ControlPlane, event_from_json
+from noetl.runtime.control import ControlPlane
 
 JsonBody = Annotated[Any, Body()]
 MAX_PENDING = 1000

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from noetl.api.common import json_object, raw_json
-from noetl.runtime.control import ControlPlane, ExecuteRequest
+from noetl.api.wire import execute_batch as start_batch
+from noetl.api.wire import execute_request
+from noetl.runtime.control import ControlPlane
 
 JsonBody = Annotated[Any, Body()]
 
@@ -18,13 +20,13 @@ def router(control: ControlPlane) -> APIRouter:
     @api.post("")
     def execute(body: JsonBody = None) -> dict[str, Any]:
         """Start an execution of a catalog playbook (`path` or `catalog_id`)."""
-        request = ExecuteRequest.from_json(raw_json(body))
+        request = execute_request(raw_json(body))
         return control.execute(request).to_json()
 
     @api.post("/batch")
     def execute_batch(body: JsonBody = None) -> dict[str, Any]:
         """Start up to 1000 executions; each item succeeds or fails on its own."""
         doc = json_object(body)
-        return control.execute_batch(doc.get("executions"))
+        return start_batch(control, doc.get("executions"))
 
     return api

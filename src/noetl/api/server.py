@@ -19,11 +19,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from noetl.api.app import create_app
-from noetl.api.worker import DEFAULT_WORKERS, InProcessWorker
 from noetl.bus import Publisher, open_publisher
 from noetl.errors import BusError, NoetlError
 from noetl.runtime.control import DEFAULT_LEASE_SECONDS, ControlPlane
 from noetl.store import open_store
+from noetl.tools.resources import close_tool_resources
+from noetl.worker.inprocess import DEFAULT_WORKERS, InProcessWorker
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_st
                 await worker.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
-            await _close_tool_resources()
+            await close_tool_resources()
 
     return create_app(control, nats_status=nats_status, lifespan=lifespan)
 
@@ -142,12 +143,6 @@ async def _reap(control: ControlPlane, interval: float = REAP_INTERVAL) -> None:
             continue
         if done.get("reissued"):
             log.warning("re-issued %d command(s) whose lease expired", done["reissued"])
-
-
-async def _close_tool_resources() -> None:
-    from noetl.runtime.local import _close_tool_resources as close
-
-    await close()
 
 
 __all__ = ["build_app", "public_url", "serve"]

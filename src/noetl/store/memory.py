@@ -19,10 +19,12 @@ from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import EventRow, event_row, row_event, utc_ms
 from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
+from noetl.store.solo import SoloCoordination
 
 
-class MemoryStore:
+class MemoryStore(SoloCoordination):
     def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
         self.url = url
         self._lock = threading.RLock()
         self._events: dict[int, EventRow] = {}

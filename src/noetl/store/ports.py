@@ -8,6 +8,7 @@ short) and the server calls them from worker threads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -140,7 +141,43 @@ class WorkerRegistry(Protocol):
     def workers(self, kind: str | None = None) -> list[WorkerRecord]: ...
 
 
-class Store(EventLog, Catalog, CredentialStore, WorkerRegistry, Protocol):
+class Coordination(Protocol):
+    """What several server processes sharing one store need to agree on. A store that one
+    process owns (memory, SQLite) implements it trivially: a no-op lock, in-process dedup,
+    always the leader, never stale."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write to this store (then engines are checked for
+        staleness and pending commands against the log)."""
+        ...
+
+    def execution_lock(self, execution_id: int) -> AbstractContextManager[None]:
+        """Serialise orchestration of one execution across processes (held while its events are
+        decided and written)."""
+        ...
+
+    def claim_dedup(self, scope: int, key: str, window_secs: int, execution_id: int) -> int | None:
+        """Race-safe execute dedup: the first claim of (scope, key) inside the window wins and
+        gets None; later claims get the winner's execution id."""
+        ...
+
+    def try_leadership(self, role: str) -> bool:
+        """Whether this process holds `role` (e.g. reaping claims of departed servers) among all
+        processes on the store; a role passes on only when its holder exits."""
+        ...
+
+    def is_stale(self, execution_id: int) -> bool:
+        """Whether another process wrote to the execution since this process last wrote or read
+        it (its cached state must be rebuilt from the log)."""
+        ...
+
+    def mark_current(self, execution_id: int) -> None:
+        """The execution's log was just read in full: cached state built from it is current."""
+        ...
+
+
+class Store(EventLog, Catalog, CredentialStore, WorkerRegistry, Coordination, Protocol):
     url: str
 
     def close(self) -> None: ...

@@ -202,6 +202,8 @@ _CREDENTIAL_COLUMNS = "name, type, data_encrypted, description, tags, created_at
 class PostgresStore:
     """The Store port on PostgreSQL. `url` is a libpq URL (`postgresql://user@host:5432/db`)."""
 
+    shared = True  # several server processes may share the database
+
     def __init__(
         self,
         url: str,

@@ -25,6 +25,7 @@ from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import dump_json, dump_time, event_row, load_json, load_time, row_event
 from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
+from noetl.store.solo import SoloCoordination
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
@@ -135,10 +136,11 @@ ON CONFLICT (name) DO UPDATE SET
 """
 
 
-class SQLiteStore:
+class SQLiteStore(SoloCoordination):
     def __init__(
         self, path: str | Path = MEMORY, *, url: str | None = None, cipher: Cipher | None = None
     ) -> None:
+        super().__init__()
         self.path = str(path)
         self.url = url or ("sqlite://" if self.path == MEMORY else f"sqlite:///{self.path}")
         self._cipher = cipher

@@ -10,7 +10,7 @@ from noetl.secrets import masker
 from noetl.store.ports import CredentialStore
 
 # Credential fields that are not secret and stay readable in logs and events.
-_PUBLIC_FIELDS = frozenset(
+PUBLIC_FIELDS = frozenset(
     {
         "db_host",
         "host",
@@ -49,9 +49,15 @@ class StoreCredentials:
                 f"credential '{alias}' not found; add it with: "
                 f"noetl credential add {alias} --type <type> --data '{{...}}'"
             )
-        for key, value in credential.data.items():
-            if key not in _PUBLIC_FIELDS:
-                masker.add(value)
+        hide_secrets(credential.data)
         resolved = {"name": credential.name, "type": credential.type, "data": dict(credential.data)}
         self._cache[alias] = resolved
         return resolved
+
+
+def hide_secrets(data: Mapping[str, Any]) -> None:
+    """Register a credential's secret values (every field but the public ones) for masking,
+    before any tool sees them."""
+    for key, value in data.items():
+        if key not in PUBLIC_FIELDS:
+            masker.add(value)

@@ -8,14 +8,11 @@ the tools it calls.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from noetl.dsl.model import PolicyRule
 from noetl.engine import events as ev
@@ -25,44 +22,12 @@ from noetl.errors import NoetlError, TemplateError
 from noetl.template import render_value
 from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool
 from noetl.worker import policy
+from noetl.worker.command import Command, CommandEvents, child_request
 
 log = logging.getLogger(__name__)
 
 _MAX_TASK_RUNS = 10_000  # guards pipelines whose `jump` rules loop forever
 _OUTPUT_LIMIT = 64 * 1024
-
-
-@dataclass
-class Command:
-    """A command as a worker sees it (built from its `command.issued` event)."""
-
-    execution_id: int
-    event_id: int
-    command_id: str
-    step: str
-    kind: str
-    tool_config: Any
-    render_context: dict[str, Any] = field(default_factory=dict)
-    args: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_event(cls, event: Event) -> Command:
-        """The command as a remote worker would receive it: a JSON copy, so a tool that mutates
-        its inputs never touches the engine's state (local and distributed runs behave alike)."""
-        context = _json_copy(event.context or {})
-        meta = _json_copy(event.meta or {})
-        return cls(
-            execution_id=event.execution_id,
-            event_id=event.event_id,
-            command_id=str(meta.get("command_id")),
-            step=event.node_name or "",
-            kind=str(meta.get("tool_kind") or event.node_type or "noop"),
-            tool_config=context.get("tool_config") or {},
-            render_context=dict(context.get("render_context") or {}),
-            args=dict(context.get("args") or {}),
-            meta=dict(meta),
-        )
 
 
 @dataclass
@@ -92,35 +57,7 @@ class Executor:
         self.credentials = credentials
         self.run_child = run_child
         self.base_path = base_path
-        self.clock = clock
-
-    # ------------------------------------------------------------------ events
-
-    def _event(self, command: Command, event_type: str, status: str, context: dict[str, Any]) -> Event:
-        meta: dict[str, Any] = {"command_id": command.command_id, "worker_id": self.worker_id}
-        for key in ("iteration_index", "attempt"):
-            if key in command.meta:
-                meta[key] = command.meta[key]
-        return Event(
-            event_id=self.ids(),
-            execution_id=command.execution_id,
-            event_type=event_type,
-            node_name=command.step,
-            node_id=command.step,
-            node_type=command.kind,
-            status=status,
-            result={"status": status, "context": {"command_id": command.command_id, **context}},
-            meta=meta,
-            parent_event_id=command.event_id,
-            worker_id=self.worker_id,
-            created_at=self.clock(),
-        )
-
-    def claimed(self, command: Command) -> Event:
-        return self._event(command, ev.COMMAND_CLAIMED, "RUNNING", {"worker_id": self.worker_id})
-
-    def started(self, command: Command) -> Event:
-        return self._event(command, ev.COMMAND_STARTED, "STARTED", {})
+        self.events = CommandEvents(ids=ids, worker_id=worker_id, clock=clock)
 
     # ------------------------------------------------------------------ execution
 
@@ -150,17 +87,13 @@ class Executor:
             data, status, error, ctx_updates, extra = None, "error", f"{type(exc).__name__}: {exc}", {}, {}
         duration_ms = round((time.perf_counter() - begin) * 1000, 3)
         if status == "failed":
-            notes.append(self._event(command, ev.CALL_ERROR, "FAILED", {"call_index": 0, "error": error}))
-            notes.append(self._event(command, ev.COMMAND_FAILED, "FAILED", {"error": error}))
+            notes.extend(self.events.failed(command, str(error)))
             return notes
         inner: dict[str, Any] = {"data": data, "duration_ms": duration_ms, **extra}
         if error:
             inner["error"] = error
-        done_context: dict[str, Any] = {"call_index": 0, "result": {"status": status, "context": inner}}
-        if ctx_updates:
-            done_context["ctx_updates"] = ctx_updates
-        notes.append(self._event(command, ev.CALL_DONE, "COMPLETED", done_context))
-        notes.append(self._event(command, ev.COMMAND_COMPLETED, status, {"status": status}))
+        updates = {"ctx_updates": ctx_updates} if ctx_updates else None
+        notes.extend(self.events.completed(command, {"status": status, "context": inner}, extra=updates))
         return notes
 
     async def _single(
@@ -283,7 +216,7 @@ class Executor:
                 if attempt < limit:
                     delay = policy.retry_delay(rule, attempt)
                     note(
-                        self._event(
+                        self.events.event(
                             command,
                             ev.CALL_ERROR,
                             "FAILED",
@@ -397,31 +330,3 @@ def _process_output(result: ToolResult) -> dict[str, Any]:
     if result.exit_code is not None:
         extra["exit_code"] = result.exit_code
     return extra
-
-
-def _json_copy(value: Any) -> Any:
-    """What a JSON round trip gives (a deep copy with JSON types only)."""
-    try:
-        return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
-    except TypeError:
-        return json.loads(json.dumps(value, default=str))
-
-
-def child_request(config: Mapping[str, Any]) -> ChildRequest:
-    """A nested-playbook request from a `kind: playbook` tool config."""
-    workload = config.get("input")
-    if not isinstance(workload, Mapping):
-        workload = config.get("args")
-    if not isinstance(workload, Mapping):
-        workload = config.get("payload")
-    catalog_id = config.get("catalog_id")
-    version = config.get("version")
-    return ChildRequest(
-        path=str(config["path"]) if config.get("path") else None,
-        catalog_id=int(catalog_id) if catalog_id not in (None, "") else None,
-        workload=dict(workload) if isinstance(workload, Mapping) else {},
-        return_step=str(config["return_step"]) if config.get("return_step") else None,
-        version=int(version)
-        if isinstance(version, int) or (isinstance(version, str) and version.isdigit())
-        else None,
-    )

@@ -1,0 +1,291 @@
+"""The control plane: what the HTTP API calls. It registers playbooks, starts executions, takes
+worker events, hands out commands and reports status, over the shared `Orchestrator`.
+
+Its parts: `Offers` (commands waiting for a worker, and their bus notifications), `Leases`
+(claims and their renewal), `Claims` (pending lists, claims, heartbeats) and `Recovery` (the
+reaper and the restart recovery). This class is the facade and the orchestrator's `Dispatch`:
+committed commands go on offer, claims get a lease, ended commands and runs leave the offers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from noetl.dsl.resource import decode_resource
+from noetl.engine import events as ev
+from noetl.engine.events import Event
+from noetl.engine.machine import Engine
+from noetl.errors import NotFound
+from noetl.ids import Snowflake, default_ids
+from noetl.runtime.control.claims import Claims
+from noetl.runtime.control.leases import DEFAULT_LEASE_SECONDS, Leases
+from noetl.runtime.control.offers import DEFAULT_REPUBLISH_SECONDS, Notifier, Offers
+from noetl.runtime.control.recovery import Recovery
+from noetl.runtime.control.requests import ExecuteOutcome, ExecuteRequest
+from noetl.runtime.orchestrator import ENGINE_WORKER, IngestOutcome, Launch, Orchestrator
+from noetl.store.ports import Store, WorkerRecord
+from noetl.tools.base import ChildRequest
+
+log = logging.getLogger(__name__)
+
+_SETTLING = frozenset({ev.COMMAND_COMPLETED, ev.COMMAND_FAILED, ev.COMMAND_EXPIRED})
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ids: Snowflake | None = None,
+        notify: Notifier | None = None,
+        server_url: str = "http://localhost:8082",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        republish_after: float = DEFAULT_REPUBLISH_SECONDS,
+        max_attempts: int = 3,
+    ) -> None:
+        self.store = store
+        self.ids = ids or default_ids
+        self.server_url = server_url
+        self.lease_seconds = lease_seconds
+        self.orchestrator = Orchestrator(
+            store, ids=self.ids, dispatch=self, max_attempts=max_attempts, emitter="control_plane"
+        )
+        self.offers = Offers(
+            store,
+            notify=notify,
+            server_url=server_url,
+            live_workers=self.live_workers,
+            republish_after=republish_after,
+        )
+        self.leases = Leases(lease_seconds)
+        self.claims = Claims(self.orchestrator, self.offers, self.leases, server_url)
+        self.recovery = Recovery(self.orchestrator, self.offers, self.leases, self.claims, self.live_workers)
+
+    @property
+    def direct_run(self) -> bool:
+        """Whether notifications carry their command (off with an in-process worker)."""
+        return self.offers.direct_run
+
+    @direct_run.setter
+    def direct_run(self, value: bool) -> None:
+        self.offers.direct_run = value
+
+    @property
+    def republish_after(self) -> float:
+        return self.offers.republish_after
+
+    # ------------------------------------------------------------------ Dispatch
+
+    def committed(self, engine: Engine, events: Sequence[Event]) -> None:
+        for event in events:
+            kind = event.event_type
+            if kind == ev.COMMAND_ISSUED:
+                if (event.meta or {}).get("tool_kind") != "playbook":  # those run natively
+                    self.offers.offer(event, engine=engine)
+            elif kind == ev.COMMAND_CLAIMED:
+                self.offers.withdraw(event.command_id)
+                # Commands the orchestrator runs itself (nested playbooks) hold no lease.
+                if event.command_id is not None and event.worker_id and event.worker_id != ENGINE_WORKER:
+                    self.leases.grant(event.command_id, event.execution_id, event.worker_id)
+            elif kind in _SETTLING:
+                self.offers.withdraw(event.command_id)
+                if event.command_id is not None:
+                    self.leases.drop(event.command_id)
+            elif kind in ev.TERMINAL_TYPES:
+                self.offers.withdraw_execution(event.execution_id)
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self.orchestrator.add_listener(listener)
+
+    # ------------------------------------------------------------------ catalog
+
+    def register(self, content: str, resource_type: str = "Playbook") -> dict[str, Any]:
+        resource = decode_resource(content, resource_type)
+        entry = self.store.register(resource.text, path=resource.path, kind=resource.kind)
+        return {
+            "status": "success",
+            "message": f"Resource '{entry.path}' version '{entry.version}' registered.",
+            "path": entry.path,
+            "version": entry.version,
+            "catalog_id": str(entry.catalog_id),
+            "kind": entry.kind,
+        }
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, request: ExecuteRequest) -> ExecuteOutcome:
+        request.validate()
+        execution_id = self.ids()
+        child = ChildRequest(
+            path=request.path,
+            catalog_id=request.catalog_id,
+            workload=request.payload,
+            version=request.version,
+        )
+        entry = (
+            self.store.resource_by_id(child.catalog_id)
+            if child.catalog_id is not None
+            else self.store.resource(str(child.path), child.version)
+        )
+        if entry is None:
+            what = (
+                f"Catalog entry not found: {child.catalog_id}"
+                if child.catalog_id is not None
+                else f"Playbook not found: {child.path}"
+            )
+            raise NotFound(what)
+        playbook = self.orchestrator.engines.playbook(entry)
+        if request.dedup is not None:  # after resolving: a 404/422 must not hold the key for the window
+            existing = self._claim_dedup(request, execution_id)
+            if existing is not None:
+                return ExecuteOutcome(existing, "duplicate", 0)
+        started = self.orchestrator.start(
+            Launch(
+                playbook=playbook,
+                catalog_id=entry.catalog_id,
+                workload=request.payload,
+                parent_execution_id=request.parent_execution_id,
+                metadata=request.metadata,
+                trace=request.trace,
+                execution_pool=request.execution_pool,
+                execution_id=execution_id,
+            )
+        )
+        return ExecuteOutcome(execution_id, "started", started.commands_generated)
+
+    def _claim_dedup(self, request: ExecuteRequest, execution_id: int) -> int | None:
+        """Race-safe: the first request with a key inside the window wins; later ones get its id."""
+        assert request.dedup is not None
+        scope = request.parent_execution_id or 0
+        existing = self.store.claim_dedup(scope, request.dedup.key, request.dedup.window_secs, execution_id)
+        if existing is not None and scope:
+            self._audit_duplicate(scope, request.dedup.key, existing, execution_id)
+        return existing
+
+    def _audit_duplicate(self, scope: int, key: str, existing: int, suppressed: int) -> None:
+        event = Event(
+            event_id=self.ids(),
+            execution_id=scope,
+            event_type="subscription.message.deduplicated",
+            node_id="ingress",
+            node_name="ingress",
+            node_type="subscription",
+            status="DEDUPLICATED",
+            result={
+                "status": "DEDUPLICATED",
+                "context": {
+                    "dedup_key": key,
+                    "original_execution_id": str(existing),
+                    "suppressed_execution_id": str(suppressed),
+                    "duplicate_suppressed": True,
+                },
+            },
+            meta={"emitter": "control_plane"},
+        )
+        self.store.append([event])
+
+    # ------------------------------------------------------------------ worker traffic
+
+    def ingest(self, events: list[Event]) -> list[int]:
+        """Store worker events (idempotent on event_id) and let the engines react."""
+        return self.orchestrator.ingest(events).event_ids
+
+    def ingest_report(self, events: list[Event]) -> IngestOutcome:
+        """`ingest`, also naming the commands whose events were refused."""
+        return self.orchestrator.ingest(events)
+
+    def pending(self, pools: list[str] | None = None, limit: int = 10) -> list[dict[str, Any]]:
+        return self.claims.pending(pools, limit)
+
+    def claim(self, event_id: int, worker_id: str) -> dict[str, Any]:
+        return self.claims.claim(event_id, worker_id)
+
+    def claim_many(
+        self,
+        worker_id: str,
+        *,
+        pools: list[str] | None = None,
+        limit: int = 10,
+        event_ids: list[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        return self.claims.claim_many(worker_id, pools=pools, limit=limit, event_ids=event_ids)
+
+    def get_command(self, event_id: int) -> dict[str, Any]:
+        return self.claims.command(event_id)
+
+    def heartbeat(self, worker_id: str, command_ids: list[str] | None = None) -> int:
+        return self.claims.heartbeat(worker_id, command_ids)
+
+    def stopped_commands(self, command_ids: list[str]) -> list[str]:
+        return self.claims.stopped_commands(command_ids)
+
+    def release_worker(self, worker_id: str, kind: str = "worker_pool") -> int:
+        return self.claims.release_worker(worker_id, kind)
+
+    def reap(self) -> dict[str, int]:
+        return self.recovery.reap()
+
+    def recover(self) -> int:
+        return self.recovery.recover()
+
+    def live_workers(self) -> list[WorkerRecord]:
+        """Registered workers heard from within a lease."""
+        cutoff = datetime.now(UTC).timestamp() - self.lease_seconds
+        return [w for w in self.store.workers() if w.heartbeat.timestamp() >= cutoff]
+
+    # ------------------------------------------------------------------ executions
+
+    def engine(self, execution_id: int) -> Engine:
+        engine = self.orchestrator.engines.get(execution_id)
+        if engine is None:
+            raise NotFound(f"execution {execution_id} not found")
+        return engine
+
+    def status(self, execution_id: int) -> dict[str, Any]:
+        with self.orchestrator.engines.lock(execution_id):
+            engine = self.engine(execution_id)
+        return status_view(engine)
+
+    def cancel(
+        self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request"
+    ) -> dict[str, Any]:
+        self.orchestrator.cancel(execution_id, reason, cascade=cascade)
+        return {
+            "execution_id": execution_id,
+            "status": "cancelled",
+            "message": "Execution cancellation requested",
+        }
+
+
+def status_view(engine: Engine) -> dict[str, Any]:
+    """`GET /api/executions/{id}/status`: the run's status and progress; its results once it
+    has ended (pollers ask often, and a 10,000-item loop's results would be serialised on every
+    poll)."""
+    state = engine.state
+    steps = state.steps.values()
+    current = next((s.name for s in reversed(list(steps)) if s.status == "running"), None)
+    return {
+        "execution_id": state.execution_id,
+        "status": state.status if state.status != "INITIAL" else "RUNNING",
+        "completed": state.status == "COMPLETED",
+        "failed": state.status == "FAILED",
+        "current_step": current,
+        "error": state.error,
+        "progress": {
+            "total_steps": sum(1 for s in steps if s.runs > 0 or s.status != "pending"),
+            "completed_steps": sum(1 for s in steps if s.status == "completed"),
+            "running_steps": sum(1 for s in steps if s.status == "running"),
+            "failed_steps": len(state.failed_steps),
+        },
+        "is_cancelled": state.status == "CANCELLED",
+        "result": engine.result(state.meta.get("return_step")) if state.terminal else None,
+        "steps": {
+            name: {"status": step.status.upper(), "result": engine.step_data(name)}
+            for name, step in state.steps.items()
+        }
+        if state.terminal
+        else None,
+    }
