@@ -97,13 +97,13 @@ async def _delete_stream(url: str, stream: str) -> None:
         await nc.close()
 
 
-@pytest.fixture(params=["inproc", pytest.param("nats", marks=pytest.mark.nats)])
+@pytest.fixture(params=[pytest.param("nats", marks=pytest.mark.nats)])
 def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
     """Every adapter under test is built here. Each param gets a stream and subject prefix of its
     own, so tests never see each other's messages; a NATS stream is deleted afterwards."""
     tag = uuid.uuid4().hex[:8]
     stream, prefix = f"NOETL_T_{tag}", f"noetl.t{tag}.commands"
-    url = f"inproc://t{tag}" if request.param == "inproc" else request.getfixturevalue("nats_url")
+    url = request.getfixturevalue("nats_url")
     publisher = open_publisher(url, stream=stream, subject_prefix=prefix)
     try:
         yield Bus(request.param, url, stream, prefix, publisher)

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from tests.support.playbooks import fanout_with_failure, with_header
 
-from noetl.bus.inproc import InprocBus
 from noetl.bus.ports import DIRECT_RUN_WINDOW
 from noetl.engine.events import utcnow
 from noetl.errors import BusError
@@ -20,8 +19,8 @@ from noetl.ids import default_ids
 from noetl.runtime.control import BUS_HOLD_SECONDS, ControlPlane, ExecuteRequest
 from noetl.store import open_store
 from noetl.store.ports import WorkerRecord
-from noetl.worker.executor import Executor
 from noetl.worker.command import command_from_body
+from noetl.worker.executor import Executor
 from noetl.worker.remote import _direct_command
 
 PLAYBOOK = """
@@ -75,7 +74,11 @@ def report(control: ControlPlane, body: dict[str, Any], worker_id: str) -> list[
     """Run a command from its notification body and post claim + outcome; the refused ids."""
     command = command_from_body(body)
     executor = Executor(ids=default_ids, worker_id=worker_id)
-    events = [executor.events.claimed(command), executor.events.started(command), *asyncio.run(executor.execute(command))]
+    events = [
+        executor.events.claimed(command),
+        executor.events.started(command),
+        *asyncio.run(executor.execute(command)),
+    ]
     return control.ingest_report(events).rejected
 
 
@@ -172,14 +175,6 @@ def test_which_notifications_a_worker_runs_without_claiming() -> None:
     assert _direct_command(Delivered({**fresh, "issued_at": time.time() - DIRECT_RUN_WINDOW - 1})) is None
     assert _direct_command(Delivered({"issued_at": time.time()})) is None  # no body
     assert _direct_command(Delivered({"command": body})) is None  # no issue time
-
-
-def test_inproc_publish_later_settles_its_future() -> None:
-    bus = InprocBus()
-    assert bus.publish_later("noetl.commands.shared.1", {"event_id": 1}).result(1) is None
-    bus.close()
-    with pytest.raises(BusError):
-        bus.publish_later("noetl.commands.shared.1", {"event_id": 2}).result(1)
 
 
 FANOUT_WITH_FAILURE = with_header(

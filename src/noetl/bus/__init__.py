@@ -11,8 +11,9 @@ the command (over HTTP, or with its report when the notification carried the com
     for message in await subscriber.fetch(1, timeout=5.0):
         ...  # claim message.payload["event_id"], then await message.ack() (or nak)
 
-URLs: `inproc://[name]` (a process-wide in-memory bus; the same name is the same bus) and
-`nats://[user:password@]host:port` (JetStream; nats-py is imported only then).
+URL: `nats://[user:password@]host:port` (JetStream; nats-py is imported only then). Without a bus
+(`inproc://`, the default), a server signals its in-process worker directly and remote workers
+poll; there is no in-process bus adapter.
 """
 
 from __future__ import annotations
@@ -45,22 +46,16 @@ __all__ = [
     "open_subscriber",
 ]
 
-ACCEPTED = "inproc://[name] or nats://host:port"
+ACCEPTED = "nats://host:port"
 
 
 def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-    if scheme == "inproc":
-        return scheme
     if scheme == "nats":
         if not urlsplit(url).hostname:
             raise BusError(f"bus URL {url!r} names no host: expected nats://host:port")
         return scheme
     raise BusError(f"unsupported bus URL {url!r}: expected {ACCEPTED}")
-
-
-def _inproc_name(url: str) -> str:
-    return url.split("://", 1)[1].strip("/") or "default"
 
 
 def open_publisher(
@@ -71,10 +66,7 @@ def open_publisher(
     connect_timeout: float = 5.0,
 ) -> Publisher:
     """A connected publisher for `url`. Raises BusError when the bus cannot be reached."""
-    if _scheme(url) == "inproc":
-        from noetl.bus.inproc import named_bus
-
-        return named_bus(_inproc_name(url), subject_prefix=subject_prefix)
+    _scheme(url)
     try:
         from noetl.bus.nats import NatsPublisher
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -94,11 +86,7 @@ async def open_subscriber(
 ) -> Subscriber:
     """A subscriber on `pools`, bound to the running event loop. Raises BusError when the bus
     cannot be reached (the worker then polls)."""
-    if _scheme(url) == "inproc":
-        from noetl.bus.inproc import named_bus
-
-        bus = named_bus(_inproc_name(url), subject_prefix=subject_prefix)
-        return bus.subscriber(pools, durable=durable, ack_wait=ack_wait)
+    _scheme(url)
     try:
         from noetl.bus.nats import NatsSubscriber
     except ImportError as exc:  # pragma: no cover - depends on the installed extras

@@ -1,4 +1,4 @@
-"""Command-bus ports. Every adapter (inproc, nats) implements `Publisher` and `Subscriber` and
+"""Command-bus ports. Every adapter (NATS JetStream today) implements `Publisher` and `Subscriber` and
 passes the shared contract suite in `tests/contract/test_bus_contract.py`.
 
 The bus is only a wake-up signal: a notification says "command <event_id> of execution <id> is
