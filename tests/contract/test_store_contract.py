@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -529,3 +530,85 @@ def test_known_event_ids_answers_for_a_whole_batch(store: Store) -> None:
     wanted = [events[0].event_id, 999, events[1].event_id, events[0].event_id]
     assert store.known_event_ids(wanted) == {events[0].event_id, events[1].event_id}
     assert store.known_event_ids([]) == set()
+
+
+# ---------------------------------------------------------------------------------- coordination
+
+
+def test_dedup_claim_first_wins_within_the_window(store: Store) -> None:
+    assert store.claim_dedup(0, "order-1", 60, 101) is None
+    assert store.claim_dedup(0, "order-1", 60, 102) == 101  # the winner's execution
+    assert store.claim_dedup(7, "order-1", 60, 103) is None  # another scope: its own key
+    assert store.claim_dedup(0, "order-2", 60, 104) is None
+
+
+def test_dedup_claim_after_the_window_is_a_new_winner(store: Store) -> None:
+    assert store.claim_dedup(0, "k", 0, 201) is None
+    time.sleep(1.1)  # window 0 s: the first claim is over (PostgreSQL compares whole seconds)
+    assert store.claim_dedup(0, "k", 0, 202) is None
+    assert store.claim_dedup(0, "k", 60, 203) == 202
+
+
+def test_dedup_claims_race_safely(store: Store) -> None:
+    winners: list[int | None] = []
+
+    def claim(execution_id: int) -> None:
+        winners.append(store.claim_dedup(0, "race", 60, execution_id))
+
+    threads = [threading.Thread(target=claim, args=(300 + n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winner = store.claim_dedup(0, "race", 60, 999)
+    assert winner in range(300, 308)
+    assert winners.count(None) == 1
+    assert all(w in (None, winner) for w in winners)
+
+
+def test_execution_lock_serialises_and_is_released(store: Store) -> None:
+    order: list[str] = []
+
+    def second() -> None:
+        with store.execution_lock(42):
+            order.append("second")
+
+    with store.execution_lock(42):
+        order.append("first")
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)  # a shared store's lock keeps the second holder out meanwhile
+        order.append("first-done")
+    thread.join(5)
+    assert not thread.is_alive()
+    if store.shared:
+        assert order == ["first", "first-done", "second"]
+    else:  # a single-process store serialises in the orchestrator; its lock is a no-op
+        assert sorted(order) == ["first", "first-done", "second"]
+
+
+def test_leadership_is_held_by_its_first_taker(store: Store) -> None:
+    assert store.try_leadership("reaper") is True
+    assert store.try_leadership("reaper") is True  # held: asking again keeps it
+
+
+def test_staleness_follows_writes_of_others(store: Store) -> None:
+    execution_id = ids()
+    store.append([started(execution_id)])
+    store.mark_current(execution_id)
+    assert store.is_stale(execution_id) is False
+    store.append([event(execution_id, COMMAND_ISSUED)])  # this process's own write
+    assert store.is_stale(execution_id) is False
+    if not store.shared:
+        return
+    from noetl.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    other = PostgresStore(store.url, schema=store.schema)  # another server on the same database
+    try:
+        other.append([event(execution_id, COMMAND_ISSUED)])
+    finally:
+        other.close()
+    assert store.is_stale(execution_id) is True
+    store.mark_current(execution_id)
+    assert store.is_stale(execution_id) is False
