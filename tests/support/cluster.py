@@ -183,12 +183,20 @@ class Cluster:
     # -------------------------------------------------------------------------- servers
 
     def start_server(
-        self, name: str, *, port: int | None = None, env: dict[str, str] | None = None, wait: bool = True
+        self,
+        name: str,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        with_worker: bool = False,
     ) -> ServerProcess:
         port = port or free_port()
         args = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--store", self.store_url]
         if self.bus_url:
             args += ["--bus", self.bus_url]
+        if with_worker:
+            args.append("--with-worker")
         server = ServerProcess(
             name=name,
             args=args,
