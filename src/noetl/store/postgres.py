@@ -2,7 +2,7 @@
 
 Everything lives in one schema, `noetl` unless the caller names another (the contract tests give
 each test a schema of its own). The schema is created on construction by numbered migrations
-(`MIGRATIONS` below), recorded in `<schema>.schema_migrations` and applied under a session
+(`noetl.store.postgres_sql.MIGRATIONS`), recorded in `<schema>.schema_migrations` and applied under a session
 advisory lock, so servers starting together queue instead of racing; once every migration is
 recorded, construction runs no DDL at all (a role without CREATE rights can use a prepared schema).
 
@@ -40,6 +40,7 @@ from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import dump_json, row_event, utc_ms
 from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
+from noetl.store.postgres_sql import EXECUTION_COLUMNS, MIGRATIONS, SCHEMA_VERSION, Statements
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
@@ -56,147 +57,6 @@ CONNECT_TIMEOUT: Final = 30.0  # seconds to wait for the pool's first connection
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Connection = psycopg.Connection[TupleRow]
-
-# -- migrations ---------------------------------------------------------------------------------
-#
-# (version, name, SQL). `{schema}` stands for the quoted schema name. Append new migrations with
-# the next number; never edit one that has shipped. Each runs in its own transaction and is
-# written to be idempotent (IF NOT EXISTS), so a schema that was created by hand is adopted.
-
-MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
-    (
-        1,
-        "event log, execution projection, catalog, credentials, commands, runtimes",
-        """
-CREATE TABLE IF NOT EXISTS {schema}.event (
-    event_id            BIGINT PRIMARY KEY,
-    execution_id        BIGINT NOT NULL,
-    parent_event_id     BIGINT,
-    parent_execution_id BIGINT,
-    catalog_id          BIGINT,
-    event_type          TEXT NOT NULL,
-    node_id             TEXT,
-    node_name           TEXT,
-    node_type           TEXT,
-    status              TEXT,
-    context             JSONB,
-    meta                JSONB,
-    result              JSONB,
-    worker_id           TEXT,
-    created_at          TIMESTAMPTZ NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_execution_idx ON {schema}.event (execution_id, event_id);
-CREATE INDEX IF NOT EXISTS event_type_idx ON {schema}.event (event_type);
-CREATE INDEX IF NOT EXISTS event_parent_execution_idx ON {schema}.event (parent_execution_id)
-    WHERE parent_execution_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS event_command_id_idx ON {schema}.event ((meta->>'command_id'))
-    WHERE (meta->>'command_id') IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS {schema}.execution (
-    execution_id        BIGINT PRIMARY KEY,
-    path                TEXT,
-    catalog_id          BIGINT,
-    parent_execution_id BIGINT,
-    status              TEXT NOT NULL,
-    started_at          TIMESTAMPTZ NOT NULL,
-    completed_at        TIMESTAMPTZ,
-    error               TEXT
-);
-CREATE INDEX IF NOT EXISTS execution_started_idx ON {schema}.execution (started_at DESC, execution_id DESC);
-CREATE INDEX IF NOT EXISTS execution_status_idx ON {schema}.execution (status);
-CREATE INDEX IF NOT EXISTS execution_parent_idx ON {schema}.execution (parent_execution_id)
-    WHERE parent_execution_id IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS {schema}.catalog (
-    catalog_id BIGINT PRIMARY KEY,
-    path       TEXT NOT NULL,
-    version    INTEGER NOT NULL,
-    kind       TEXT NOT NULL,
-    content    TEXT NOT NULL,
-    meta       JSONB NOT NULL DEFAULT '{}',
-    created_at TIMESTAMPTZ NOT NULL,
-    UNIQUE (path, version)
-);
-CREATE INDEX IF NOT EXISTS catalog_kind_idx ON {schema}.catalog (kind);
-CREATE INDEX IF NOT EXISTS catalog_created_idx ON {schema}.catalog (created_at DESC, catalog_id DESC);
-
-CREATE TABLE IF NOT EXISTS {schema}.credential (
-    id             BIGINT PRIMARY KEY,
-    name           TEXT NOT NULL UNIQUE,
-    type           TEXT NOT NULL,
-    data_encrypted TEXT NOT NULL,
-    description    TEXT,
-    tags           TEXT[] NOT NULL DEFAULT '{}',
-    created_at     TIMESTAMPTZ NOT NULL,
-    updated_at     TIMESTAMPTZ NOT NULL
-);
-CREATE INDEX IF NOT EXISTS credential_type_idx ON {schema}.credential (type);
-
-CREATE TABLE IF NOT EXISTS {schema}.command (
-    command_id   TEXT PRIMARY KEY,
-    event_id     BIGINT UNIQUE,
-    execution_id BIGINT NOT NULL,
-    step         TEXT NOT NULL,
-    tool_kind    TEXT,
-    pool         TEXT,
-    status       TEXT NOT NULL DEFAULT 'PENDING',
-    worker_id    TEXT,
-    attempt      INTEGER NOT NULL DEFAULT 1,
-    max_attempts INTEGER NOT NULL DEFAULT 3,
-    lease_until  TIMESTAMPTZ,
-    claimed_at   TIMESTAMPTZ,
-    completed_at TIMESTAMPTZ,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS command_queue_idx ON {schema}.command (status, pool, created_at);
-CREATE INDEX IF NOT EXISTS command_execution_idx ON {schema}.command (execution_id);
-
-CREATE TABLE IF NOT EXISTS {schema}.runtime (
-    runtime_id   BIGINT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    kind         TEXT NOT NULL,
-    uri          TEXT,
-    status       TEXT,
-    labels       JSONB,
-    capabilities JSONB,
-    capacity     INTEGER,
-    runtime      JSONB,
-    heartbeat    TIMESTAMPTZ,
-    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    UNIQUE (kind, name)
-);
-""",
-    ),
-    (
-        2,
-        "execute dedup",
-        """
-CREATE TABLE IF NOT EXISTS {schema}.execute_dedup (
-    scope        BIGINT NOT NULL,
-    dedup_key    TEXT NOT NULL,
-    execution_id BIGINT NOT NULL,
-    seen_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (scope, dedup_key)
-);
-""",
-    ),
-    (
-        3,
-        "execution write sequence",
-        """
-ALTER TABLE {schema}.execution ADD COLUMN IF NOT EXISTS write_seq BIGINT NOT NULL DEFAULT 0;
-""",
-    ),
-)
-SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
-
-_EVENT_COLUMNS = ", ".join(COLUMNS)
-_EXECUTION_COLUMNS = (
-    "execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error"
-)
-_CATALOG_COLUMNS = "catalog_id, path, version, kind, content, created_at, meta"
-_CREDENTIAL_COLUMNS = "name, type, data_encrypted, description, tags, created_at, updated_at"
 
 
 class PostgresStore:
@@ -223,7 +83,7 @@ class PostgresStore:
         self.schema = schema
         self._cipher = cipher
         self._where = _redact(url)
-        self._sql = _Statements(f'"{schema}"')
+        self._sql = Statements(f'"{schema}"')
         kwargs: dict[str, Any] = {"autocommit": True}
         try:
             given = conninfo_to_dict(url)
@@ -572,7 +432,7 @@ class PostgresStore:
         if parent_execution_id is not None:
             where.append("parent_execution_id = %s")
             params.append(parent_execution_id)
-        sql = f"SELECT {_EXECUTION_COLUMNS} FROM {self._sql.schema}.execution"
+        sql = f"SELECT {EXECUTION_COLUMNS} FROM {self._sql.schema}.execution"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, execution_id DESC LIMIT %s OFFSET %s"
@@ -722,76 +582,6 @@ class PostgresStore:
             )
             for row in rows
         ]
-
-
-class _Statements:
-    """The SQL of one store, with its (validated, quoted) schema name filled in."""
-
-    def __init__(self, schema: str) -> None:
-        self.schema = schema
-        s = schema
-        self.bump_write_seq = (
-            f"UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
-        )
-        self.get_write_seq = f"SELECT write_seq FROM {s}.execution WHERE execution_id = %s"
-        # Insert a batch of one execution's events from one JSON array of rows and bump its
-        # write sequence, in one statement (a data-modifying CTE runs whether or not it is read).
-        self.append_events = (
-            f"WITH added AS (INSERT INTO {s}.event ({_EVENT_COLUMNS})"
-            f" SELECT {_EVENT_COLUMNS} FROM jsonb_populate_recordset(NULL::{s}.event, %s::jsonb)"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
-            f" UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
-        )
-        self.insert_event = (
-            f"INSERT INTO {s}.event ({_EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-        )
-        select_events = f"SELECT {_EVENT_COLUMNS} FROM {s}.event"
-        self.read_events = f"{select_events} WHERE execution_id = %s ORDER BY event_id"
-        self.read_events_after = (
-            f"{select_events} WHERE execution_id = %s AND event_id > %s ORDER BY event_id"
-        )
-        self.get_event = f"{select_events} WHERE event_id = %s"
-        self.start_execution = f"""
-            INSERT INTO {s}.execution
-                (execution_id, path, catalog_id, parent_execution_id, status, started_at)
-            VALUES (%s, %s, %s, %s, %s, %s)
-            ON CONFLICT (execution_id) DO UPDATE SET
-                path = excluded.path, catalog_id = excluded.catalog_id,
-                parent_execution_id = excluded.parent_execution_id, started_at = excluded.started_at
-        """
-        self.finish_execution = f"""
-            INSERT INTO {s}.execution (execution_id, status, started_at, completed_at, error)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (execution_id) DO UPDATE SET
-                status = excluded.status, completed_at = excluded.completed_at, error = excluded.error
-        """
-        self.get_execution = f"SELECT {_EXECUTION_COLUMNS} FROM {s}.execution WHERE execution_id = %s"
-        select_catalog = f"SELECT {_CATALOG_COLUMNS} FROM {s}.catalog"
-        self.register = f"""
-            INSERT INTO {s}.catalog (catalog_id, path, version, kind, content, created_at, meta)
-            SELECT %s, %s, COALESCE(MAX(version), 0) + 1, %s, %s, %s, '{{}}'::jsonb
-            FROM {s}.catalog WHERE path = %s
-            RETURNING version
-        """
-        self.latest_resource = f"{select_catalog} WHERE path = %s ORDER BY version DESC LIMIT 1"
-        self.resource_version = f"{select_catalog} WHERE path = %s AND version = %s"
-        self.resource_by_id = f"{select_catalog} WHERE catalog_id = %s"
-        self.entries = f"{select_catalog} ORDER BY created_at DESC, catalog_id DESC"
-        self.entries_of_kind = f"{select_catalog} WHERE kind = %s ORDER BY created_at DESC, catalog_id DESC"
-        self.put_credential = f"""
-            INSERT INTO {s}.credential
-                (id, name, type, data_encrypted, description, tags, created_at, updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s::text[], %s, %s)
-            ON CONFLICT (name) DO UPDATE SET
-                type = excluded.type, data_encrypted = excluded.data_encrypted,
-                description = excluded.description, tags = excluded.tags,
-                updated_at = excluded.updated_at
-        """
-        select_credentials = f"SELECT {_CREDENTIAL_COLUMNS} FROM {s}.credential"
-        self.get_credential = f"{select_credentials} WHERE name = %s"
-        self.list_credentials = f"{select_credentials} ORDER BY name"
-        self.delete_credential = f"DELETE FROM {s}.credential WHERE name = %s"
 
 
 # -- rows -------------------------------------------------------------------------------------
