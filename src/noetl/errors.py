@@ -61,6 +61,10 @@ class ToolTimeout(ToolError):
     """A tool ran past its timeout and was stopped."""
 
 
+class ConfigError(NoetlError):
+    """A setting (an environment variable) has a value NoETL cannot use; the message names it."""
+
+
 class CredentialError(NoetlError):
     """A credential is missing, malformed or cannot be decrypted."""
 
