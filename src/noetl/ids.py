@@ -49,11 +49,6 @@ class Snowflake:
     __call__ = next
 
 
-def timestamp_ms(snowflake_id: int) -> int:
-    """The Unix time in milliseconds encoded in a snowflake id."""
-    return (snowflake_id >> (_NODE_BITS + _SEQ_BITS)) + EPOCH_MS
-
-
 def node_id(configured: int | None = None) -> int:
     """The node bits for a configured node id (any integer, taken modulo 1024), else for the
     process id."""
