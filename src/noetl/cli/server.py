@@ -38,7 +38,7 @@ def start(
         str | None,
         typer.Option(
             "--bus",
-            help="Command bus URL: inproc:// (default) or nats://host:4222; default: NOETL_BUS_URL.",
+            help="Command bus URL (nats://host:4222); default: NOETL_BUS_URL, else in-process (inproc://).",
         ),
     ] = None,
     with_worker: Annotated[
