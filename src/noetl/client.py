@@ -18,7 +18,6 @@ import base64
 import http.client
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,14 +29,15 @@ import orjson
 
 from noetl.engine.events import Event
 from noetl.errors import Conflict, NoetlError, NotFound, ValidationFailed
+from noetl.settings import DEFAULT_SERVER_URL
+from noetl.status import TERMINAL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVER_URL = "http://localhost:8082"
 RETRIES = 3
 _BACKOFF = 0.2  # seconds; doubles on every retry
 _RETRY_STATUSES = frozenset({502, 503, 504})
-TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+TERMINAL_STATUSES = TERMINAL  # the old name; `noetl.status.TERMINAL` is the one set
 
 
 class ServerError(NoetlError):
@@ -50,12 +50,6 @@ class ServerError(NoetlError):
 
 class ServerUnreachable(NoetlError):
     """The server could not be reached (connection refused, DNS, timeout)."""
-
-
-def server_url(explicit: str | None = None) -> str:
-    """The base URL: the explicit one, else NOETL_SERVER_URL, else http://localhost:8082."""
-    url = explicit or os.environ.get("NOETL_SERVER_URL") or DEFAULT_SERVER_URL
-    return url.rstrip("/")
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
@@ -136,17 +130,18 @@ def event_payload(event: Event) -> dict[str, Any]:
 
 
 class ServerClient:
-    """`ServerClient(base_url, timeout=30)`; use as a context manager or call `close()`."""
+    """`ServerClient(base_url, timeout=30)`; use as a context manager or call `close()`. The CLI
+    passes `--server`, else NOETL_SERVER_URL, else `DEFAULT_SERVER_URL`."""
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str = DEFAULT_SERVER_URL,
         *,
         timeout: float = 30,
         retries: int = RETRIES,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = server_url(base_url)
+        self.base_url = base_url.rstrip("/")
         self.retries = retries
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         plain = transport is None and urlsplit(self.base_url).scheme == "http"
@@ -491,5 +486,4 @@ __all__ = [
     "ServerError",
     "ServerUnreachable",
     "event_payload",
-    "server_url",
 ]

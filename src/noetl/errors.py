@@ -57,8 +57,8 @@ class ToolError(NoetlError):
         super().__init__(message)
 
 
-class ToolTimeout(ToolError):
-    """A tool ran past its timeout and was stopped."""
+class ConfigError(NoetlError):
+    """A setting (an environment variable) has a value NoETL cannot use; the message names it."""
 
 
 class CredentialError(NoetlError):

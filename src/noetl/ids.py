@@ -1,10 +1,16 @@
-"""Snowflake ids: 41-bit milliseconds since 2024-01-01 UTC, 10-bit node, 12-bit sequence."""
+"""Snowflake ids: 41-bit milliseconds since 2024-01-01 UTC, 10-bit node, 12-bit sequence.
+
+`default_ids`, the process's shared generator, is built once here with the configured node
+(`NOETL_SNOWFLAKE_NODE_ID`, via `noetl.settings`); `Snowflake` itself takes its node explicitly.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+
+from noetl.settings import settings
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 _NODE_BITS = 10
@@ -16,8 +22,9 @@ class Snowflake:
     """Thread-safe generator of monotonically increasing 63-bit ids."""
 
     def __init__(self, node: int | None = None) -> None:
+        """`node` in 0..1023; None: `node_id()`, derived from the process id."""
         if node is None:
-            node = int(os.environ.get("NOETL_SNOWFLAKE_NODE_ID", os.getpid())) % (1 << _NODE_BITS)
+            node = node_id()
         if not 0 <= node < (1 << _NODE_BITS):
             raise ValueError(f"snowflake node must be in 0..1023, got {node}")
         self.node = node
@@ -42,9 +49,10 @@ class Snowflake:
     __call__ = next
 
 
-def timestamp_ms(snowflake_id: int) -> int:
-    """The Unix time in milliseconds encoded in a snowflake id."""
-    return (snowflake_id >> (_NODE_BITS + _SEQ_BITS)) + EPOCH_MS
+def node_id(configured: int | None = None) -> int:
+    """The node bits for a configured node id (any integer, taken modulo 1024), else for the
+    process id."""
+    return (os.getpid() if configured is None else configured) % (1 << _NODE_BITS)
 
 
-default_ids = Snowflake()
+default_ids = Snowflake(node_id(settings().snowflake_node_id))

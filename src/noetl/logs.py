@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Any
 
@@ -48,11 +47,11 @@ def _text(value: Any) -> str:
     return json.dumps(text) if " " in text else text
 
 
-def setup(level: str | None = None) -> None:
-    """Configure the root logger once (level from the argument or NOETL_LOG_LEVEL)."""
-    chosen = (level or os.environ.get("NOETL_LOG_LEVEL") or "WARNING").upper()
+def setup(level: str = "WARNING", *, as_json: bool = False) -> None:
+    """Configure the root logger: records at `level` and above go to stderr, as text or JSON
+    lines. The CLI passes the flag, NOETL_LOG_LEVEL or its default, and NOETL_LOG_FORMAT."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(StructuredFormatter(as_json=os.environ.get("NOETL_LOG_FORMAT") == "json"))
+    handler.setFormatter(StructuredFormatter(as_json=as_json))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(chosen)
+    root.setLevel(level.upper())

@@ -18,11 +18,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from tests.support.cluster import Cluster, get_json, post_json, wait_terminal
 
 from noetl.dsl import load_playbook
 from noetl.runtime.local import LocalRuntime
 from noetl.store.sqlite import SQLiteStore
-from tests.support.cluster import Cluster, get_json, post_json, wait_terminal
 
 ITEMS = ["red", "green", "blue"]
 
@@ -99,7 +99,7 @@ def check_children(
     }
     seen: dict[str, list[int]] = {"native": [], "piped": []}
     assert len(children) == 6, sorted(children)
-    for child_id, log in children.items():
+    for log in children.values():
         started = log[0]
         assert started["event_type"] == "playbook_started"
         meta = started["meta"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from noetl.engine.events import COLUMNS, PLAYBOOK_STARTED, STEP_ENTER, Event
-from noetl.errors import CredentialError, StoreError
+from noetl.errors import ConfigError, CredentialError, StoreError
 from noetl.ids import Snowflake
 from noetl.store import STORE_URL_ENV, default_store_url, open_store, sqlite_path
 from noetl.store.crypto import KEY_ENV, Cipher, key_from_text, load_key_file
@@ -102,13 +102,16 @@ def test_wal_and_synchronous_normal_by_default(tmp_path: Path) -> None:
 
 
 def test_sync_mode_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
     monkeypatch.setenv("NOETL_SQLITE_SYNC", "full")
-    store = SQLiteStore(tmp_path / "s.db")
+    store = open_store(url)  # the edge reads the setting; the adapter takes it as an argument
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
     monkeypatch.setenv("NOETL_SQLITE_SYNC", "sometimes")
-    with pytest.raises(StoreError, match="NOETL_SQLITE_SYNC"):
-        SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(ConfigError, match="NOETL_SQLITE_SYNC"):
+        open_store(url)
+    with pytest.raises(StoreError, match="'sometimes' is not one of OFF, NORMAL, FULL, EXTRA"):
+        SQLiteStore(tmp_path / "s.db", synchronous="sometimes")
 
 
 def test_the_database_file_never_holds_a_plain_password(tmp_path: Path) -> None:

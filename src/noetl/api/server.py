@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -21,14 +20,15 @@ from fastapi import FastAPI
 from noetl.api.app import create_app
 from noetl.bus import Publisher, open_publisher
 from noetl.errors import BusError, NoetlError
-from noetl.runtime.control import DEFAULT_LEASE_SECONDS, ControlPlane
+from noetl.runtime.control import ControlPlane
+from noetl.settings import settings
 from noetl.store import open_store
 from noetl.tools.resources import close_tool_resources
 from noetl.worker.inprocess import DEFAULT_WORKERS, InProcessWorker
 
 log = logging.getLogger(__name__)
 
-PUBLIC_URL_ENV = "NOETL_PUBLIC_SERVER_URL"
+PUBLIC_URL_ENV = "NOETL_PUBLIC_SERVER_URL"  # read by `noetl.settings`
 REAP_INTERVAL = 1.0
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -36,7 +36,7 @@ _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 def public_url(host: str, port: int) -> str:
     """The URL workers use to reach this server: NOETL_PUBLIC_SERVER_URL, else host:port
     (a wildcard bind address is not reachable as such, so it becomes localhost)."""
-    configured = os.environ.get(PUBLIC_URL_ENV, "").strip()
+    configured = settings().public_server_url
     if configured:
         return configured.rstrip("/")
     reachable = "localhost" if host in _WILDCARD_HOSTS else host
@@ -105,7 +105,7 @@ def serve(
             store,
             server_url=public_url(host, port),
             notify=publisher.publish_later if publisher is not None else None,
-            lease_seconds=float(os.environ.get("NOETL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)),
+            lease_seconds=settings().lease_seconds,
         )
         app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")

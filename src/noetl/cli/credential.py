@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from noetl.cli import common
+from noetl.cli.common import EXIT_FAILED, StoreOption
+
 app = typer.Typer(help="Manage credentials (stored encrypted at rest).", no_args_is_help=True)
 
-StoreOption = Annotated[
-    str | None, typer.Option("--store", help="Store URL; default: NOETL_STORE_URL or the user data dir.")
-]
 _SHOWN = frozenset(
     {
         "db_host",
@@ -35,21 +35,6 @@ _SHOWN = frozenset(
 )
 
 
-def _die(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _store(url: str | None) -> Any:
-    from noetl.errors import NoetlError
-    from noetl.store import open_store
-
-    try:
-        return open_store(url)
-    except NoetlError as exc:
-        _die(str(exc))
-
-
 def parse_credential(
     name: str | None, type_: str | None, data: str | None, file: Path | None, description: str | None
 ) -> dict[str, Any]:
@@ -60,9 +45,9 @@ def parse_credential(
         try:
             loaded = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            _die(f"cannot read credential file {file}: {exc}")
+            common.die(f"cannot read credential file {file}: {exc}")
         if not isinstance(loaded, dict):
-            _die(f"credential file {file} must hold a JSON object")
+            common.die(f"credential file {file} must hold a JSON object")
         doc.update(loaded)
     if name:
         doc["name"] = name
@@ -72,17 +57,17 @@ def parse_credential(
         try:
             parsed = json.loads(data)
         except ValueError as exc:
-            _die(f"--data is not valid JSON: {exc}")
+            common.die(f"--data is not valid JSON: {exc}")
         if not isinstance(parsed, dict):
-            _die("--data must be a JSON object")
+            common.die("--data must be a JSON object")
         doc["data"] = parsed
     if description:
         doc["description"] = description
     for key in ("name", "type"):
         if not isinstance(doc.get(key), str) or not doc[key].strip():
-            _die(f"a credential needs a '{key}' (give it as an argument/option or in the file)")
+            common.die(f"a credential needs a '{key}' (give it as an argument/option or in the file)")
     if not isinstance(doc.get("data"), dict):
-        _die("a credential needs 'data', a JSON object (--data '{...}' or a file with a 'data' key)")
+        common.die("a credential needs 'data', a JSON object (--data '{...}' or a file with a 'data' key)")
     return doc
 
 
@@ -113,7 +98,7 @@ def add(
         description=doc.get("description"),
         tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
     )
-    target = _store(store)
+    target = common.open_store(store)
     try:
         target.put_credential(credential)
     finally:
@@ -124,7 +109,7 @@ def add(
 @app.command("list")
 def list_(store: StoreOption = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List credentials (names and types, never secrets)."""
-    target = _store(store)
+    target = common.open_store(store)
     try:
         items = target.list_credentials()
     finally:
@@ -146,14 +131,13 @@ def show(
     """Show one credential; secret fields are masked unless --reveal."""
     from noetl.secrets import MASK
 
-    target = _store(store)
+    target = common.open_store(store)
     try:
         credential = target.get_credential(name)
     finally:
         target.close()
     if credential is None:
-        typer.echo(f"error: credential '{name}' not found", err=True)
-        raise typer.Exit(1)
+        common.die(f"credential '{name}' not found", EXIT_FAILED)
     data = {k: (v if reveal or k in _SHOWN else MASK) for k, v in credential.data.items()}
     doc = {
         "name": credential.name,
@@ -167,12 +151,11 @@ def show(
 @app.command("rm")
 def rm(name: Annotated[str, typer.Argument()], store: StoreOption = None) -> None:
     """Delete a credential."""
-    target = _store(store)
+    target = common.open_store(store)
     try:
         deleted = target.delete_credential(name)
     finally:
         target.close()
     if not deleted:
-        typer.echo(f"error: credential '{name}' not found", err=True)
-        raise typer.Exit(1)
+        common.die(f"credential '{name}' not found", EXIT_FAILED)
     typer.echo(f"credential '{name}' deleted")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from noetl import status
+from noetl.cli import common, credential, remote, server
+from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, StoreOption
 
 app = typer.Typer(
     name="noetl",
@@ -16,77 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-def _register_subcommands() -> None:
-    from noetl.cli import credential, remote
-
-    app.add_typer(credential.app, name="credential")
-    from noetl.cli import server
-
-    app.add_typer(server.app, name="server")
-    remote.install(app)  # register, exec, status, cancel, catalog, worker
-
-
-_register_subcommands()
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir.",
-    ),
-]
-
-
-def _die(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _json_default(value: Any) -> Any:
-    return str(value)
-
-
-def parse_assignments(pairs: list[str]) -> dict[str, Any]:
-    """`--set k=v` values: JSON when the text parses as JSON, else the text itself."""
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            _die(f"--set expects key=value, got '{pair}'")
-        try:
-            values[key.strip()] = json.loads(text)
-        except ValueError:
-            values[key.strip()] = text
-    return values
-
-
-def build_workload(payload: str | None, assignments: list[str]) -> dict[str, Any]:
-    """`--payload` (a JSON object) overlaid by the `--set` values."""
-    workload: dict[str, Any] = {}
-    if payload:
-        try:
-            parsed = json.loads(payload)
-        except ValueError as exc:
-            _die(f"--payload is not valid JSON: {exc}")
-        if not isinstance(parsed, dict):
-            _die("--payload must be a JSON object")
-        workload.update(parsed)
-    workload.update(parse_assignments(assignments))
-    return workload
-
-
-def _open_store(url: str | None) -> Any:
-    from noetl.errors import NoetlError
-    from noetl.store import open_store
-
-    try:
-        return open_store(url)
-    except NoetlError as exc:
-        _die(str(exc))
+app.add_typer(credential.app, name="credential")
+app.add_typer(server.app, name="server")
+remote.install(app)  # register, exec, status, cancel, catalog, worker
 
 
 @app.command()
@@ -107,28 +41,27 @@ def run(
         int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")
     ] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a playbook locally on the embedded store."""
-    from noetl import logs
+    common.setup_logging(log_level, "WARNING")  # first: a bad setting ends the command here
     from noetl.dsl import load_playbook
     from noetl.errors import PlaybookError
 
-    logs.setup(log_level)
     try:
         playbook = load_playbook(file)
     except PlaybookError as exc:
-        _die(str(exc))
-    workload = build_workload(payload, set_ or [])
-    store_obj = _open_store(store)
+        common.die(str(exc))
+    workload = common.build_workload(payload, set_ or [])
+    store_obj = common.open_store(store)
     outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
     from noetl.secrets import masker
 
     if as_json:
-        sys.stdout.write(json.dumps(masker.mask(outcome.to_json()), default=_json_default) + "\n")
+        common.print_json(masker.mask(outcome.to_json()))
     else:
         _print_outcome(outcome)
-    raise typer.Exit(EXIT_OK if outcome.status == "COMPLETED" else EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED)
 
 
 def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool) -> Any:
@@ -157,7 +90,7 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
-        _die("interrupted before the execution started", EXIT_FAILED)
+        common.die("interrupted before the execution started", EXIT_FAILED)
     finally:
         store.close()
 
@@ -168,8 +101,8 @@ def _print_outcome(outcome: Any) -> None:
     typer.echo(f"execution {outcome.execution_id}: {outcome.status}")
     if outcome.error:
         typer.echo(masker.mask_text(f"error: {outcome.error}"))
-    if outcome.status == "COMPLETED":
-        typer.echo("result: " + masker.mask_text(json.dumps(outcome.result, indent=2, default=_json_default)))
+    if outcome.status == status.COMPLETED:
+        typer.echo("result: " + masker.mask_text(common.pretty(outcome.result)))
 
 
 @app.command()
@@ -179,15 +112,15 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as one JSON array.")] = False,
 ) -> None:
     """Show the event log of one execution, oldest first."""
-    store_obj = _open_store(store)
+    store_obj = common.open_store(store)
     try:
         rows = store_obj.read(execution_id)
     finally:
         store_obj.close()
     if not rows:
-        _die(f"no events for execution {execution_id}", EXIT_FAILED)
+        common.die(f"no events for execution {execution_id}", EXIT_FAILED)
     if as_json:
-        sys.stdout.write(json.dumps([e.to_dict() for e in rows], default=_json_default) + "\n")
+        common.print_json([e.to_dict() for e in rows])
         return
     for event in rows:
         created = event.created_at.isoformat(timespec="milliseconds")
@@ -205,7 +138,7 @@ def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file.")]) 
     try:
         playbook = load_playbook(file)
     except PlaybookError as exc:
-        _die(str(exc))
+        common.die(str(exc))
     typer.echo(f"ok: {playbook.name} ({playbook.path}), {len(playbook.steps)} steps")
 
 

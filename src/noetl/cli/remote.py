@@ -13,26 +13,19 @@ commands, so `noetl run` does not pay for it.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from noetl.cli import common
+from noetl.cli.common import EXIT_FAILED, EXIT_OK, JsonOption, ServerOption
+from noetl.status import COMPLETED, TERMINAL
+
 if TYPE_CHECKING:
     from noetl.client import ServerClient
-    from noetl.errors import NoetlError
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
-
-ServerOption = Annotated[
-    str | None,
-    typer.Option("--server", help="Server URL; default: NOETL_SERVER_URL or http://localhost:8082."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")]
+    from noetl.worker.remote import RemoteWorker
 
 catalog_app = typer.Typer(help="The server's catalog of playbooks.", no_args_is_help=True)
 worker_app = typer.Typer(help="Worker processes that run commands for a server.", no_args_is_help=True)
@@ -47,33 +40,6 @@ def install(app: typer.Typer) -> None:
     app.command("cancel", rich_help_panel=panel)(cancel)
     app.add_typer(catalog_app, name="catalog", rich_help_panel=panel)
     app.add_typer(worker_app, name="worker", rich_help_panel=panel)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _die(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _client(server: str | None) -> ServerClient:
-    from noetl.client import ServerClient
-
-    return ServerClient(server)
-
-
-def _fail(exc: NoetlError, *, invalid: tuple[type[Exception], ...] = ()) -> NoReturn:
-    """Report a server error; exit 2 for the error types that mean "bad arguments", else 1."""
-    _die(str(exc), EXIT_INVALID if invalid and isinstance(exc, invalid) else EXIT_FAILED)
-
-
-def _dump(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, default=str)
 
 
 # ---------------------------------------------------------------------- register
@@ -93,13 +59,13 @@ def register(
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _die(f"cannot read {file}: {exc}")
+        common.die(f"cannot read {file}: {exc}")
     try:
         doc = load_yaml(text)
     except yaml.YAMLError as exc:
-        _die(f"{file}: invalid YAML: {exc}")
+        common.die(f"{file}: invalid YAML: {exc}")
     if not isinstance(doc, dict):
-        _die(f"{file}: expected a YAML mapping (a playbook document)")
+        common.die(f"{file}: expected a YAML mapping (a playbook document)")
     kind = str(doc.get("kind") or "Playbook")
     if kind.lower() == "playbook":
         from noetl.dsl import parse_playbook
@@ -107,14 +73,14 @@ def register(
         try:
             parse_playbook(text, source=str(file))  # the same validation `noetl run` applies
         except PlaybookError as exc:
-            _die(str(exc))
-    with _client(server) as client:
+            common.die(str(exc))
+    with common.server_client(server) as client:
         try:
             answer = client.register(text, resource_type=kind)
         except NoetlError as exc:
-            _fail(exc, invalid=(ValidationFailed,))
+            common.fail(exc, invalid=(ValidationFailed,))
     if as_json:
-        _dump(answer)
+        common.print_json(answer)
         return
     typer.echo(
         f"registered {answer.get('path')} version {answer.get('version')} catalog_id {answer.get('catalog_id')}"
@@ -149,33 +115,43 @@ def exec_(
     server: ServerOption = None,
 ) -> None:
     """Start an execution of a playbook registered on the server."""
-    from noetl.cli.main import build_workload
     from noetl.errors import NoetlError, NotFound, ValidationFailed
 
     if path.endswith((".yaml", ".yml")) and Path(path).is_file():
-        _die(
+        common.die(
             f"{path} is a file; the server runs catalog playbooks: `noetl register {path}`, then "
             f"`noetl exec <its metadata.path>` (or run it locally with `noetl run {path}`)"
         )
-    workload = build_workload(payload, set_ or [])
+    workload = common.build_workload(payload, set_ or [])
     target: dict[str, Any] = {"catalog_id": path} if path.isdigit() else {"path": path}
-    with _client(server) as client:
+    with common.server_client(server) as client:
         try:
             started = client.execute(payload=workload, execution_pool=pool, **target)
         except NoetlError as exc:
-            _fail(exc, invalid=(NotFound, ValidationFailed))
+            common.fail(exc, invalid=(NotFound, ValidationFailed))
         execution_id = str(started.get("execution_id"))
         if not wait:
-            if as_json:
-                _dump(started)
-            else:
-                typer.echo(
-                    f"execution {execution_id} {started.get('status', 'started')} "
-                    f"({started.get('commands_generated', 0)} commands)"
-                )
-                typer.echo(f"follow it with: noetl status {execution_id}", err=True)
+            _print_started(started, execution_id, as_json=as_json)
             return
         body = _wait(client, execution_id, timeout)
+    _report_outcome(body, execution_id, timeout, as_json=as_json)
+
+
+def _print_started(started: dict[str, Any], execution_id: str, *, as_json: bool) -> None:
+    if as_json:
+        common.print_json(started)
+        return
+    typer.echo(
+        f"execution {execution_id} {started.get('status', 'started')} "
+        f"({started.get('commands_generated', 0)} commands)"
+    )
+    typer.echo(f"follow it with: noetl status {execution_id}", err=True)
+
+
+def _report_outcome(
+    body: dict[str, Any], execution_id: str, timeout: float | None, *, as_json: bool
+) -> NoReturn:
+    """Print how a waited-for execution ended; exit 0 when it COMPLETED, else 1."""
     final = str(body.get("status") or "").upper()
     outcome: dict[str, Any] = {
         "execution_id": execution_id,
@@ -190,14 +166,14 @@ def exec_(
         outcome["steps"] = body["steps"]
     outcome["result"] = body.get("result")
     if as_json:
-        _dump(outcome)
+        common.print_json(outcome)
     else:
         typer.echo(f"execution {execution_id}: {outcome['status']}")
         if outcome["error"]:
             typer.echo(f"error: {outcome['error']}")
-        if final == "COMPLETED":
-            typer.echo("result: " + _pretty(outcome["result"]))
-    raise typer.Exit(EXIT_OK if final == "COMPLETED" else EXIT_FAILED)
+        if final == COMPLETED:
+            typer.echo("result: " + common.pretty(outcome["result"]))
+    raise typer.Exit(EXIT_OK if final == COMPLETED else EXIT_FAILED)
 
 
 def _wait(client: ServerClient, execution_id: str, timeout: float | None) -> dict[str, Any]:
@@ -213,7 +189,7 @@ def _wait(client: ServerClient, execution_id: str, timeout: float | None) -> dic
             try:
                 body = client.status(execution_id)
             except NoetlError as exc:
-                _fail(exc)
+                common.fail(exc)
             status = str(body.get("status") or "").upper()
             elapsed = time.monotonic() - begin
             line = _progress_line(body)
@@ -263,13 +239,13 @@ def status(
     """Show the status of an execution on the server."""
     from noetl.errors import NoetlError
 
-    with _client(server) as client:
+    with common.server_client(server) as client:
         try:
             body = client.status(execution_id)
         except NoetlError as exc:
-            _fail(exc)
+            common.fail(exc)
     if as_json:
-        _dump(body)
+        common.print_json(body)
         return
     state = str(body.get("status") or "?").upper()
     typer.echo(f"execution {body.get('execution_id', execution_id)}: {state}")
@@ -284,7 +260,7 @@ def status(
     if body.get("error"):
         typer.echo(f"error: {body['error']}")
     if body.get("result") is not None:
-        typer.echo("result: " + _pretty(body["result"]))
+        typer.echo("result: " + common.pretty(body["result"]))
 
 
 def cancel(
@@ -301,13 +277,13 @@ def cancel(
     """Cancel a running execution (and, by default, its children)."""
     from noetl.errors import NoetlError
 
-    with _client(server) as client:
+    with common.server_client(server) as client:
         try:
             body = client.cancel(execution_id, cascade=cascade, reason=reason)
         except NoetlError as exc:
-            _fail(exc)
+            common.fail(exc)
     if as_json:
-        _dump(body)
+        common.print_json(body)
         return
     typer.echo(
         f"execution {body.get('execution_id', execution_id)}: {body.get('status', 'cancelled')}"
@@ -329,13 +305,13 @@ def catalog_list(
     """List catalog entries, newest first."""
     from noetl.errors import NoetlError
 
-    with _client(server) as client:
+    with common.server_client(server) as client:
         try:
             entries = client.catalog_list(kind)
         except NoetlError as exc:
-            _fail(exc)
+            common.fail(exc)
     if as_json:
-        _dump({"entries": entries})
+        common.print_json({"entries": entries})
         return
     if not entries:
         typer.echo("the catalog is empty", err=True)
@@ -381,54 +357,59 @@ def worker_start(
         typer.Option("--grace-period", min=0, help="On stop, seconds in-flight commands get to finish."),
     ] = 30.0,
     log_level: Annotated[
-        str | None, typer.Option("--log-level", help="DEBUG, INFO (default), WARNING, ERROR.")
+        str | None,
+        typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR; default: NOETL_LOG_LEVEL, else INFO."),
     ] = None,
 ) -> None:
     """Run a worker: poll the server for commands, run them, report the events. SIGTERM or
     Ctrl-C stops it gracefully (in-flight commands finish, then it deregisters)."""
-    import asyncio
     import logging
-    import os
-    import signal
 
-    from noetl import logs
+    level = common.setup_logging(log_level, "INFO")  # first: a bad setting ends the command here
+    from noetl.ids import default_ids
     from noetl.worker.remote import RemoteWorker, default_worker_id
 
-    level = (log_level or os.environ.get("NOETL_LOG_LEVEL") or "INFO").upper()
-    logs.setup(level)
     if level != "DEBUG":  # one line per HTTP request is noise for a polling worker
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    log = logging.getLogger("noetl.worker")
-    bus_url = bus or os.environ.get("NOETL_BUS_URL")
+    bus_url = bus or common.load_settings().bus_url
     if bus_url and not bus_url.startswith(("nats://", "inproc")):
-        _die(f"unsupported bus URL {bus_url!r}: use nats://host:port")
-    pools = pool or ["shared"]
-    name = worker_id or default_worker_id()
-    with _client(server) as client:
+        common.die(f"unsupported bus URL {bus_url!r}: use nats://host:port")
+    with common.server_client(server) as client:
         worker = RemoteWorker(
             client,
-            worker_id=name,
-            pools=pools,
+            worker_id=worker_id or default_worker_id(),
+            pools=pool or ["shared"],
             concurrency=concurrency,
             poll_interval=poll_interval,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
+            ids=default_ids,  # carries the configured node (NOETL_SNOWFLAKE_NODE_ID)
             bus_url=bus_url,
         )
+        _run_until_signalled(worker)
 
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            log.info(
-                "worker %s polling %s (pools %s, concurrency %d)",
-                name,
-                client.base_url,
-                ",".join(pools),
-                concurrency,
-            )
-            await worker.run(stop)
-            log.info("worker %s stopped after %d command(s)", name, worker.completed)
 
-        asyncio.run(main())
+def _run_until_signalled(worker: RemoteWorker) -> None:
+    """Run `worker` until SIGTERM or SIGINT asks it to stop."""
+    import asyncio
+    import logging
+    import signal
+
+    log = logging.getLogger("noetl.worker")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info(
+            "worker %s polling %s (pools %s, concurrency %d)",
+            worker.worker_id,
+            worker.client.base_url,
+            ",".join(worker.pools),
+            worker.concurrency,
+        )
+        await worker.run(stop)
+        log.info("worker %s stopped after %d command(s)", worker.worker_id, worker.completed)
+
+    asyncio.run(main())

@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from noetl.cli import common
+from noetl.cli.common import LogLevelOption, StoreOption
+
 app = typer.Typer(help="Run the control-plane HTTP server.", no_args_is_help=True)
 
 
@@ -23,24 +26,19 @@ def redact(url: str) -> str:
 
 @app.command("start")
 def start(
-    host: Annotated[str, typer.Option("--host", envvar="NOETL_HOST", help="Address to bind.")] = "0.0.0.0",
-    port: Annotated[
-        int, typer.Option("--port", envvar="NOETL_PORT", min=1, max=65535, help="Port to listen on.")
-    ] = 8082,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            "--store",
-            envvar="NOETL_STORE_URL",
-            help="Store URL (sqlite:///file.db, postgresql://...); default: a file in the user data dir.",
-        ),
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind; default: NOETL_HOST or 0.0.0.0.")
     ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port to listen on; default: NOETL_PORT or 8082."),
+    ] = None,
+    store: StoreOption = None,
     bus: Annotated[
         str | None,
         typer.Option(
             "--bus",
-            envvar="NOETL_BUS_URL",
-            help="Command bus URL: inproc:// (default); nats:// is not supported yet.",
+            help="Command bus URL (nats://host:4222); default: NOETL_BUS_URL, else in-process (inproc://).",
         ),
     ] = None,
     with_worker: Annotated[
@@ -49,28 +47,26 @@ def start(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Commands the in-process worker runs at once.")
     ] = 8,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Serve the control-plane API (OpenAPI docs at /docs) until interrupted."""
-    from noetl import logs
+    common.setup_logging(log_level, "WARNING")  # first: a bad setting ends the command here
+    config = common.load_settings()
     from noetl.errors import NoetlError
     from noetl.store import default_store_url
 
-    logs.setup(log_level)
     try:
         from noetl.api.server import public_url, serve
     except ImportError as exc:
-        typer.echo(
-            f"error: the server needs the 'server' extra (pip install 'noetl[server]'): {exc}", err=True
-        )
-        raise typer.Exit(2) from exc
+        common.die(f"the server needs the 'server' extra (pip install 'noetl[server]'): {exc}")
+    host = host if host is not None else config.host
+    port = port if port is not None else config.port
     store_url = store or default_store_url()
     worker_text = f"in-process worker x{workers}" if with_worker else "no in-process worker"
     typer.echo(
         f"noetl server on {public_url(host, port)} (store {redact(store_url)}, {worker_text})", err=True
     )
     try:
-        serve(store_url, host, port, with_worker=with_worker, workers=workers, bus_url=bus)
+        serve(store_url, host, port, with_worker=with_worker, workers=workers, bus_url=bus or config.bus_url)
     except NoetlError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        common.die(str(exc))

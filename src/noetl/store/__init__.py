@@ -7,19 +7,21 @@ Store URLs (SQLAlchemy convention for SQLite):
 * `memory://` for the dict-backed `MemoryStore`;
 * `postgresql://...` / `postgres://...` for PostgreSQL.
 
-Adapters are imported when a URL asks for them, so `import noetl.store` stays cheap.
+Adapters are imported when a URL asks for them, so `import noetl.store` stays cheap. `open_store`
+is the edge that builds a store from the process's configuration (`noetl.settings`): the default
+URL (NOETL_STORE_URL) and SQLite's sync mode (NOETL_SQLITE_SYNC); the adapters take them explicitly.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 
 from noetl.errors import StoreError
+from noetl.settings import settings
 from noetl.store.ports import Store
 
-STORE_URL_ENV = "NOETL_STORE_URL"
+STORE_URL_ENV = "NOETL_STORE_URL"  # read by `noetl.settings`
 SCHEMES = ("sqlite://", "memory://", "postgresql://", "postgres://")
 
 __all__ = ["STORE_URL_ENV", "Store", "default_store_url", "open_store"]
@@ -27,7 +29,7 @@ __all__ = ["STORE_URL_ENV", "Store", "default_store_url", "open_store"]
 
 def default_store_url() -> str:
     """`NOETL_STORE_URL` when set, else a SQLite file in the per-user data directory."""
-    url = os.environ.get(STORE_URL_ENV, "").strip()
+    url = settings().store_url
     if url:
         return url
     from platformdirs import user_data_dir
@@ -41,7 +43,7 @@ def open_store(url: str | None = None) -> Store:
     if url.startswith("sqlite:"):
         from noetl.store.sqlite import MEMORY, SQLiteStore
 
-        return SQLiteStore(sqlite_path(url) or MEMORY, url=url)
+        return SQLiteStore(sqlite_path(url) or MEMORY, url=url, synchronous=settings().sqlite_sync)
     if url.startswith("memory:"):
         from noetl.store.memory import MemoryStore
 

@@ -11,7 +11,8 @@ key is sealed under the master key. Reasons over Fernet (AES-128-CBC + HMAC):
 * a 256-bit authenticated cipher in one primitive, and an envelope that lets the master key be
   rotated later by re-wrapping data keys only.
 
-The master key comes from `NOETL_ENCRYPTION_KEY` when set: a value that decodes (standard or
+The master key comes from `NOETL_ENCRYPTION_KEY` when set (read through `noetl.settings` by
+`Cipher.from_env`, the one place a store's cipher is built; `Cipher.from_key` takes it explicitly): a value that decodes (standard or
 URL-safe base64, as Fernet keys are written) to exactly 32 bytes is the key itself; any other
 string is treated as a passphrase and stretched with PBKDF2-HMAC-SHA256 (600,000 iterations,
 a fixed application salt, so every process derives the same key). Otherwise the key is read
@@ -60,13 +61,21 @@ class Cipher:
         self.key_id = key_id
 
     @classmethod
-    def from_env(cls, key_file: Path | None = None) -> Cipher:
-        """The key from `NOETL_ENCRYPTION_KEY`, else from the key file (created if missing)."""
-        text = os.environ.get(KEY_ENV, "").strip()
+    def from_key(cls, text: str | None, key_file: Path | None = None) -> Cipher:
+        """The key `text` gives (the value of NOETL_ENCRYPTION_KEY), else the key in `key_file`
+        (default: the per-user data dir; created if missing)."""
+        text = (text or "").strip()
         if text:
             return cls(key_from_text(text), key_id=f"env:{KEY_ENV}")
         path = key_file or default_key_file()
         return cls(load_key_file(path), key_id=f"file:{path.name}")
+
+    @classmethod
+    def from_env(cls, key_file: Path | None = None) -> Cipher:
+        """`from_key` with the configured NOETL_ENCRYPTION_KEY (`noetl.settings`)."""
+        from noetl.settings import settings
+
+        return cls.from_key(settings().encryption_key, key_file)
 
     def encrypt(self, data: Mapping[str, Any]) -> str:
         plain = json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False).encode()

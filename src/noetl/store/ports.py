@@ -14,12 +14,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from noetl.engine.events import Event
-
-# Execution statuses as the API reports them.
-RUNNING = "RUNNING"
-COMPLETED = "COMPLETED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
+from noetl.status import CANCELLED as CANCELLED  # re-exported: adapters and tests import them here
+from noetl.status import COMPLETED as COMPLETED
+from noetl.status import FAILED as FAILED
+from noetl.status import RUNNING as RUNNING
 
 
 @dataclass(frozen=True)

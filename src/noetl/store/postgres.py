@@ -224,14 +224,6 @@ class PostgresStore:
         conn.close()
         return False
 
-    def event_count(self, execution_id: int) -> int:
-        """How many events the execution has (to detect writes by another server process)."""
-        with self._reading("count events") as conn:
-            row = conn.execute(
-                f"SELECT count(*) FROM {self._sql.schema}.event WHERE execution_id = %s", (execution_id,)
-            ).fetchone()
-        return int(row[0]) if row else 0
-
     # -- plumbing --------------------------------------------------------------------------
 
     @contextmanager

@@ -2,8 +2,8 @@
 
 One connection per store, shared across threads behind a lock. Writes run in explicit
 `BEGIN IMMEDIATE` transactions (so two processes on one file queue on the busy timeout instead
-of failing on a lock upgrade); the file uses WAL with `synchronous=NORMAL` unless
-`NOETL_SQLITE_SYNC` says otherwise (NORMAL in WAL mode never corrupts the file; a power cut
+of failing on a lock upgrade); the file uses WAL with `synchronous=NORMAL` unless the
+`synchronous` argument (NOETL_SQLITE_SYNC, passed by `open_store`) says otherwise (NORMAL in WAL mode never corrupts the file; a power cut
 may lose the last transactions, which `FULL` prevents at the cost of an fsync per commit).
 SQL text is constant, so sqlite3's statement cache prepares each statement once.
 """
@@ -11,7 +11,6 @@ SQL text is constant, so sqlite3's statement cache prepares each statement once.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from noetl.engine.events import COLUMNS, Event, utcnow
 from noetl.errors import Conflict, StoreError
 from noetl.ids import default_ids
+from noetl.settings import SQLITE_SYNC_MODES as SYNC_MODES
 from noetl.store import projection
 from noetl.store.codec import dump_json, dump_time, event_row, load_json, load_time, row_event
 from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
 
 SCHEMA_VERSION = 2
-SYNC_ENV = "NOETL_SQLITE_SYNC"
-SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 MEMORY = ":memory:"
 
 SCHEMA = """
@@ -138,16 +136,22 @@ ON CONFLICT (name) DO UPDATE SET
 
 class SQLiteStore(SoloCoordination):
     def __init__(
-        self, path: str | Path = MEMORY, *, url: str | None = None, cipher: Cipher | None = None
+        self,
+        path: str | Path = MEMORY,
+        *,
+        url: str | None = None,
+        cipher: Cipher | None = None,
+        synchronous: str = "NORMAL",
     ) -> None:
+        """`synchronous`: SQLite's `PRAGMA synchronous` mode (`open_store` passes NOETL_SQLITE_SYNC)."""
         super().__init__()
         self.path = str(path)
         self.url = url or ("sqlite://" if self.path == MEMORY else f"sqlite:///{self.path}")
         self._cipher = cipher
         self._lock = threading.Lock()
-        sync = os.environ.get(SYNC_ENV, "NORMAL").strip().upper() or "NORMAL"
+        sync = synchronous.strip().upper()
         if sync not in SYNC_MODES:
-            raise StoreError(f"{SYNC_ENV}={sync!r} is not one of {', '.join(SYNC_MODES)}")
+            raise StoreError(f"SQLite synchronous mode {synchronous!r} is not one of {', '.join(SYNC_MODES)}")
         with self._errors(f"open {self.path}"):
             if self.path != MEMORY:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,134 @@
+"""What the CLI commands share: exit codes and error exits, JSON output, `--set`/`--payload`
+workloads, the options every command spells the same way, and the edge where a command reads
+the settings (`noetl.settings`) and opens the store or the server client from them.
+
+Only typer and the standard library are imported here; the store, the HTTP client and logging are
+imported inside the helpers that need them, so `noetl run` pays for none of what it does not use.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from noetl.errors import ConfigError, NoetlError
+from noetl.settings import Settings, as_log_level, settings
+
+if TYPE_CHECKING:
+    from noetl.client import ServerClient
+    from noetl.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir.",
+    ),
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", help="Server URL; default: NOETL_SERVER_URL or http://localhost:8082."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR; default: NOETL_LOG_LEVEL.")
+]
+
+
+def die(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    """Print `error: message` on stderr and exit (2, "invalid", unless told otherwise)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def fail(exc: NoetlError, *, invalid: tuple[type[Exception], ...] = ()) -> NoReturn:
+    """Report a server error; exit 2 for the error types that mean "bad arguments", else 1."""
+    die(str(exc), EXIT_INVALID if invalid and isinstance(exc, invalid) else EXIT_FAILED)
+
+
+def print_json(value: Any) -> None:
+    """One line of JSON on stdout (values JSON does not know are written as their text)."""
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
+
+
+# ---------------------------------------------------------------------- settings at the edge
+
+
+def load_settings() -> Settings:
+    """The process's settings; a variable with an unusable value ends the command (exit 2)."""
+    try:
+        return settings()
+    except ConfigError as exc:
+        die(str(exc))
+
+
+def setup_logging(flag: str | None, default: str) -> str:
+    """Configure logging from `--log-level`, else NOETL_LOG_LEVEL, else the command's `default`,
+    in NOETL_LOG_FORMAT; returns the level."""
+    from noetl import logs
+
+    config = load_settings()
+    try:
+        level = as_log_level("--log-level", flag) if flag else config.log_level or default
+    except ConfigError as exc:
+        die(str(exc))
+    logs.setup(level, as_json=config.log_format == "json")
+    return level
+
+
+def open_store(url: str | None) -> Store:
+    """The store `--store` names, else NOETL_STORE_URL's, else the default file."""
+    from noetl import store
+
+    try:
+        return store.open_store(url)
+    except NoetlError as exc:
+        die(str(exc))
+
+
+def server_client(url: str | None) -> ServerClient:
+    """A client for `--server`, else NOETL_SERVER_URL, else http://localhost:8082."""
+    from noetl.client import ServerClient
+
+    return ServerClient(url or load_settings().server_url)
+
+
+# ---------------------------------------------------------------------- workloads
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """`--set k=v` values: JSON when the text parses as JSON, else the text itself."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            die(f"--set expects key=value, got '{pair}'")
+        try:
+            values[key.strip()] = json.loads(text)
+        except ValueError:
+            values[key.strip()] = text
+    return values
+
+
+def build_workload(payload: str | None, assignments: list[str]) -> dict[str, Any]:
+    """`--payload` (a JSON object) overlaid by the `--set` values."""
+    workload: dict[str, Any] = {}
+    if payload:
+        try:
+            parsed = json.loads(payload)
+        except ValueError as exc:
+            die(f"--payload is not valid JSON: {exc}")
+        if not isinstance(parsed, dict):
+            die("--payload must be a JSON object")
+        workload.update(parsed)
+    workload.update(parse_assignments(assignments))
+    return workload
