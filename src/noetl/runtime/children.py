@@ -15,6 +15,7 @@ from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.errors import NoetlError
 from noetl.runtime.orchestrator import Orchestrator
+from noetl.status import FAILED
 from noetl.tools.base import ChildRequest, ChildResult
 from noetl.worker.command import Command, child_metadata
 
@@ -46,7 +47,7 @@ class ChildWaiter:
             if not engine.state.terminal:
                 await future
         except NoetlError as exc:
-            return ChildResult(0, "FAILED", None, f"cannot start child playbook: {exc}")
+            return ChildResult(0, FAILED, None, f"cannot start child playbook: {exc}")
         finally:
             with self._guard:
                 self._waiting.pop(child_id, None)

@@ -25,6 +25,7 @@ from noetl.ids import Snowflake, default_ids
 from noetl.runtime.children import ChildWaiter
 from noetl.runtime.orchestrator import Launch, Orchestrator
 from noetl.runtime.resolver import source_dir
+from noetl.status import COMPLETED
 from noetl.store.ports import Store
 from noetl.tools.resources import close_tool_resources
 from noetl.worker.command import Command
@@ -146,7 +147,7 @@ class LocalRuntime:
         return RunOutcome(
             execution_id=state.execution_id,
             status=state.status,
-            error=state.error if state.status != "COMPLETED" else None,
+            error=state.error if state.status != COMPLETED else None,
             steps=steps,
             result=engine.result(),
         )

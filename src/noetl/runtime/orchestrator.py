@@ -31,6 +31,7 @@ from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, Validati
 from noetl.runtime.engines import EngineCache
 from noetl.runtime.resolver import PlaybookResolver
 from noetl.secrets import masked
+from noetl.status import CANCELLED, COMPLETED, RUNNING
 from noetl.store.ports import Store
 from noetl.tools.base import ChildRequest
 from noetl.worker.command import Command, CommandEvents, child_metadata, child_request
@@ -367,7 +368,7 @@ class Orchestrator:
         if issued is None:
             return
         command = Command.from_event(issued)
-        if state.status == "COMPLETED":
+        if state.status == COMPLETED:
             events = self._events.finished(command, child.result(state.meta.get("return_step")), None)
         else:
             error = (
@@ -414,7 +415,7 @@ class Orchestrator:
             self.cancel_children(execution_id, f"parent execution {execution_id} was cancelled")
 
     def cancel_children(self, execution_id: int, reason: str) -> None:
-        for child in self.store.executions(parent_execution_id=execution_id, status="RUNNING", limit=10_000):
+        for child in self.store.executions(parent_execution_id=execution_id, status=RUNNING, limit=10_000):
             try:
                 self.cancel(child.execution_id, reason)
             except NoetlError:  # it ended meanwhile
@@ -427,7 +428,7 @@ def check_claim(engine: Engine, command_id: str, worker_id: str, *, posted: bool
     A `posted` claim comes with the outcome of a command its worker ran from the notification:
     a failing (not yet ended) run still takes it, as it waited for it (`Engine.hand_over`)."""
     state = engine.state
-    if state.status == "CANCELLED" or state.cancel_requested:
+    if state.status == CANCELLED or state.cancel_requested:
         raise Conflict("Execution has been cancelled")
     if state.terminal:
         raise Conflict("Execution has already ended")

@@ -19,6 +19,7 @@ from noetl.engine import events as ev
 from noetl.engine.events import Event, utcnow
 from noetl.engine.results import normalise_set_key, plain, view_of
 from noetl.errors import NoetlError, TemplateError
+from noetl.status import COMPLETED
 from noetl.template import render_value
 from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool
 from noetl.worker import policy
@@ -274,7 +275,7 @@ class Executor:
             return ToolResult(status="error", error="nested playbooks are not available in this worker")
         request = child_request(config)
         child = await self.run_child(request)
-        if child.status != "COMPLETED":
+        if child.status != COMPLETED:
             return ToolResult(
                 status="error",
                 data=child.result,

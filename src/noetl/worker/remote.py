@@ -32,11 +32,12 @@ from typing import Any, TypeVar
 
 from noetl.bus import Message, Subscriber, open_subscriber
 from noetl.bus.ports import DIRECT_RUN_WINDOW
-from noetl.client import TERMINAL_STATUSES, ServerClient
+from noetl.client import ServerClient
 from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.errors import BusError, CredentialError, NoetlError, NotFound
 from noetl.ids import Snowflake
+from noetl.status import FAILED, TERMINAL
 from noetl.tools.base import ChildRequest, ChildResult
 from noetl.tools.resources import close_tool_resources
 from noetl.worker.command import Command, child_metadata, command_from_body
@@ -547,7 +548,7 @@ class RemoteWorker:
             child_id = int(started["execution_id"])
         except (NoetlError, KeyError, TypeError, ValueError) as exc:
             return ChildResult(
-                execution_id=0, status="FAILED", result=None, error=f"cannot start child playbook: {exc}"
+                execution_id=0, status=FAILED, result=None, error=f"cannot start child playbook: {exc}"
             )
         return await self._wait_child(child_id, request)
 
@@ -562,11 +563,11 @@ class RemoteWorker:
                 failures += 1
                 if isinstance(exc, NotFound) or failures > 10:
                     return ChildResult(
-                        child_id, "FAILED", None, f"lost track of child execution {child_id}: {exc}"
+                        child_id, FAILED, None, f"lost track of child execution {child_id}: {exc}"
                     )
                 body = {}
             status = str(body.get("status") or "").upper()
-            if status in TERMINAL_STATUSES:
+            if status in TERMINAL:
                 error = body.get("error")
                 result = body.get("result")
                 steps = body.get("steps")

@@ -26,6 +26,7 @@ from noetl.runtime.control.offers import DEFAULT_REPUBLISH_SECONDS, Notifier, Of
 from noetl.runtime.control.recovery import Recovery
 from noetl.runtime.control.requests import ExecuteOutcome, ExecuteRequest
 from noetl.runtime.orchestrator import ENGINE_WORKER, IngestOutcome, Launch, Orchestrator
+from noetl.status import CANCELLED, COMPLETED, FAILED, INITIAL, RUNNING
 from noetl.store.ports import Store, WorkerRecord
 from noetl.tools.base import ChildRequest
 
@@ -269,9 +270,9 @@ def status_view(engine: Engine) -> dict[str, Any]:
     current = next((s.name for s in reversed(list(steps)) if s.status == "running"), None)
     return {
         "execution_id": state.execution_id,
-        "status": state.status if state.status != "INITIAL" else "RUNNING",
-        "completed": state.status == "COMPLETED",
-        "failed": state.status == "FAILED",
+        "status": state.status if state.status != INITIAL else RUNNING,
+        "completed": state.status == COMPLETED,
+        "failed": state.status == FAILED,
         "current_step": current,
         "error": state.error,
         "progress": {
@@ -280,7 +281,7 @@ def status_view(engine: Engine) -> dict[str, Any]:
             "running_steps": sum(1 for s in steps if s.status == "running"),
             "failed_steps": len(state.failed_steps),
         },
-        "is_cancelled": state.status == "CANCELLED",
+        "is_cancelled": state.status == CANCELLED,
         "result": engine.result(state.meta.get("return_step")) if state.terminal else None,
         "steps": {
             name: {"status": step.status.upper(), "result": engine.step_data(name)}

@@ -15,6 +15,7 @@ from noetl.runtime.control.claims import Claims
 from noetl.runtime.control.leases import Leases
 from noetl.runtime.control.offers import Offers
 from noetl.runtime.orchestrator import ENGINE_WORKER, Orchestrator
+from noetl.status import RUNNING
 from noetl.store.ports import WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Recovery:
         watched = self.leases.watched()
         cutoff = time.time() - self.leases.lease_seconds
         reissued = 0
-        for summary in self.store.executions(status="RUNNING", limit=10_000):
+        for summary in self.store.executions(status=RUNNING, limit=10_000):
             engine = self.orchestrator.engines.cached(summary.execution_id)
             if engine is None:
                 continue  # not known here yet; its own server watches it, or recover() loads it
@@ -101,7 +102,7 @@ class Recovery:
         recovered = 0
         offset = 0
         while True:
-            page = self.store.executions(status="RUNNING", limit=RECOVERY_PAGE, offset=offset)
+            page = self.store.executions(status=RUNNING, limit=RECOVERY_PAGE, offset=offset)
             if not page:
                 break
             offset += len(page)
