@@ -183,12 +183,21 @@ class Cluster:
     # -------------------------------------------------------------------------- servers
 
     def start_server(
-        self, name: str, *, port: int | None = None, env: dict[str, str] | None = None, wait: bool = True
+        self,
+        name: str,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        extra_args: Iterable[str] = (),
     ) -> ServerProcess:
+        """`noetl server start` on this cluster's store and bus; `extra_args` are appended (e.g.
+        `("--with-worker", "--workers", "16")`)."""
         port = port or free_port()
         args = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--store", self.store_url]
         if self.bus_url:
             args += ["--bus", self.bus_url]
+        args += list(extra_args)
         server = ServerProcess(
             name=name,
             args=args,
