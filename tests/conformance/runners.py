@@ -21,6 +21,7 @@ import re
 import shutil
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -133,7 +134,7 @@ def one_json_object(file: str, result: CliResult, details: str = "") -> dict[str
     return body
 
 
-class Runner:
+class Runner(ABC):
     """What every mode offers the expectations."""
 
     mode: str = ""
@@ -145,27 +146,31 @@ class Runner:
 
     # ------------------------------------------------------------------ to implement per mode
 
-    def _run(self, file: str, *extra: str) -> Outcome:
-        raise NotImplementedError
+    @abstractmethod
+    def _run(self, file: str, *extra: str) -> Outcome: ...
 
+    @abstractmethod
     def events(self, execution_id: str | int) -> list[dict[str, Any]]:
         """The event log of one execution, oldest first."""
-        raise NotImplementedError
+        ...
 
-    def _children(self, execution_id: str) -> list[Child]:
-        raise NotImplementedError
+    @abstractmethod
+    def _children(self, execution_id: str) -> list[Child]: ...
 
+    @abstractmethod
     def reject(self, file: str) -> CliResult:
         """Hand an invalid playbook to the mode's front door (run locally, register on a server)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def traces_of(self, file: str) -> list[str]:
         """What a rejected playbook left behind (an execution, a catalog entry); [] when nothing."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def same_id(self, value: Any, execution_id: str) -> bool:
         """Whether an id field of an event names `execution_id` (as this mode's JSON writes ids)."""
-        raise NotImplementedError
+        ...
 
     def logs(self) -> str:
         """The servers' and workers' logs, for failure messages ('' for local runs)."""
@@ -238,6 +243,7 @@ class LocalRunner(Runner):
         self.env = env
         self._stores: dict[str, str] = {}  # execution id -> its store URL
         self._count = 0
+        self._rejected = ""  # the store the last `reject` used
 
     def fresh_store(self) -> str:
         with self._lock:
