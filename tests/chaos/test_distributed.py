@@ -1,49 +1,39 @@
 """Distributed mode under failure (issue 5: "Distributed workers on NATS JetStream, with leases and
 recovery"), with real `noetl server start` and `noetl worker start` processes on PostgreSQL + NATS.
 
-1. Conformance groups A, P and S through 1 server (NOETL_LEASE_SECONDS=3) + 2 workers
-   (`--bus nats://... --heartbeat-interval 1`): `noetl register` + `noetl exec --wait --json`,
-   asserting the values the local group tests assert; the event log shows both workers claimed
-   commands.
-2. kill -9 of the worker running a long step: the command is re-issued after the lease, the other
+1. kill -9 of the worker running a long step: the command is re-issued after the lease, the other
    worker runs it, the step has exactly one accepted result.
-3. The server stopped in the middle of a 200-item parallel loop, a new server on the same store
+2. The server stopped in the middle of a 200-item parallel loop, a new server on the same store
    and port: the run completes with 200 results in index order, each iteration completed once.
    A claim whose answer was lost (the server killed after committing it) is issued again.
-4. NATS stopped in the middle of a run: workers poll, the run completes; NATS is started again.
-5. Two servers on one PostgreSQL store, one worker on each: 20 concurrent executions, every
+3. NATS stopped in the middle of a run: workers poll, the run completes; NATS is started again.
+4. Two servers on one PostgreSQL store, one worker on each: 20 concurrent executions, every
    step's command completed exactly once (counted with SQL in `<schema>.event`).
 
 Two regression tests pin bugs these scenarios used to hit (a command run twice by one worker; a
-claim orphaned when its answer was lost, which hung a run after kill -9 of the server). Every process is killed in teardown, also after a failure; the module's schema is
-dropped at the end. Run with `make chaos` (`pytest -m chaos tests/chaos`); `make test` skips it.
+claim orphaned when its answer was lost, which hung a run after kill -9 of the server). Every
+process is killed in teardown, also after a failure; the module's schema is dropped at the end.
+Run with `make chaos`; `make test` skips it. The conformance corpus on 1 server + 2 workers is the
+`distributed` mode of `tests/conformance` (also under `make chaos`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
-import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import yaml
 
-from tests.support.cli import CliResult, noetl
 from tests.support.cluster import (
     Cluster,
     NatsControl,
-    ServerProcess,
     events_of,
     get_json,
     port_open,
@@ -52,9 +42,8 @@ from tests.support.cluster import (
     wait_terminal,
     worker_of,
 )
-from tests.support.credentials import KEY_ENV, PG_ALIASES, fresh_encryption_key, pg_credential_data
+from tests.support.credentials import KEY_ENV, fresh_encryption_key
 from tests.support.playbooks import fanout_with_failure, with_header
-from tests.support.stub_api import StubAPI
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.nats]
 
@@ -124,666 +113,7 @@ def count_events(dsn: str, schema: str, execution_id: str, event_type: str, step
     return int(sql(dsn, statement, *params)[0][0])
 
 
-def steps_of(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {name: step["result"] for name, step in outcome["steps"].items()}
-
-
-def statuses(outcome: dict[str, Any]) -> dict[str, str]:
-    return {name: step["status"] for name, step in outcome["steps"].items()}
-
-
-# ====================================================================== 1. conformance A, P, S
-
-CONFORMANCE_LEASE = "3"
-C_WORKERS = ("chaos-c1", "chaos-c2")
-
-GROUP_A_FILES = (
-    "hello_world/hello_world.yaml",
-    "test_args_passing.yaml",
-    "test_end_with_action.yaml",
-    "comprehensive_test.yaml",
-    "control_flow_workbook/control_flow_workbook.yaml",
-    "fanout_reduce/fanout_reduce_phase6.yaml",
-    "loop_test.yaml",
-    "test_loop_instance_isolation/playbook.yaml",
-    "load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml",
-    "vars_test/test_vars_api.yaml",
-    "vars_test/test_transient.yaml",
-    "duckdb_test.yaml",
-    "retry_test/duckdb_retry_query.yaml",
-    "playbook_composition/user_profile_scorer.yaml",  # also the child of P5: registered before it
-    "root_scripts/test_implicit_end_routing.yaml",
-    "actions_test.yaml",
-)
-GROUP_P_FILES = (
-    "retry_test/postgres_retry_connection.yaml",
-    "iterator_save_test/iterator_save_test.yaml",
-    "json_serialization_save/json_serialization_save.yaml",
-    "data_transfer/postgres_jsonb_test/postgres_jsonb_test.yaml",
-    "playbook_composition/playbook_composition.yaml",
-    "save_storage_test/create_tables.yaml",  # the child of save_simple_test: registered first
-    "save_storage_test/save_simple_test.yaml",
-    "broken_sql.yaml",
-)
-GROUP_S_FILES = (
-    "pagination/offset/test_pagination_offset.yaml",
-    "pagination/basic/test_pagination_basic.yaml",
-    "retry_test/retry_simple_config.yaml",
-    "pagination/max_iterations/test_pagination_max_iterations.yaml",
-    "pagination/pipeline/test_pipeline_simple.yaml",
-    "pagination/retry/test_pagination_retry.yaml",
-)
-
-
-@dataclass
-class Conformance:
-    """The module's conformance cluster: 1 server + 2 workers, the corpus registered on it."""
-
-    cluster: Cluster
-    server: ServerProcess
-    paths: dict[str, str]  # corpus file (relative) -> catalog path
-    runs: list[str] = field(default_factory=list)  # every execution id started in this module
-
-    def exec(self, name: str, *extra: str) -> tuple[CliResult, dict[str, Any]]:
-        result = noetl(
-            "exec", self.paths[name], "--wait", "--json", "--timeout", str(RUN_TIMEOUT),
-            "--server", self.server.url, *extra, timeout=RUN_TIMEOUT + 60,
-        )  # fmt: skip
-        lines = [line for line in result.stdout.splitlines() if line.strip()]
-        assert len(lines) == 1, (
-            f"{name}: expected one JSON object on stdout (exit {result.code}):\n{result.stdout}\n"
-            f"{result.stderr}\n{self.cluster.logs()}"
-        )
-        outcome: dict[str, Any] = json.loads(lines[0])
-        self.runs.append(str(outcome["execution_id"]))
-        return result, outcome
-
-    def run_ok(self, name: str, *extra: str) -> dict[str, Any]:
-        result, outcome = self.exec(name, *extra)
-        assert result.code == 0, (
-            f"{name} exited {result.code}:\n{result.stdout}\n{result.stderr}\n{self.cluster.logs()}"
-        )
-        assert outcome["status"] == "COMPLETED", outcome
-        assert outcome["error"] is None
-        return outcome
-
-    def events(self, execution_id: str | int) -> list[dict[str, Any]]:
-        return events_of(self.server.url, execution_id)
-
-    def commands_run_twice(self, execution_id: str | int) -> list[str]:
-        """Commands of the execution a worker ran more than once: two `command.started` in the log,
-        or a late run whose events the server ignored ("not open", logged at INFO)."""
-        started = Counter(
-            str((e.get("meta") or {}).get("command_id"))
-            for e in self.events(execution_id)
-            if e["event_type"] == "command.started"
-        )
-        found = {command_id for command_id, n in started.items() if n > 1}
-        text = self.server.log.read_text(errors="replace")
-        pattern = rf"ignoring command\.started for a command that is not open command_id=({execution_id}:\S+)"
-        found.update(re.findall(pattern, text))
-        return sorted(found)
-
-    @contextlib.contextmanager
-    def stub_side_effects(self, outcome: dict[str, Any]) -> Iterator[None]:
-        """Wraps the assertions on what the stub API received. When they fail because a command
-        ran twice (what test_a_duplicate_notification_does_not_run_a_command_twice pins), the
-        failure names the commands."""
-        try:
-            yield
-        except AssertionError:
-            execution_id = outcome["execution_id"]
-            deadline = time.monotonic() + 5  # the extra run's events may still be on their way
-            while True:
-                twice = self.commands_run_twice(execution_id)
-                if twice or time.monotonic() > deadline:
-                    break
-                time.sleep(0.25)
-            if twice:
-                raise AssertionError(f"a worker ran these commands twice: {twice}") from None
-            raise
-
-    def children(self, execution_id: str | int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = get_json(
-            self.server.url, "/api/executions", parent_execution_id=str(execution_id), limit=100
-        )
-        return rows
-
-
-@pytest.fixture(scope="class")
-def conformance(
-    tmp_path_factory: pytest.TempPathFactory,
-    store_url: str,
-    nats_url: str,
-    cluster_env: dict[str, str],
-    conformance_dir: Path,
-    pg_dsn: str,
-) -> Iterator[Conformance]:
-    tmp = tmp_path_factory.mktemp("conformance-cluster")
-    with Cluster(tmp, store_url, bus_url=nats_url, env=cluster_env) as cluster:
-        # INFO: the server logs events it ignores (see Conformance.commands_run_twice).
-        server = cluster.start_server(
-            "c-server", env={LEASE_ENV: CONFORMANCE_LEASE, "NOETL_LOG_LEVEL": "INFO"}
-        )
-        for worker_id in C_WORKERS:
-            cluster.start_worker(worker_id, server.url, heartbeat_interval=1, concurrency=4)
-        paths: dict[str, str] = {}
-        for name in (*GROUP_A_FILES, *GROUP_P_FILES, *GROUP_S_FILES):
-            result = noetl("register", conformance_dir / name, "--json", "--server", server.url, timeout=120)
-            assert result.code == 0, f"register {name} exited {result.code}:\n{result.stderr}"
-            answer = json.loads(result.stdout)
-            expected = yaml.safe_load((conformance_dir / name).read_text())["metadata"]["path"]
-            assert answer["path"] == expected, answer
-            paths[name] = str(answer["path"])
-        # The PostgreSQL credentials the corpus names, in the upstream shape, on the server.
-        data = pg_credential_data(pg_dsn, password="conformance-any-password")  # trust auth
-        for alias in PG_ALIASES:
-            post_json(server.url, "/api/credentials", {"name": alias, "type": "postgres", "data": data})
-        yield Conformance(cluster, server, paths)
-
-
-# ---------------------------------------------------------------------------------- group A
-
-A_RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "a1": ("hello_world/hello_world.yaml", ()),
-    "a2": ("test_args_passing.yaml", ()),
-    "a3": ("test_end_with_action.yaml", ()),
-    "a4": ("comprehensive_test.yaml", ()),
-    "a5_hot": ("control_flow_workbook/control_flow_workbook.yaml", ("--set", "temperature_c=30")),
-    "a5_cold": ("control_flow_workbook/control_flow_workbook.yaml", ("--set", "temperature_c=10")),
-    "a6": ("fanout_reduce/fanout_reduce_phase6.yaml", ()),
-    "a7": ("loop_test.yaml", ()),
-    "a8": ("test_loop_instance_isolation/playbook.yaml", ()),
-    "a9": ("load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml", ()),
-    "a10": ("vars_test/test_vars_api.yaml", ()),
-    "a11": ("vars_test/test_transient.yaml", ()),
-    "a12": ("duckdb_test.yaml", ()),
-    "a13": ("retry_test/duckdb_retry_query.yaml", ()),
-    "a14": ("playbook_composition/user_profile_scorer.yaml", ()),
-    "a16": ("root_scripts/test_implicit_end_routing.yaml", ()),
-    "a17": ("actions_test.yaml", ()),
-}
-
-
-@pytest.fixture(scope="class")
-def group_a(conformance: Conformance) -> dict[str, dict[str, Any]]:
-    """Every group A run, four at a time (so both workers are busy at once); label -> outcome."""
-
-    def run(label: str) -> tuple[str, dict[str, Any]]:
-        name, extra = A_RUNS[label]
-        return label, conformance.run_ok(name, *extra)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(pool.map(run, A_RUNS))
-
-
-# ---------------------------------------------------------------------------------- group P
-
-
-def pg_query(dsn: str, statement: str, *params: Any) -> list[dict[str, Any]]:
-    from psycopg.rows import dict_row
-
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        return conn.execute(statement, params).fetchall()
-
-
-# ---------------------------------------------------------------------------------- group S
-
-
-def run_s(conformance: Conformance, name: str, api: StubAPI) -> dict[str, Any]:
-    api.state.reset_flaky()  # what upstream does before each run
-    api.state.reset_concurrency()
-    return conformance.run_ok(name, "--set", f"api_url={api.base_url}")
-
-
-@pytest.mark.conformance
-class TestConformanceOnTwoWorkers:
-    """Groups A, P and S on 1 server + 2 workers. A class, so that its cluster (class-scoped)
-    is gone before the chaos tests below start clusters of their own on the same pool."""
-
-    def test_a1_hello_world(self, conformance: Conformance, group_a: dict[str, dict[str, Any]]) -> None:
-        outcome = group_a["a1"]
-        assert statuses(outcome) == {"start": "COMPLETED", "test_step": "COMPLETED", "end": "COMPLETED"}
-        assert steps_of(outcome)["test_step"] == {"status": "ok", "data": {"message": "Hello World"}}
-        log = conformance.events(outcome["execution_id"])
-        issued = [e["node_name"] for e in log if e["event_type"] == "command.issued"]
-        assert issued == ["start", "test_step", "end"]  # each step runs once (no lease expired)
-        done = next(e for e in log if e["event_type"] == "call.done" and e["node_name"] == "test_step")
-        assert "HELLO_WORLD: Hello World" in done["result"]["context"]["result"]["context"]["stdout"]
-
-    def test_a2_args_passing_keeps_native_types(self, group_a: dict[str, dict[str, Any]]) -> None:
-        assert steps_of(group_a["a2"])["use_vars"] == {"status": "success", "result": 300}
-
-    def test_a3_end_with_action(self, group_a: dict[str, dict[str, Any]]) -> None:
-        end = steps_of(group_a["a3"])["end"]
-        assert end["message"] == "Cleanup performed on temp_session_12345"
-        assert end["data"]["table"] == "temp_session_12345"
-
-    def test_a4_comprehensive_exclusive_branch(self, group_a: dict[str, dict[str, Any]]) -> None:
-        outcome = group_a["a4"]
-        results, status = steps_of(outcome), statuses(outcome)
-        value = results["start"]["random_value"]
-        assert 1 <= value <= 20
-        if value > 10:
-            ran, skipped, expected = (
-                "process_high",
-                "process_low",
-                {"processed": 2 * value, "category": "high"},
-            )
-        else:
-            ran, skipped, expected = (
-                "process_low",
-                "process_high",
-                {"processed": value + 100, "category": "low"},
-            )
-        assert status[ran] == "COMPLETED" and status[skipped] == "SKIPPED"
-        assert {k: results[ran][k] for k in expected} == expected
-        assert results["summarize"]["processing_path"] == expected["category"]
-        assert results["summarize"]["final_result"] == expected["processed"]
-
-    @pytest.mark.parametrize(
-        ("label", "ran", "not_run", "flag"),
-        [
-            (
-                "a5_hot",
-                {"hot_path", "hot_task_a", "hot_task_b"},
-                {"cold_path", "cold_task"},
-                {"is_hot": True, "message": "hot"},
-            ),
-            (
-                "a5_cold",
-                {"cold_path", "cold_task"},
-                {"hot_path", "hot_task_a", "hot_task_b"},
-                {"is_hot": False, "message": "cold"},
-            ),
-        ],
-    )
-    def test_a5_control_flow_workbook(
-        self,
-        group_a: dict[str, dict[str, Any]],
-        label: str,
-        ran: set[str],
-        not_run: set[str],
-        flag: dict[str, Any],
-    ) -> None:
-        outcome = group_a[label]
-        results, status = steps_of(outcome), statuses(outcome)
-        assert results["eval_flag"] == flag
-        assert all(status[s] == "COMPLETED" for s in ran | {"end"})
-        assert all(status[s] == "SKIPPED" for s in not_run)
-        if label == "a5_hot":
-            assert results["hot_task_a"] == {"who": "A"} and results["hot_task_b"] == {"who": "B"}
-        else:
-            assert results["cold_task"] == {"who": "C"}
-
-    def test_a6_fanout_reduce_barrier(
-        self, conformance: Conformance, group_a: dict[str, dict[str, Any]]
-    ) -> None:
-        outcome = group_a["a6"]
-        results = steps_of(outcome)
-        assert results["normalize_customer"] == {"normalized": True}
-        assert results["enrich_customer"] == {"enriched": True}
-        assert results["reduce_customer"] == {"reduced": True}
-        log = conformance.events(outcome["execution_id"])
-        enters = [e for e in log if e["event_type"] == "step.enter" and e["node_name"] == "reduce_customer"]
-        assert len(enters) == 1
-
-        def completed(step: str) -> int:
-            return next(
-                i
-                for i, e in enumerate(log)
-                if e["event_type"] == "command.completed" and e["node_name"] == step
-            )
-
-        assert completed("reduce_customer") > completed("normalize_customer")
-        assert completed("reduce_customer") > completed("enrich_customer")
-
-    def test_a7_loop_test(self, group_a: dict[str, dict[str, Any]]) -> None:
-        results = steps_of(group_a["a7"])
-        assert results["start"]["results"] == [
-            {"number": n, "doubled": 2 * n, "index": n - 1} for n in range(1, 6)
-        ]
-        assert results["start"]["count"] == 5
-        assert results["process"] == {"original_sum": 15, "doubled_sum": 30, "count": 5}
-        assert results["verify"]["status"] == "passed"
-        assert results["end"]["test_passed"] is True
-
-    def test_a8_loop_instance_isolation(self, group_a: dict[str, dict[str, Any]]) -> None:
-        verify = steps_of(group_a["a8"])["verify_results"]
-        assert verify["users_count"] == 2
-        assert verify["products_count"] == 2
-        assert verify["verification"] == "Both loops completed independently"
-        assert [r["name"] for r in verify["users_results"]["results"]] == ["Alice", "Bob"]
-
-    def test_a9_heavy_loop_aggregation(self, group_a: dict[str, dict[str, Any]]) -> None:
-        results = steps_of(group_a["a9"])
-        assert results["validate_results"]["status"] == "validated"
-        assert results["validate_results"]["all_checks_passed"] is True
-        aggregate = results["aggregate_results"]
-        assert aggregate["summary"]["total_processed"] == 100
-        metrics = aggregate["metrics"]
-        assert set(metrics["by_category"].values()) == {10} and len(metrics["by_category"]) == 10
-        assert list(metrics["by_priority"].values()) == [20] * 5
-        assert metrics["even_items"] == 50
-        assert metrics["total_computed_value"] == 990000
-        assert metrics["average_computed_value"] == 9900
-        assert results["end"]["test_result"] == "validated"
-
-    def test_a10_vars_api(self, group_a: dict[str, dict[str, Any]]) -> None:
-        verify = steps_of(group_a["a10"])["verify_vars_accessible"]
-        assert verify["verification"] == "passed"
-        assert (verify["user_id"], verify["username"], verify["score"]) == (999, "api_tester", 85)
-
-    def test_a11_transient(self, group_a: dict[str, dict[str, Any]]) -> None:
-        results = steps_of(group_a["a11"])
-        assert results["test_get_var"]["data"]["verification"] == {
-            "counter_correct": True,
-            "status_correct": True,
-            "config_correct": True,
-        }
-        assert results["verify_updates"]["all_checks_passed"] is True
-
-    def test_a12_duckdb(self, group_a: dict[str, dict[str, Any]]) -> None:
-        results = steps_of(group_a["a12"])
-        assert results["start"] == [{"name": "Alice", "age": 30}, {"name": "Charlie", "age": 35}]
-        assert results["process"]["total_users"] == 2
-        assert results["process"]["average_age"] == 32.5
-        assert results["verify"]["status"] == "passed"
-
-    def test_a13_duckdb_retry_query(
-        self, conformance: Conformance, group_a: dict[str, dict[str, Any]]
-    ) -> None:
-        outcome = group_a["a13"]
-        assert steps_of(outcome)["retry"] == [{"answer": 42, "status": "success"}]
-        log = conformance.events(outcome["execution_id"])
-        assert not [e for e in log if e["event_type"] == "call.error"]  # no retries happened
-
-    def test_a14_user_profile_scorer(self, group_a: dict[str, dict[str, Any]]) -> None:
-        final = steps_of(group_a["a14"])["finalize_result"]
-        assert final["user_name"] == "TestUser"
-        assert final["profile_score"] == 15.8
-        assert final["score_category"] == "Junior"
-        assert final["processing_status"] == "completed"
-
-    def test_a15_tool_is_required_is_rejected(self, conformance: Conformance, conformance_dir: Path) -> None:
-        broken = conformance_dir / "broken_playbooks/should_error_tool_is_required.yaml"
-        result = noetl("register", broken, "--server", conformance.server.url, timeout=120)
-        assert result.code == 2, f"exit {result.code}:\n{result.stdout}\n{result.stderr}"
-        assert result.stdout == ""
-        assert "insert_report" in result.stderr and "command" in result.stderr
-
-    def test_a16_step_without_next_is_terminal(self, group_a: dict[str, dict[str, Any]]) -> None:
-        outcome = group_a["a16"]
-        assert statuses(outcome)["step1"] == "COMPLETED"
-        assert steps_of(outcome)["step1"] == {"status": "step1_complete"}
-        assert statuses(outcome)["end"] == "PENDING"
-
-    def test_a17_actions_test(self, group_a: dict[str, dict[str, Any]]) -> None:
-        results = steps_of(group_a["a17"])
-        assert [r["doubled"] for r in results["process_loop"]["results"]] == [20, 40, 60]
-        assert results["helper"]["helper_called"] is True
-        assert results["aggregate"]["count"] == 0  # nothing writes ctx.loop_results (literal semantics)
-        assert results["verify"]["success"] is False
-
-    def test_p1_postgres_retry_connection(self, conformance: Conformance) -> None:
-        outcome = conformance.run_ok("retry_test/postgres_retry_connection.yaml")
-        start = steps_of(outcome)["start"]
-        assert start["rows"] == [{"test_value": 1}]
-        assert start["row_count"] == 1
-        assert statuses(outcome) == {"start": "COMPLETED", "end": "COMPLETED"}
-        log = conformance.events(outcome["execution_id"])
-        assert not [e for e in log if e["event_type"] == "call.error"]  # the query needed no retry
-
-    def test_p2_iterator_save(self, conformance: Conformance, pg_dsn: str) -> None:
-        outcome = conformance.run_ok("iterator_save_test/iterator_save_test.yaml")
-        eid = outcome["execution_id"]
-        rows = pg_query(
-            pg_dsn,
-            "SELECT id, execution_id, item_name, item_value FROM public.iterator_save_test"
-            " WHERE execution_id = %s ORDER BY id",
-            eid,
-        )
-        assert rows == [
-            {"id": f"{eid}:item{n}", "execution_id": eid, "item_name": f"item{n}", "item_value": 100 * n}
-            for n in (1, 2, 3)
-        ]
-        assert steps_of(outcome)["process_items"]["count"] == 3
-
-    def test_p3_json_serialization_save(self, conformance: Conformance, pg_dsn: str) -> None:
-        outcome = conformance.run_ok("json_serialization_save/json_serialization_save.yaml")
-        expected = {
-            "data": {
-                "string_field": "test_value",
-                "number_field": 42,
-                "nested_object": {"key1": "value1", "key2": "value2"},
-                "array_field": [1, 2, 3, 4, 5],
-            }
-        }
-        assert pg_query(pg_dsn, "SELECT id, payload FROM public.json_bug_test ORDER BY id") == [
-            {"id": 1, "payload": expected}
-        ]
-        assert steps_of(outcome)["verify_save"]["rows"] == [{"id": 1, "payload": expected}]
-
-    def test_p4_postgres_jsonb(self, conformance: Conformance, pg_dsn: str) -> None:
-        outcome = conformance.run_ok("data_transfer/postgres_jsonb_test/postgres_jsonb_test.yaml")
-        rows = pg_query(pg_dsn, "SELECT user_id, profile FROM public.postgres_jsonb_test ORDER BY user_id")
-        assert [r["user_id"] for r in rows] == [1, 2, 3, 99]
-        profiles = {r["user_id"]: r["profile"] for r in rows}
-        assert profiles[1]["preferences"]["theme"] == "auto"
-        assert profiles[2]["verified"] is True
-        assert "verified" not in profiles[1] and profiles[3]["preferences"]["theme"] == "dark"
-        assert profiles[99] == {"name": "Test User", "email": "test@example.com"}
-        status = statuses(outcome)
-        assert status["validate_and_cleanup"] == "COMPLETED"
-        assert status["cleanup"] != "COMPLETED"  # unreachable: no arc leads to it, so the table stays
-
-    def test_p5_playbook_composition(self, conformance: Conformance, pg_dsn: str) -> None:
-        outcome = conformance.run_ok("playbook_composition/playbook_composition.yaml")
-        eid = outcome["execution_id"]
-        names = ["Alice", "Bob", "Charlie", "Diana"]
-        rows = pg_query(
-            pg_dsn,
-            "SELECT id, user_name, profile_score, score_category FROM public.user_profile_results"
-            " WHERE execution_id = %s",
-            eid,
-        )
-        by_name = {r["user_name"]: r for r in rows}
-        assert sorted(by_name) == names and len(rows) == 4
-        expected_scores = {"Alice": 16.2, "Bob": 16.7, "Charlie": 15.6, "Diana": 21.2}
-        for name in names:
-            row = by_name[name]
-            assert row["id"] == f"{eid}:{name}"
-            assert row["profile_score"] == pytest.approx(expected_scores[name])
-            assert row["score_category"] == "Junior"
-
-        # Four child executions of the scorer, each pointing at this parent.
-        children = conformance.children(eid)
-        assert len(children) == 4, children
-        assert {c["status"] for c in children} == {"COMPLETED"}
-        assert {c["path"] for c in children} == {
-            "fixtures/playbooks/playbook_composition/user_profile_scorer"
-        }
-
-        # Each child's playbook_started carries its place in the parent's loop.
-        started = []
-        for child in children:
-            conformance.runs.append(str(child["execution_id"]))
-            first = conformance.events(child["execution_id"])[0]
-            assert first["event_type"] == "playbook_started"
-            assert int(first["parent_execution_id"]) == int(eid)
-            started.append(first)
-        started.sort(key=lambda e: e["meta"]["iterator_index"])
-        assert [e["meta"]["iterator_index"] for e in started] == [0, 1, 2, 3]
-        assert {e["meta"]["iterator_count"] for e in started} == {4}
-        assert [e["meta"]["iterator_item"]["name"] for e in started] == names
-        assert [e["context"]["workload"]["user_data"]["name"] for e in started] == names
-
-    def test_p6_save_simple_with_child_create_tables(self, conformance: Conformance, pg_dsn: str) -> None:
-        outcome = conformance.run_ok("save_storage_test/save_simple_test.yaml")
-        eid = outcome["execution_id"]
-        assert pg_query(
-            pg_dsn,
-            "SELECT test_id, test_name, test_value, storage_type, test_execution FROM simple_test_flat",
-        ) == [
-            {
-                "test_id": "100",
-                "test_name": "Postgres flat structure test",
-                "test_value": 42,
-                "storage_type": "flat",
-                "test_execution": eid,
-            }
-        ]
-        nested = pg_query(
-            pg_dsn,
-            "SELECT test_id, test_name, test_data, storage_type, test_execution FROM simple_test_nested",
-        )
-        assert nested == [
-            {
-                "test_id": "200",
-                "test_name": "nested_structure_test",
-                "test_data": {"value": 42.5, "nested_indicator": True, "test_type": "nested_structure"},
-                "storage_type": "nested",
-                "test_execution": eid,
-            }
-        ]
-        children = conformance.children(eid)
-        assert [(c["path"], c["status"]) for c in children] == [
-            ("fixtures/playbooks/save_storage_test/create_tables", "COMPLETED")
-        ]
-        conformance.runs.extend(str(c["execution_id"]) for c in children)
-        assert steps_of(outcome)["create_tables"] == {"status": "completed"}
-
-    def test_p7_broken_sql_fails(self, conformance: Conformance) -> None:
-        result, outcome = conformance.exec("broken_sql.yaml")
-        assert result.code == 1, f"exit {result.code}:\n{result.stdout}\n{result.stderr}"
-        assert outcome["status"] == "FAILED"
-        status = statuses(outcome)
-        assert status["start"] == "COMPLETED"
-        assert status["verify_pg_data"] == "FAILED"
-        assert status["end"] not in ("COMPLETED", "RUNNING", "FAILED")
-        # PostgreSQL's own message and SQLSTATE, not a generic "step failed".
-        assert 'syntax error at or near "FROM"' in outcome["error"]
-        assert "SQLSTATE 42601" in outcome["error"]
-        assert "verify_pg_data" in outcome["error"]
-
-        log = conformance.events(outcome["execution_id"])
-        failed = [
-            e for e in log if e["event_type"] == "command.failed" and e["node_name"] == "verify_pg_data"
-        ]
-        assert len(failed) == 1
-        assert 'syntax error at or near "FROM"' in failed[0]["result"]["context"]["error"]
-        assert not [
-            e for e in log if e["node_name"] == "end" and e["event_type"] in ("step.enter", "command.issued")
-        ]
-        assert log[-1]["event_type"] == "playbook.failed"
-
-    def test_s1_offset_pagination(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        outcome = run_s(conformance, "pagination/offset/test_pagination_offset.yaml", stub_api)
-        results = steps_of(outcome)
-        assert results["validate_results"] == {
-            "status": "success",
-            "total_users": 35,
-            "first_id": 1,
-            "last_id": 35,
-        }
-        assert [u["id"] for u in results["check_pagination"]["collected_users"]] == list(range(1, 36))
-        with conformance.stub_side_effects(outcome):
-            assert stub_api.state.call_count("/api/v1/users", "GET") == 4
-        log = conformance.events(outcome["execution_id"])
-        fetches = [e for e in log if e["event_type"] == "command.issued" and e["node_name"] == "fetch_page"]
-        assert len(fetches) == 4
-
-    def test_s2_parallel_http_loop_overlaps(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        # Across two workers the slow probe (index 0) may reach its worker a few milliseconds
-        # after the four instant ones finished there, and then nothing overlaps: a scheduling
-        # race the playbook's own assertion cannot tell from serialised execution. The run is
-        # repeated (at most 3 times) only for that outcome; the local S2 test proves overlap
-        # deterministically. Any other failure counts at once.
-        for attempt in range(3):
-            try:
-                outcome = run_s(conformance, "pagination/basic/test_pagination_basic.yaml", stub_api)
-                break
-            except AssertionError as exc:
-                if "expected max_active >= 2" not in str(exc) or attempt == 2:
-                    raise
-        validate = steps_of(outcome)["validate_results"]
-        assert validate["status"] == "success"
-        assert validate["max_active"] >= 2  # the probes really ran at the same time
-        stats = stub_api.state.concurrency_stats()
-        assert stats["max_active"] >= 2
-        with conformance.stub_side_effects(outcome):
-            assert validate["started"] == validate["completed"] == 5 and validate["active"] == 0
-            assert stats["started"] == 5 and stats["completed"] == 5 and stats["active"] == 0
-        assert steps_of(outcome)["run_probes"]["count"] == 5
-
-    def test_s3_retry_simple_config(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        outcome = run_s(conformance, "retry_test/retry_simple_config.yaml", stub_api)
-        state = stub_api.state
-        with conformance.stub_side_effects(outcome):
-            assert state.flaky_log == [(1, 500), (1, 200), (1, 200), (1, 200)]
-            assert state.flaky_calls == {1: 4}
-            assert state.flaky_failures == {1: 1}
-        results = steps_of(outcome)
-        for step in ("boolean_retry", "integer_retry", "full_config_retry"):
-            assert results[step]["status_code"] == 200
-            assert [item["id"] for item in results[step]["body"]["data"]] == list(range(1, 11))
-        log = conformance.events(outcome["execution_id"])
-        errors = [e for e in log if e["event_type"] == "call.error"]
-        assert [e["node_name"] for e in errors] == ["boolean_retry"]
-        assert "HTTP 500" in errors[0]["result"]["context"]["error"]
-
-    def test_s4_max_iterations(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        outcome = run_s(
-            conformance, "pagination/max_iterations/test_pagination_max_iterations.yaml", stub_api
-        )
-        results = steps_of(outcome)
-        assert results["validate_results"]["total_items"] == 20
-        assert results["validate_results"]["max_iterations_worked"] is True
-        assert [i["id"] for i in results["fetch_with_limit"]["collected_data"]] == list(range(1, 21))
-        with conformance.stub_side_effects(outcome):
-            assert (
-                stub_api.state.call_count("/api/v1/assessments", "GET") == 2
-            )  # the cap stopped it at 2 pages
-
-    def test_s5_pipeline_simple(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        results = steps_of(run_s(conformance, "pagination/pipeline/test_pipeline_simple.yaml", stub_api))
-        assert results["report_result"]["status"] == "passed"
-        assert results["run_pipeline"] == {
-            "status": "passed",
-            "message": "Task sequence executed successfully",
-            "items_processed": 5,
-        }
-
-    def test_s6_pagination_retry(self, conformance: Conformance, stub_api: StubAPI) -> None:
-        outcome = run_s(conformance, "pagination/retry/test_pagination_retry.yaml", stub_api)
-        validate = steps_of(outcome)["validate_results"]
-        assert validate["total_items"] == 35
-        assert validate["retry_worked"] is True
-        state = stub_api.state
-        with conformance.stub_side_effects(outcome):
-            assert state.flaky_calls == {1: 1, 2: 2, 3: 1, 4: 1}  # page 2 was called twice
-            assert state.flaky_log == [(1, 200), (2, 500), (2, 200), (3, 200), (4, 200)]
-        collected = steps_of(outcome)["fetch_with_retry"]["collected_data"]
-        assert [i["id"] for i in collected] == list(range(1, 36))  # no page lost or duplicated
-
-    def test_both_workers_took_commands_across_the_groups(
-        self, conformance: Conformance, group_a: dict[str, dict[str, Any]]
-    ) -> None:
-        """The event log (GET /api/executions/{id}/events) of every run of the groups, children
-        included, names both workers on `command.claimed` events, and nobody else."""
-        assert len(conformance.runs) >= len(A_RUNS)
-        claims: Counter[str] = Counter()
-        for execution_id in conformance.runs:
-            for event in conformance.events(execution_id):
-                if event["event_type"] == "command.claimed":
-                    claims[worker_of(event) or "?"] += 1
-        assert set(C_WORKERS) <= set(claims), (
-            f"claims per worker over {len(conformance.runs)} runs: {dict(claims)}"
-        )
-        assert set(claims) <= {*C_WORKERS, "control-plane"}, dict(claims)  # control-plane: nested playbooks
-
-
-# ============================================================ 2. kill -9 a worker mid-step
+# ============================================================ 1. kill -9 a worker mid-step
 
 LONG_STEP = """\
 apiVersion: noetl.io/v2
@@ -973,7 +303,7 @@ def test_a_duplicate_notification_does_not_run_a_command_twice(
         _drop_durable(nats_url, pool)
 
 
-# ===================================================== 3. restart the server mid parallel loop
+# ===================================================== 2. restart the server mid parallel loop
 
 LOOP_200 = """\
 apiVersion: noetl.io/v2
@@ -1107,7 +437,7 @@ def test_a_claim_whose_answer_was_lost_is_issued_again(cluster: Cluster) -> None
             httpx.post(f"{server.url}/api/executions/{execution_id}/cancel", json={}, timeout=10)
 
 
-# ================================================================= 4. NATS stops mid-run
+# ================================================================= 3. NATS stops mid-run
 
 SEQ_20 = """\
 apiVersion: noetl.io/v2
@@ -1205,7 +535,7 @@ def test_nats_outage_mid_run_workers_poll_and_complete(
     assert port_open("127.0.0.1", 4222)
 
 
-# ======================================================= 5. two servers, one store, 20 runs
+# ======================================================= 4. two servers, one store, 20 runs
 
 MULTI = """\
 apiVersion: noetl.io/v2

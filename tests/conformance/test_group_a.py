@@ -1,68 +1,95 @@
-"""Group A of the conformance corpus (no external services), run through `noetl run --json`.
+"""Group A of the conformance corpus (no external services), in every mode (`runner`).
 
-Each test asserts the values listed in noetl-conformance-corpus.md §2.3, not only the status.
+Each test asserts the values listed in noetl-conformance-corpus.md §2.3, not only the status. The
+runs of a mode are started together (four at a time, so a cluster's workers are busy at once)
+before the first test of this module reads them.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.support.cli import CliResult, events, run_playbook
+from tests.conformance.runners import DISTRIBUTED, SERVER, Outcome, Runner, ServerRunner
+from tests.support.cluster import worker_of
 
 pytestmark = pytest.mark.conformance
 
+A_RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "a1": ("hello_world/hello_world.yaml", ()),
+    "a2": ("test_args_passing.yaml", ()),
+    "a3": ("test_end_with_action.yaml", ()),
+    "a4": ("comprehensive_test.yaml", ()),
+    "a5_hot": ("control_flow_workbook/control_flow_workbook.yaml", ("--set", "temperature_c=30")),
+    "a5_cold": ("control_flow_workbook/control_flow_workbook.yaml", ("--set", "temperature_c=10")),
+    "a6": ("fanout_reduce/fanout_reduce_phase6.yaml", ()),
+    "a7": ("loop_test.yaml", ()),
+    "a8": ("test_loop_instance_isolation/playbook.yaml", ()),
+    "a9": ("load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml", ()),
+    "a10": ("vars_test/test_vars_api.yaml", ()),
+    "a11": ("vars_test/test_transient.yaml", ()),
+    "a12": ("duckdb_test.yaml", ()),
+    "a13": ("retry_test/duckdb_retry_query.yaml", ()),
+    "a14": ("playbook_composition/user_profile_scorer.yaml", ()),
+    "a16": ("root_scripts/test_implicit_end_routing.yaml", ()),
+    "a17": ("actions_test.yaml", ()),
+}
+BROKEN = "broken_playbooks/should_error_tool_is_required.yaml"
 
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/noetl.db"
+GroupA = dict[str, Outcome | BaseException]
 
 
-def run_ok(conformance_dir: Path, name: str, store: str, *extra: str) -> dict[str, Any]:
-    result: CliResult = run_playbook(conformance_dir / name, store, *extra)
-    assert result.code == 0, f"{name} exited {result.code}:\n{result.stdout}\n{result.stderr}"
-    outcome = result.json
-    assert outcome["status"] == "COMPLETED", outcome
-    assert outcome["error"] is None
-    return outcome
+@pytest.fixture(scope="module")
+def group_a(runner: Runner) -> GroupA:
+    """Every group-A run of this mode; a run that raised keeps its error for its own test."""
+
+    def run(label: str) -> tuple[str, Outcome | BaseException]:
+        file, extra = A_RUNS[label]
+        try:
+            return label, runner.run(file, *extra)
+        except Exception as exc:  # re-raised by the test of this playbook
+            return label, exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(run, A_RUNS))
 
 
-def steps_of(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {name: step["result"] for name, step in outcome["steps"].items()}
+def completed(group_a: GroupA, label: str, runner: Runner) -> Outcome:
+    outcome = group_a[label]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return runner.check_ok(A_RUNS[label][0], outcome)
 
 
-def statuses(outcome: dict[str, Any]) -> dict[str, str]:
-    return {name: step["status"] for name, step in outcome["steps"].items()}
-
-
-def test_a1_hello_world(conformance_dir: Path, store: str) -> None:
-    outcome = run_ok(conformance_dir, "hello_world/hello_world.yaml", store)
-    assert statuses(outcome) == {"start": "COMPLETED", "test_step": "COMPLETED", "end": "COMPLETED"}
-    assert steps_of(outcome)["test_step"] == {"status": "ok", "data": {"message": "Hello World"}}
-    log = events(outcome["execution_id"], store)
+def test_a1_hello_world(group_a: GroupA, runner: Runner) -> None:
+    outcome = completed(group_a, "a1", runner)
+    assert outcome.statuses == {"start": "COMPLETED", "test_step": "COMPLETED", "end": "COMPLETED"}
+    assert outcome.results["test_step"] == {"status": "ok", "data": {"message": "Hello World"}}
+    log = runner.events(outcome.execution_id)
     issued = [e["node_name"] for e in log if e["event_type"] == "command.issued"]
-    assert issued == ["start", "test_step", "end"]  # each step runs once
+    assert issued == ["start", "test_step", "end"]  # each step runs once (no lease expired)
     done = next(e for e in log if e["event_type"] == "call.done" and e["node_name"] == "test_step")
     assert "HELLO_WORLD: Hello World" in done["result"]["context"]["result"]["context"]["stdout"]
 
 
-def test_a2_args_passing_keeps_native_types(conformance_dir: Path, store: str) -> None:
-    outcome = run_ok(conformance_dir, "test_args_passing.yaml", store)
-    assert steps_of(outcome)["use_vars"] == {"status": "success", "result": 300}
+def test_a2_args_passing_keeps_native_types(group_a: GroupA, runner: Runner) -> None:
+    assert completed(group_a, "a2", runner).results["use_vars"] == {"status": "success", "result": 300}
 
 
-def test_a3_end_with_action(conformance_dir: Path, store: str) -> None:
-    end = steps_of(run_ok(conformance_dir, "test_end_with_action.yaml", store))["end"]
+def test_a3_end_with_action(group_a: GroupA, runner: Runner) -> None:
+    end = completed(group_a, "a3", runner).results["end"]
     assert end["message"] == "Cleanup performed on temp_session_12345"
     assert end["data"]["table"] == "temp_session_12345"
 
 
-def test_a4_comprehensive_exclusive_branch(conformance_dir: Path, store: str) -> None:
-    outcome = run_ok(conformance_dir, "comprehensive_test.yaml", store)
-    results, status = steps_of(outcome), statuses(outcome)
+def test_a4_comprehensive_exclusive_branch(group_a: GroupA, runner: Runner) -> None:
+    outcome = completed(group_a, "a4", runner)
+    results, status = outcome.results, outcome.statuses
     value = results["start"]["random_value"]
     assert 1 <= value <= 20
     if value > 10:
@@ -76,16 +103,16 @@ def test_a4_comprehensive_exclusive_branch(conformance_dir: Path, store: str) ->
 
 
 @pytest.mark.parametrize(
-    ("temperature", "ran", "not_run", "flag"),
+    ("label", "ran", "not_run", "flag"),
     [
         (
-            30,
+            "a5_hot",
             {"hot_path", "hot_task_a", "hot_task_b"},
             {"cold_path", "cold_task"},
             {"is_hot": True, "message": "hot"},
         ),
         (
-            10,
+            "a5_cold",
             {"cold_path", "cold_task"},
             {"hot_path", "hot_task_a", "hot_task_b"},
             {"is_hot": False, "message": "cold"},
@@ -93,52 +120,45 @@ def test_a4_comprehensive_exclusive_branch(conformance_dir: Path, store: str) ->
     ],
 )
 def test_a5_control_flow_workbook(
-    conformance_dir: Path,
-    store: str,
-    temperature: int,
+    group_a: GroupA,
+    runner: Runner,
+    label: str,
     ran: set[str],
     not_run: set[str],
     flag: dict[str, Any],
 ) -> None:
-    outcome = run_ok(
-        conformance_dir,
-        "control_flow_workbook/control_flow_workbook.yaml",
-        store,
-        "--set",
-        f"temperature_c={temperature}",
-    )
-    results, status = steps_of(outcome), statuses(outcome)
+    outcome = completed(group_a, label, runner)
+    results, status = outcome.results, outcome.statuses
     assert results["eval_flag"] == flag
     assert all(status[s] == "COMPLETED" for s in ran | {"end"})
     assert all(status[s] == "SKIPPED" for s in not_run)
-    if temperature == 30:
+    if label == "a5_hot":
         assert results["hot_task_a"] == {"who": "A"} and results["hot_task_b"] == {"who": "B"}
     else:
         assert results["cold_task"] == {"who": "C"}
 
 
-def test_a6_fanout_reduce_barrier(conformance_dir: Path, store: str) -> None:
-    outcome = run_ok(conformance_dir, "fanout_reduce/fanout_reduce_phase6.yaml", store)
-    results = steps_of(outcome)
+def test_a6_fanout_reduce_barrier(group_a: GroupA, runner: Runner) -> None:
+    outcome = completed(group_a, "a6", runner)
+    results = outcome.results
     assert results["normalize_customer"] == {"normalized": True}
     assert results["enrich_customer"] == {"enriched": True}
     assert results["reduce_customer"] == {"reduced": True}
-    log = events(outcome["execution_id"], store)
+    log = runner.events(outcome.execution_id)
     enters = [e for e in log if e["event_type"] == "step.enter" and e["node_name"] == "reduce_customer"]
     assert len(enters) == 1
-    position = {id(e): i for i, e in enumerate(log)}
 
-    def completed(step: str) -> int:
+    def done_at(step: str) -> int:
         return next(
-            position[id(e)] for e in log if e["event_type"] == "command.completed" and e["node_name"] == step
+            i for i, e in enumerate(log) if e["event_type"] == "command.completed" and e["node_name"] == step
         )
 
-    assert completed("reduce_customer") > completed("normalize_customer")
-    assert completed("reduce_customer") > completed("enrich_customer")
+    assert done_at("reduce_customer") > done_at("normalize_customer")
+    assert done_at("reduce_customer") > done_at("enrich_customer")
 
 
-def test_a7_loop_test(conformance_dir: Path, store: str) -> None:
-    results = steps_of(run_ok(conformance_dir, "loop_test.yaml", store))
+def test_a7_loop_test(group_a: GroupA, runner: Runner) -> None:
+    results = completed(group_a, "a7", runner).results
     assert results["start"]["results"] == [
         {"number": n, "doubled": 2 * n, "index": n - 1} for n in range(1, 6)
     ]
@@ -148,20 +168,16 @@ def test_a7_loop_test(conformance_dir: Path, store: str) -> None:
     assert results["end"]["test_passed"] is True
 
 
-def test_a8_loop_instance_isolation(conformance_dir: Path, store: str) -> None:
-    verify = steps_of(run_ok(conformance_dir, "test_loop_instance_isolation/playbook.yaml", store))[
-        "verify_results"
-    ]
+def test_a8_loop_instance_isolation(group_a: GroupA, runner: Runner) -> None:
+    verify = completed(group_a, "a8", runner).results["verify_results"]
     assert verify["users_count"] == 2
     assert verify["products_count"] == 2
     assert verify["verification"] == "Both loops completed independently"
     assert [r["name"] for r in verify["users_results"]["results"]] == ["Alice", "Bob"]
 
 
-def test_a9_heavy_loop_aggregation(conformance_dir: Path, store: str) -> None:
-    results = steps_of(
-        run_ok(conformance_dir, "load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml", store)
-    )
+def test_a9_heavy_loop_aggregation(group_a: GroupA, runner: Runner) -> None:
+    results = completed(group_a, "a9", runner).results
     assert results["validate_results"]["status"] == "validated"
     assert results["validate_results"]["all_checks_passed"] is True
     aggregate = results["aggregate_results"]
@@ -175,16 +191,14 @@ def test_a9_heavy_loop_aggregation(conformance_dir: Path, store: str) -> None:
     assert results["end"]["test_result"] == "validated"
 
 
-def test_a10_vars_api(conformance_dir: Path, store: str) -> None:
-    verify = steps_of(run_ok(conformance_dir, "vars_test/test_vars_api.yaml", store))[
-        "verify_vars_accessible"
-    ]
+def test_a10_vars_api(group_a: GroupA, runner: Runner) -> None:
+    verify = completed(group_a, "a10", runner).results["verify_vars_accessible"]
     assert verify["verification"] == "passed"
     assert (verify["user_id"], verify["username"], verify["score"]) == (999, "api_tester", 85)
 
 
-def test_a11_transient(conformance_dir: Path, store: str) -> None:
-    results = steps_of(run_ok(conformance_dir, "vars_test/test_transient.yaml", store))
+def test_a11_transient(group_a: GroupA, runner: Runner) -> None:
+    results = completed(group_a, "a11", runner).results
     assert results["test_get_var"]["data"]["verification"] == {
         "counter_correct": True,
         "status_correct": True,
@@ -193,50 +207,94 @@ def test_a11_transient(conformance_dir: Path, store: str) -> None:
     assert results["verify_updates"]["all_checks_passed"] is True
 
 
-def test_a12_duckdb(conformance_dir: Path, store: str) -> None:
-    results = steps_of(run_ok(conformance_dir, "duckdb_test.yaml", store))
+def test_a12_duckdb(group_a: GroupA, runner: Runner) -> None:
+    results = completed(group_a, "a12", runner).results
     assert results["start"] == [{"name": "Alice", "age": 30}, {"name": "Charlie", "age": 35}]
     assert results["process"]["total_users"] == 2
     assert results["process"]["average_age"] == 32.5
     assert results["verify"]["status"] == "passed"
 
 
-def test_a13_duckdb_retry_query(conformance_dir: Path, store: str) -> None:
-    outcome = run_ok(conformance_dir, "retry_test/duckdb_retry_query.yaml", store)
-    assert steps_of(outcome)["retry"] == [{"answer": 42, "status": "success"}]
-    log = events(outcome["execution_id"], store)
+def test_a13_duckdb_retry_query(group_a: GroupA, runner: Runner) -> None:
+    outcome = completed(group_a, "a13", runner)
+    assert outcome.results["retry"] == [{"answer": 42, "status": "success"}]
+    log = runner.events(outcome.execution_id)
     assert not [e for e in log if e["event_type"] == "call.error"]  # no retries happened
 
 
-def test_a14_user_profile_scorer(conformance_dir: Path, store: str) -> None:
-    final = steps_of(run_ok(conformance_dir, "playbook_composition/user_profile_scorer.yaml", store))[
-        "finalize_result"
-    ]
+def test_a14_user_profile_scorer(group_a: GroupA, runner: Runner) -> None:
+    final = completed(group_a, "a14", runner).results["finalize_result"]
     assert final["user_name"] == "TestUser"
     assert final["profile_score"] == 15.8
     assert final["score_category"] == "Junior"
     assert final["processing_status"] == "completed"
 
 
-def test_a15_tool_is_required_is_rejected(conformance_dir: Path, store: str) -> None:
-    result = run_playbook(conformance_dir / "broken_playbooks/should_error_tool_is_required.yaml", store)
-    assert result.code == 2
+def test_a15_tool_is_required_is_rejected(runner: Runner) -> None:
+    # Locally `noetl run` refuses it; a server refuses to register it.
+    result = runner.reject(BROKEN)
+    assert result.code == 2, f"exit {result.code}:\n{result.stdout}\n{result.stderr}"
     assert result.stdout == ""
     assert re.search(r"tool.*required|no sql command provided", result.stderr, re.IGNORECASE)
     assert "insert_report" in result.stderr and "command" in result.stderr
+    assert runner.traces_of(BROKEN) == []
 
 
-def test_a16_step_without_next_is_terminal(conformance_dir: Path, store: str) -> None:
+def test_a16_step_without_next_is_terminal(group_a: GroupA, runner: Runner) -> None:
     # Documented choice: a step without `next` ends its branch; `end` is not run implicitly.
-    outcome = run_ok(conformance_dir, "root_scripts/test_implicit_end_routing.yaml", store)
-    assert statuses(outcome)["step1"] == "COMPLETED"
-    assert steps_of(outcome)["step1"] == {"status": "step1_complete"}
-    assert statuses(outcome)["end"] == "PENDING"
+    outcome = completed(group_a, "a16", runner)
+    assert outcome.statuses["step1"] == "COMPLETED"
+    assert outcome.results["step1"] == {"status": "step1_complete"}
+    assert outcome.statuses["end"] == "PENDING"
 
 
-def test_a17_actions_test(conformance_dir: Path, store: str) -> None:
-    results = steps_of(run_ok(conformance_dir, "actions_test.yaml", store))
+def test_a17_actions_test(group_a: GroupA, runner: Runner) -> None:
+    results = completed(group_a, "a17", runner).results
     assert [r["doubled"] for r in results["process_loop"]["results"]] == [20, 40, 60]
     assert results["helper"]["helper_called"] is True
     assert results["aggregate"]["count"] == 0  # nothing writes ctx.loop_results (literal semantics)
     assert results["verify"]["success"] is False
+
+
+# ---------------------------------------------------------------------------------- per mode
+
+
+@pytest.mark.parametrize("runner", [SERVER, DISTRIBUTED], indirect=True)
+def test_group_a_runs_are_in_the_postgres_event_log(group_a: GroupA, runner: Runner) -> None:
+    """The executions and events the API answered are the rows of the mode's PostgreSQL schema."""
+    assert isinstance(runner, ServerRunner)
+    finished = [o for o in group_a.values() if isinstance(o, Outcome)]
+    assert len(finished) == len(A_RUNS), [o for o in group_a.values() if not isinstance(o, Outcome)]
+    ids = [int(o.execution_id) for o in finished]
+    with psycopg.connect(runner.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            f'SELECT execution_id, status FROM "{runner.schema}".execution WHERE execution_id = ANY(%s)',
+            (ids,),
+        ).fetchall()
+        assert sorted(r[0] for r in rows) == sorted(ids)
+        assert {r[1] for r in rows} == {"COMPLETED"}
+        for outcome in finished:
+            events = runner.events(outcome.execution_id)
+            [(count,)] = conn.execute(
+                f'SELECT count(*) FROM "{runner.schema}".event WHERE execution_id = %s',
+                (int(outcome.execution_id),),
+            ).fetchall()
+            assert count == len(events), outcome.execution_id
+
+
+@pytest.mark.parametrize("runner", [DISTRIBUTED], indirect=True)
+def test_both_workers_took_commands(group_a: GroupA, runner: Runner) -> None:
+    """The event log of every run of this mode so far, children included, names both workers on
+    `command.claimed` events, and nobody else."""
+    assert isinstance(runner, ServerRunner)
+    assert len(runner.runs) >= len(A_RUNS)
+    claims: Counter[str] = Counter()
+    for execution_id in list(runner.runs):
+        for event in runner.events(execution_id):
+            if event["event_type"] == "command.claimed":
+                claims[worker_of(event) or "?"] += 1
+    assert set(runner.workers) <= set(claims), (
+        f"claims per worker over {len(runner.runs)} runs: {dict(claims)}"
+    )
+    # control-plane: nested playbooks run inside the server, holding no worker slot
+    assert set(claims) <= {*runner.workers, "control-plane"}, dict(claims)

@@ -1,43 +1,24 @@
-"""Group P of the conformance corpus (local PostgreSQL), run through `noetl run --json`.
+"""Group P of the conformance corpus (local PostgreSQL), in every mode (`runner`).
 
-Each test runs on its own SQLite store into which `pg_local`, `pg_k8s` and `pg_noetl_k8s` were added
-with the real `noetl credential add`, then reads the tables the playbook wrote straight from PostgreSQL
-and checks the values of noetl-conformance-corpus.md §2.3. The table names are shared between runs, so
-rows are selected by this run's execution id wherever the playbook writes it (P2, P5); P3, P4 and P6
-drop or truncate their tables themselves.
+The runner holds `pg_local`, `pg_k8s` and `pg_noetl_k8s` (locally in each run's store, added with
+the real `noetl credential add`; on a server through `POST /api/credentials`). Each test reads the
+tables the playbook wrote straight from PostgreSQL and checks the values of
+noetl-conformance-corpus.md §2.3. The table names are shared between runs, so rows are selected by
+this run's execution id wherever the playbook writes it (P2, P5); P3, P4 and P6 drop or truncate
+their tables themselves.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from noetl.store import open_store
-from tests.support.cli import CliResult, events, run_playbook
-from tests.support.credentials import (
-    KEY_ENV,
-    PG_ALIASES,
-    add_credential,
-    fresh_encryption_key,
-    pg_credential_data,
-)
+from tests.conformance.runners import Runner
 
 pytestmark = [pytest.mark.postgres, pytest.mark.conformance]
-
-
-@pytest.fixture
-def store(tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A per-test SQLite store holding the three PostgreSQL credentials the corpus names."""
-    monkeypatch.setenv(KEY_ENV, fresh_encryption_key())  # inherited by the `noetl` subprocesses
-    url = f"sqlite:///{tmp_path}/noetl.db"
-    data = pg_credential_data(pg_dsn, password="conformance-any-password")  # trust auth: any password
-    for alias in PG_ALIASES:
-        add_credential(url, alias, "postgres", data)
-    return url
 
 
 def query(dsn: str, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -45,41 +26,19 @@ def query(dsn: str, sql: str, *params: Any) -> list[dict[str, Any]]:
         return conn.execute(sql, params).fetchall()
 
 
-def run(conformance_dir: Path, name: str, store: str, *extra: str) -> tuple[CliResult, dict[str, Any]]:
-    result = run_playbook(conformance_dir / name, store, *extra)
-    assert result.stdout, f"{name} printed nothing (exit {result.code}):\n{result.stderr}"
-    return result, result.json
-
-
-def run_ok(conformance_dir: Path, name: str, store: str, *extra: str) -> dict[str, Any]:
-    result, outcome = run(conformance_dir, name, store, *extra)
-    assert result.code == 0, f"{name} exited {result.code}:\n{result.stdout}\n{result.stderr}"
-    assert outcome["status"] == "COMPLETED", outcome
-    assert outcome["error"] is None
-    return outcome
-
-
-def steps_of(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {name: step["result"] for name, step in outcome["steps"].items()}
-
-
-def statuses(outcome: dict[str, Any]) -> dict[str, str]:
-    return {name: step["status"] for name, step in outcome["steps"].items()}
-
-
-def test_p1_postgres_retry_connection(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    outcome = run_ok(conformance_dir, "retry_test/postgres_retry_connection.yaml", store)
-    start = steps_of(outcome)["start"]
+def test_p1_postgres_retry_connection(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run_ok("retry_test/postgres_retry_connection.yaml")
+    start = outcome.results["start"]
     assert start["rows"] == [{"test_value": 1}]
     assert start["row_count"] == 1
-    assert statuses(outcome) == {"start": "COMPLETED", "end": "COMPLETED"}
-    log = events(outcome["execution_id"], store)
+    assert outcome.statuses == {"start": "COMPLETED", "end": "COMPLETED"}
+    log = runner.events(outcome.execution_id)
     assert not [e for e in log if e["event_type"] == "call.error"]  # the query needed no retry
 
 
-def test_p2_iterator_save(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    outcome = run_ok(conformance_dir, "iterator_save_test/iterator_save_test.yaml", store)
-    eid = outcome["execution_id"]
+def test_p2_iterator_save(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run_ok("iterator_save_test/iterator_save_test.yaml")
+    eid = outcome.execution_id
     rows = query(
         pg_dsn,
         "SELECT id, execution_id, item_name, item_value FROM public.iterator_save_test"
@@ -90,11 +49,11 @@ def test_p2_iterator_save(conformance_dir: Path, store: str, pg_dsn: str) -> Non
         {"id": f"{eid}:item{n}", "execution_id": eid, "item_name": f"item{n}", "item_value": 100 * n}
         for n in (1, 2, 3)
     ]
-    assert steps_of(outcome)["process_items"]["count"] == 3
+    assert outcome.results["process_items"]["count"] == 3
 
 
-def test_p3_json_serialization_save(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    outcome = run_ok(conformance_dir, "json_serialization_save/json_serialization_save.yaml", store)
+def test_p3_json_serialization_save(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run_ok("json_serialization_save/json_serialization_save.yaml")
     expected = {
         "data": {
             "string_field": "test_value",
@@ -106,11 +65,11 @@ def test_p3_json_serialization_save(conformance_dir: Path, store: str, pg_dsn: s
     assert query(pg_dsn, "SELECT id, payload FROM public.json_bug_test ORDER BY id") == [
         {"id": 1, "payload": expected}
     ]
-    assert steps_of(outcome)["verify_save"]["rows"] == [{"id": 1, "payload": expected}]
+    assert outcome.results["verify_save"]["rows"] == [{"id": 1, "payload": expected}]
 
 
-def test_p4_postgres_jsonb(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    outcome = run_ok(conformance_dir, "data_transfer/postgres_jsonb_test/postgres_jsonb_test.yaml", store)
+def test_p4_postgres_jsonb(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run_ok("data_transfer/postgres_jsonb_test/postgres_jsonb_test.yaml")
     rows = query(pg_dsn, "SELECT user_id, profile FROM public.postgres_jsonb_test ORDER BY user_id")
     assert [r["user_id"] for r in rows] == [1, 2, 3, 99]
     profiles = {r["user_id"]: r["profile"] for r in rows}
@@ -118,14 +77,14 @@ def test_p4_postgres_jsonb(conformance_dir: Path, store: str, pg_dsn: str) -> No
     assert profiles[2]["verified"] is True
     assert "verified" not in profiles[1] and profiles[3]["preferences"]["theme"] == "dark"
     assert profiles[99] == {"name": "Test User", "email": "test@example.com"}
-    status = statuses(outcome)
+    status = outcome.statuses
     assert status["validate_and_cleanup"] == "COMPLETED"
     assert status["cleanup"] != "COMPLETED"  # unreachable: no arc leads to it, so the table stays
 
 
-def test_p5_playbook_composition(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    outcome = run_ok(conformance_dir, "playbook_composition/playbook_composition.yaml", store)
-    eid = outcome["execution_id"]
+def test_p5_playbook_composition(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run_ok("playbook_composition/playbook_composition.yaml")
+    eid = outcome.execution_id
     names = ["Alice", "Bob", "Charlie", "Diana"]
 
     rows = query(
@@ -144,21 +103,17 @@ def test_p5_playbook_composition(conformance_dir: Path, store: str, pg_dsn: str)
         assert row["score_category"] == "Junior"
 
     # Four child executions of the scorer, each pointing at this parent.
-    db = open_store(store)
-    try:
-        children = db.executions(parent_execution_id=int(eid))
-    finally:
-        db.close()
-    assert len(children) == 4
+    children = runner.children(eid)
+    assert len(children) == 4, children
     assert {c.status for c in children} == {"COMPLETED"}
     assert {c.path for c in children} == {"fixtures/playbooks/playbook_composition/user_profile_scorer"}
 
     # Each child's playbook_started carries its place in the parent's loop.
     started = []
     for child in children:
-        first = events(str(child.execution_id), store)[0]
+        first = runner.events(child.execution_id)[0]
         assert first["event_type"] == "playbook_started"
-        assert first["parent_execution_id"] == int(eid)
+        assert runner.same_id(first["parent_execution_id"], eid), first["parent_execution_id"]
         started.append(first)
     started.sort(key=lambda e: e["meta"]["iterator_index"])
     assert [e["meta"]["iterator_index"] for e in started] == [0, 1, 2, 3]
@@ -167,9 +122,9 @@ def test_p5_playbook_composition(conformance_dir: Path, store: str, pg_dsn: str)
     assert [e["context"]["workload"]["user_data"]["name"] for e in started] == names
 
 
-def test_p6_save_simple_with_child_create_tables(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    outcome = run_ok(conformance_dir, "save_storage_test/save_simple_test.yaml", store)
-    eid = outcome["execution_id"]
+def test_p6_save_simple_with_child_create_tables(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run_ok("save_storage_test/save_simple_test.yaml")
+    eid = outcome.execution_id
     assert query(
         pg_dsn, "SELECT test_id, test_name, test_value, storage_type, test_execution FROM simple_test_flat"
     ) == [
@@ -193,31 +148,27 @@ def test_p6_save_simple_with_child_create_tables(conformance_dir: Path, store: s
             "test_execution": eid,
         }
     ]
-    db = open_store(store)
-    try:
-        children = db.executions(parent_execution_id=int(eid))
-    finally:
-        db.close()
+    children = runner.children(eid)
     assert [(c.path, c.status) for c in children] == [
         ("fixtures/playbooks/save_storage_test/create_tables", "COMPLETED")
     ]
-    assert steps_of(outcome)["create_tables"] == {"status": "completed"}
+    assert outcome.results["create_tables"] == {"status": "completed"}
 
 
-def test_p7_broken_sql_fails(conformance_dir: Path, store: str, pg_dsn: str) -> None:
-    result, outcome = run(conformance_dir, "broken_sql.yaml", store)
-    assert result.code == 1, f"exit {result.code}:\n{result.stdout}\n{result.stderr}"
-    assert outcome["status"] == "FAILED"
-    status = statuses(outcome)
+def test_p7_broken_sql_fails(runner: Runner, pg_dsn: str) -> None:
+    outcome = runner.run("broken_sql.yaml")
+    assert outcome.code == 1, f"exit {outcome.code}:\n{outcome.body}\n{outcome.stderr}"
+    assert outcome.status == "FAILED"
+    status = outcome.statuses
     assert status["start"] == "COMPLETED"
     assert status["verify_pg_data"] == "FAILED"
     assert status["end"] not in ("COMPLETED", "RUNNING", "FAILED")
     # PostgreSQL's own message and SQLSTATE, not a generic "step failed".
-    assert 'syntax error at or near "FROM"' in outcome["error"]
-    assert "SQLSTATE 42601" in outcome["error"]
-    assert "verify_pg_data" in outcome["error"]
+    assert 'syntax error at or near "FROM"' in outcome.error
+    assert "SQLSTATE 42601" in outcome.error
+    assert "verify_pg_data" in outcome.error
 
-    log = events(outcome["execution_id"], store)
+    log = runner.events(outcome.execution_id)
     failed = [e for e in log if e["event_type"] == "command.failed" and e["node_name"] == "verify_pg_data"]
     assert len(failed) == 1
     assert 'syntax error at or near "FROM"' in failed[0]["result"]["context"]["error"]

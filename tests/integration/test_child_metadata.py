@@ -187,7 +187,7 @@ def run_on_server(url: str) -> None:
 @pytest.mark.postgres
 def test_server_with_worker_children_carry_iterator_metadata(tmp_path: Path, store_url: str) -> None:
     with Cluster(tmp_path, store_url) as cluster:
-        server = cluster.start_server("s1", with_worker=True)
+        server = cluster.start_server("s1", extra_args=["--with-worker"])
         run_on_server(server.url)
 
 

@@ -1,29 +1,33 @@
-"""Engine semantics of SYSTEM.md §4 (items 1-6) and the CLI contract of §5, through the real CLI.
+"""Engine semantics of SYSTEM.md §4 (items 1-6), in-process, and the CLI contract of §5.
 
-Every test writes a tiny playbook to `tmp_path`, runs `noetl run --json` in a subprocess against a
-per-test SQLite store, and asserts real outcomes from the JSON result and the event log.
+The semantics tests write a tiny playbook to `tmp_path` (nested playbooks resolve from that folder
+tree, as with `noetl run FILE`), load it with `load_playbook` and run it with `LocalRuntime` on a
+fresh in-memory store; they assert real outcomes from the run's outcome and its event log. The
+CLI tests (§5) run `noetl run` / `noetl events` in a subprocess against a per-test SQLite store,
+where exit codes, `--json` and stderr are the subject.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.cli import CliResult, events, noetl, run_playbook
+from tests.support.cli import CliResult, noetl, run_playbook
 from tests.support.playbooks import fanout_with_failure
 
+from noetl.dsl import load_playbook
+from noetl.runtime.local import LocalRuntime, RunOutcome
 from noetl.store import open_store
+from noetl.store.ports import ExecutionSummary, Store
 
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\n"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/noetl.db"
+RUN_TIMEOUT = 60.0  # seconds; a run that takes longer is a hang
 
 
 def write(
@@ -36,32 +40,78 @@ def write(
     return target
 
 
-def run(tmp_path: Path, store: str, body: str, *extra: str, **meta: Any) -> CliResult:
-    return run_playbook(write(tmp_path, body, **meta), store, *extra)
+# ---------------------------------------------------------------------------------------------------
+# in-process runs
 
 
-def completed(result: CliResult) -> dict[str, Any]:
-    assert result.code == 0, f"exit {result.code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    outcome = result.json
-    assert outcome["status"] == "COMPLETED", outcome
-    assert outcome["error"] is None
+@dataclass
+class Run:
+    """The outcome of one in-process run and the store holding its event log."""
+
+    outcome: RunOutcome
+    store: Store
+
+    @property
+    def execution_id(self) -> str:
+        return str(self.outcome.execution_id)
+
+    @property
+    def status(self) -> str:
+        return self.outcome.status
+
+    @property
+    def error(self) -> str | None:
+        return self.outcome.error
+
+
+def run(
+    tmp_path: Path,
+    body: str,
+    *,
+    workload: dict[str, Any] | None = None,
+    concurrency: int = 16,
+    **meta: Any,
+) -> Run:
+    """Write the playbook, then run it to its end with `LocalRuntime` on a fresh memory store."""
+    playbook = load_playbook(write(tmp_path, body, **meta))
+    store = open_store("memory://")
+
+    async def main() -> RunOutcome:
+        async with LocalRuntime(store, concurrency=concurrency) as runtime:
+            return await asyncio.wait_for(runtime.run(playbook, workload or {}), RUN_TIMEOUT)
+
+    return Run(asyncio.run(main()), store)
+
+
+def completed(outcome: Run) -> Run:
+    assert outcome.status == "COMPLETED", (outcome.status, outcome.error, statuses(outcome))
+    assert outcome.error is None
     return outcome
 
 
-def failed(result: CliResult) -> dict[str, Any]:
-    assert result.code == 1, f"exit {result.code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    outcome = result.json
-    assert outcome["status"] == "FAILED", outcome
-    assert isinstance(outcome["error"], str) and outcome["error"]
+def failed(outcome: Run) -> Run:
+    assert outcome.status == "FAILED", (outcome.status, statuses(outcome))
+    assert isinstance(outcome.error, str) and outcome.error
     return outcome
 
 
-def statuses(outcome: dict[str, Any]) -> dict[str, str]:
-    return {name: step["status"] for name, step in outcome["steps"].items()}
+def statuses(outcome: Run) -> dict[str, str]:
+    return {name: step.status for name, step in outcome.outcome.steps.items()}
 
 
-def results(outcome: dict[str, Any]) -> dict[str, Any]:
-    return {name: step["result"] for name, step in outcome["steps"].items()}
+def results(outcome: Run) -> dict[str, Any]:
+    return {name: step.result for name, step in outcome.outcome.steps.items()}
+
+
+def events(outcome: Run, execution_id: str | int | None = None) -> list[dict[str, Any]]:
+    """The event log (as `noetl events --json` prints it) of the run, or of another execution in
+    its store (a child)."""
+    wanted = outcome.execution_id if execution_id is None else execution_id
+    return [event.to_dict() for event in outcome.store.read(int(wanted))]
+
+
+def children_of(outcome: Run, parent_id: str) -> list[ExecutionSummary]:
+    return outcome.store.executions(parent_execution_id=int(parent_id))
 
 
 def of_type(log: list[dict[str, Any]], event_type: str, step: str | None = None) -> list[dict[str, Any]]:
@@ -87,11 +137,10 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 # §4.1 a tool error fails the step and the run, unless a policy rule handles it
 
 
-def test_python_exception_fails_step_and_run(tmp_path: Path, store: str) -> None:
+def test_python_exception_fails_step_and_run(tmp_path: Path) -> None:
     outcome = failed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -110,21 +159,20 @@ def test_python_exception_fails_step_and_run(tmp_path: Path, store: str) -> None
     )
     assert statuses(outcome)["start"] == "COMPLETED"
     assert statuses(outcome)["boom"] == "FAILED"
-    assert "boom" in outcome["error"] and "kaboom 42" in outcome["error"]
+    assert "boom" in outcome.error and "kaboom 42" in outcome.error
     assert statuses(outcome)["after"] not in ("COMPLETED", "RUNNING", "FAILED")
     assert statuses(outcome)["last"] not in ("COMPLETED", "RUNNING", "FAILED")
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert [e["node_name"] for e in of_type(log, "command.issued")] == ["start", "boom"]
     assert not of_type(log, "step.enter", "after") and not of_type(log, "step.enter", "last")
     assert log[-1]["event_type"] == "playbook.failed"
     assert len(of_type(log, "command.failed", "boom")) == 1
 
 
-def test_shell_nonzero_exit_fails_run(tmp_path: Path, store: str) -> None:
+def test_shell_nonzero_exit_fails_run(tmp_path: Path) -> None:
     outcome = failed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -137,22 +185,22 @@ def test_shell_nonzero_exit_fails_run(tmp_path: Path, store: str) -> None:
     )
     assert statuses(outcome)["start"] == "FAILED"
     assert statuses(outcome)["after"] not in ("COMPLETED", "RUNNING")
-    assert "start" in outcome["error"]
-    assert re.search(r"\b3\b", outcome["error"]), outcome["error"]  # the exit code
-    log = events(outcome["execution_id"], store)
+    assert "start" in outcome.error
+    assert re.search(r"\b3\b", outcome.error), outcome.error  # the exit code
+    log = events(outcome)
     assert not of_type(log, "command.issued", "after")
 
 
 FANOUT_WITH_FAILURE = "\n" + fanout_with_failure()
 
 
-def test_failed_branch_of_inclusive_fanout_fails_run(tmp_path: Path, store: str) -> None:
-    outcome = failed(run(tmp_path, store, FANOUT_WITH_FAILURE))
+def test_failed_branch_of_inclusive_fanout_fails_run(tmp_path: Path) -> None:
+    outcome = failed(run(tmp_path, FANOUT_WITH_FAILURE))
     status = statuses(outcome)
     assert status["bad"] == "FAILED"
     assert status["join"] not in ("COMPLETED", "RUNNING")
-    assert "bad" in outcome["error"] and "bad branch broke" in outcome["error"]
-    log = events(outcome["execution_id"], store)
+    assert "bad" in outcome.error and "bad branch broke" in outcome.error
+    log = events(outcome)
     assert not of_type(log, "command.issued", "join")
     assert log[-1]["event_type"] == "playbook.failed"
     assert len(of_type(log, "playbook.failed")) == 1
@@ -161,18 +209,17 @@ def test_failed_branch_of_inclusive_fanout_fails_run(tmp_path: Path, store: str)
         assert log.index(done) < len(log) - 1
 
 
-def test_no_step_is_reported_running_after_the_run_failed(tmp_path: Path, store: str) -> None:
-    outcome = failed(run(tmp_path, store, FANOUT_WITH_FAILURE))
-    log = events(outcome["execution_id"], store)
+def test_no_step_is_reported_running_after_the_run_failed(tmp_path: Path) -> None:
+    outcome = failed(run(tmp_path, FANOUT_WITH_FAILURE))
+    log = events(outcome)
     assert of_type(log, "command.completed", "good")  # the sibling's command did finish
     assert statuses(outcome)["good"] == "COMPLETED"
 
 
-def test_policy_continue_rule_handles_error(tmp_path: Path, store: str) -> None:
+def test_policy_continue_rule_handles_error(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -195,12 +242,11 @@ def test_policy_continue_rule_handles_error(tmp_path: Path, store: str) -> None:
     assert results(outcome)["after"] == {"after": True}
 
 
-def test_retry_rule_recovers_after_two_failures(tmp_path: Path, store: str) -> None:
+def test_retry_rule_recovers_after_two_failures(tmp_path: Path) -> None:
     counter = tmp_path / "attempts.txt"
     outcome = completed(
         run(
             tmp_path,
-            store,
             f"""
             workload: {{counter: "{counter}"}}
             workflow:
@@ -229,7 +275,7 @@ def test_retry_rule_recovers_after_two_failures(tmp_path: Path, store: str) -> N
     )
     assert results(outcome)["start"] == {"attempt": 3}
     assert counter.read_text() == "3"
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     errors = of_type(log, "call.error", "start")
     assert len(errors) == 2
     assert "transient failure 1" in json.dumps(errors[0]["result"])
@@ -238,11 +284,10 @@ def test_retry_rule_recovers_after_two_failures(tmp_path: Path, store: str) -> N
     assert len(of_type(log, "command.issued", "start")) == 1  # retries stay inside one command
 
 
-def test_retry_rule_that_never_succeeds_fails_run(tmp_path: Path, store: str) -> None:
+def test_retry_rule_that_never_succeeds_fails_run(tmp_path: Path) -> None:
     outcome = failed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -261,9 +306,9 @@ def test_retry_rule_that_never_succeeds_fails_run(tmp_path: Path, store: str) ->
         )
     )
     assert statuses(outcome)["start"] == "FAILED"
-    assert "always down" in outcome["error"]
-    assert re.search(r"3 attempts", outcome["error"]), outcome["error"]
-    log = events(outcome["execution_id"], store)
+    assert "always down" in outcome.error
+    assert re.search(r"3 attempts", outcome.error), outcome.error
+    log = events(outcome)
     assert len(of_type(log, "call.error", "start")) == 3  # two retried attempts + the final one
     assert not of_type(log, "command.issued", "after")
 
@@ -272,12 +317,11 @@ def test_retry_rule_that_never_succeeds_fails_run(tmp_path: Path, store: str) ->
 # §4.2 loop results in index order, with `results`, `data` and `count`
 
 
-def test_parallel_loop_results_in_index_order(tmp_path: Path, store: str) -> None:
+def test_parallel_loop_results_in_index_order(tmp_path: Path) -> None:
     n = 5
     outcome = completed(
         run(
             tmp_path,
-            store,
             f"""
             workload: {{n: {n}}}
             workflow:
@@ -312,7 +356,7 @@ def test_parallel_loop_results_in_index_order(tmp_path: Path, store: str) -> Non
     assert results(outcome)["fan"] == {"results": expected, "count": n}
     assert results(outcome)["read"] == {"results": expected, "data": expected, "count": n}
     # The items really finished in reverse order, so the index order is the engine's doing.
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     finished = [e["meta"]["iteration_index"] for e in of_type(log, "command.completed", "fan")]
     assert finished == list(reversed(range(n)))
 
@@ -331,12 +375,11 @@ def test_parallel_loop_results_in_index_order(tmp_path: Path, store: str) -> Non
     ids=["parallel-3", "parallel-1", "sequential"],
 )
 def test_max_in_flight_is_real_overlap(
-    tmp_path: Path, store: str, spec: str, items: int, sleep: float, expected: int
+    tmp_path: Path, spec: str, items: int, sleep: float, expected: int
 ) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             f"""
             workflow:
               - step: start
@@ -353,8 +396,7 @@ def test_max_in_flight_is_real_overlap(
                     time.sleep({sleep})
                     result = {{"k": k, "start": began, "end": time.time()}}
             """,
-            "--concurrency",
-            "16",
+            concurrency=16,
         )
     )
     loop = results(outcome)["start"]
@@ -362,7 +404,7 @@ def test_max_in_flight_is_real_overlap(
     assert [r["k"] for r in loop["results"]] == list(range(items))
     overlap = max_overlap([(r["start"], r["end"]) for r in loop["results"]])
     assert overlap == expected
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     issued = of_type(log, "command.issued", "start")
     assert sorted(e["meta"]["iteration_index"] for e in issued) == list(range(items))
 
@@ -371,11 +413,10 @@ def test_max_in_flight_is_real_overlap(
 # §4.4 no hangs: dead-path elimination, empty loops, fan-in, cycles, guards
 
 
-def test_all_arcs_false_ends_branch(tmp_path: Path, store: str) -> None:
+def test_all_arcs_false_ends_branch(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workload: {limit: 1}
             workflow:
@@ -397,16 +438,15 @@ def test_all_arcs_false_ends_branch(tmp_path: Path, store: str) -> None:
         )
     )
     assert statuses(outcome) == {"start": "COMPLETED", "b": "SKIPPED", "c": "SKIPPED", "d": "SKIPPED"}
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert [e["node_name"] for e in of_type(log, "command.issued")] == ["start"]
     assert log[-1]["event_type"] == "playbook.completed"
 
 
-def test_empty_loop_completes_and_routes(tmp_path: Path, store: str) -> None:
+def test_empty_loop_completes_and_routes(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -427,16 +467,15 @@ def test_empty_loop_completes_and_routes(tmp_path: Path, store: str) -> None:
     assert results(outcome)["start"] == {"results": [], "count": 0}
     assert statuses(outcome)["after"] == "COMPLETED"
     assert results(outcome)["after"] == {"count": 0, "results": []}
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert not of_type(log, "command.issued", "start")
 
 
 @pytest.mark.parametrize(("pick", "other"), [("b", "c"), ("c", "b")])
-def test_fan_in_after_exclusive_choice_runs_once(tmp_path: Path, store: str, pick: str, other: str) -> None:
+def test_fan_in_after_exclusive_choice_runs_once(tmp_path: Path, pick: str, other: str) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -455,24 +494,22 @@ def test_fan_in_after_exclusive_choice_runs_once(tmp_path: Path, store: str, pic
               - step: d
                 tool: {kind: python, code: "result = {'joined': True}"}
             """,
-            "--set",
-            f"pick={pick}",
+            workload={"pick": pick},
         )
     )
     status = statuses(outcome)
     assert status[pick] == "COMPLETED" and status[other] == "SKIPPED"
     assert status["d"] == "COMPLETED"
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert len(of_type(log, "step.enter", "d")) == 1
     assert len(of_type(log, "command.issued", "d")) == 1
     assert not of_type(log, "command.issued", other)
 
 
-def test_fan_in_with_skipped_upstream_chain_does_not_deadlock(tmp_path: Path, store: str) -> None:
+def test_fan_in_with_skipped_upstream_chain_does_not_deadlock(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -503,16 +540,15 @@ def test_fan_in_with_skipped_upstream_chain_does_not_deadlock(tmp_path: Path, st
         "c2": "SKIPPED",
         "d": "COMPLETED",
     }
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert len(of_type(log, "step.enter", "d")) == 1
     assert {e["node_name"] for e in of_type(log, "step.skipped")} == {"c", "c2"}
 
 
-def test_inclusive_fanout_joins_once_after_both(tmp_path: Path, store: str) -> None:
+def test_inclusive_fanout_joins_once_after_both(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -535,7 +571,7 @@ def test_inclusive_fanout_joins_once_after_both(tmp_path: Path, store: str) -> N
         )
     )
     assert results(outcome)["e"] == {"seen": ["fast", "slow"]}
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert len(of_type(log, "step.enter", "e")) == 1
     enter_e = position(log, "step.enter", "e")
     assert enter_e > position(log, "command.completed", "fast")
@@ -543,11 +579,10 @@ def test_inclusive_fanout_joins_once_after_both(tmp_path: Path, store: str) -> N
     assert position(log, "command.completed", "fast") < position(log, "command.completed", "slow")
 
 
-def test_cycle_runs_counter_five_times(tmp_path: Path, store: str) -> None:
+def test_cycle_runs_counter_five_times(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -568,7 +603,7 @@ def test_cycle_runs_counter_five_times(tmp_path: Path, store: str) -> None:
     )
     assert results(outcome)["done"] == {"n": 5}
     assert results(outcome)["counter"] == {"seen": 4}
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert len(of_type(log, "command.issued", "counter")) == 5
     assert len(of_type(log, "command.issued", "done")) == 1
     seen = [
@@ -578,11 +613,10 @@ def test_cycle_runs_counter_five_times(tmp_path: Path, store: str) -> None:
     assert seen == [0, 1, 2, 3, 4]
 
 
-def test_false_when_guard_skips_step_and_flow_continues(tmp_path: Path, store: str) -> None:
+def test_false_when_guard_skips_step_and_flow_continues(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workload: {enabled: false}
             workflow:
@@ -601,16 +635,15 @@ def test_false_when_guard_skips_step_and_flow_continues(tmp_path: Path, store: s
     assert statuses(outcome)["guarded"] == "SKIPPED"
     assert statuses(outcome)["after"] == "COMPLETED"
     assert results(outcome)["after"] == {"after": True}
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert not of_type(log, "command.issued", "guarded")
     assert len(of_type(log, "step.skipped", "guarded")) == 1
 
 
-def test_run_does_not_complete_while_a_branch_is_queued(tmp_path: Path, store: str) -> None:
+def test_run_does_not_complete_while_a_branch_is_queued(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -626,7 +659,7 @@ def test_run_does_not_complete_while_a_branch_is_queued(tmp_path: Path, store: s
         )
     )
     assert results(outcome)["x"] == {"x": True} and results(outcome)["y"] == {"y": True}
-    log = events(outcome["execution_id"], store)
+    log = events(outcome)
     assert log[-1]["event_type"] == "playbook.completed"
     assert len(of_type(log, "playbook.completed")) == 1
     assert position(log, "command.completed", "x") < position(log, "command.completed", "y") < len(log) - 1
@@ -676,31 +709,23 @@ def parent_body(items: str, mode: str, fail: str = "false") -> str:
     """
 
 
-def children_of(store: str, parent_id: str) -> list[Any]:
-    handle = open_store(store)
-    try:
-        return handle.executions(parent_execution_id=int(parent_id))
-    finally:
-        handle.close()
-
-
-def test_nested_playbooks_in_a_loop(tmp_path: Path, store: str) -> None:
+def test_nested_playbooks_in_a_loop(tmp_path: Path) -> None:
     write(tmp_path, CHILD, name="child", file="child.yaml")
-    outcome = completed(run(tmp_path, store, parent_body("[1, 2, 3]", "sequential"), name="parent"))
+    outcome = completed(run(tmp_path, parent_body("[1, 2, 3]", "sequential"), name="parent"))
     expected = [{"doubled": 2}, {"doubled": 4}, {"doubled": 6}]
     assert results(outcome)["start"] == {"results": expected, "count": 3}
     assert results(outcome)["check"] == {"seen": expected}
-    parent_id = outcome["execution_id"]
+    parent_id = outcome.execution_id
 
-    parent_log = events(parent_id, store)
+    parent_log = events(outcome)
     assert len(of_type(parent_log, "command.issued", "start")) == 3
 
-    children = children_of(store, parent_id)
+    children = children_of(outcome, parent_id)
     assert len(children) == 3
     assert {c.status for c in children} == {"COMPLETED"}
     by_index: dict[int, list[dict[str, Any]]] = {}
     for child in children:
-        log = events(str(child.execution_id), store)
+        log = events(outcome, child.execution_id)
         started = log[0]
         assert started["event_type"] == "playbook_started"
         assert str(started["parent_execution_id"]) == parent_id
@@ -718,28 +743,74 @@ def test_nested_playbooks_in_a_loop(tmp_path: Path, store: str) -> None:
     assert sorted(by_index) == [0, 1, 2]
 
 
-def test_failing_child_fails_parent(tmp_path: Path, store: str) -> None:
+def test_failing_child_fails_parent(tmp_path: Path) -> None:
     write(tmp_path, CHILD, name="child", file="child.yaml")
-    outcome = failed(run(tmp_path, store, parent_body("[7]", "sequential", fail="true"), name="parent"))
+    outcome = failed(run(tmp_path, parent_body("[7]", "sequential", fail="true"), name="parent"))
     assert statuses(outcome)["start"] == "FAILED"
     assert statuses(outcome)["check"] not in ("COMPLETED", "RUNNING")
-    assert "start" in outcome["error"]
-    assert "child refused 7" in outcome["error"]
-    children = children_of(store, outcome["execution_id"])
+    assert "start" in outcome.error
+    assert "child refused 7" in outcome.error
+    children = children_of(outcome, outcome.execution_id)
     assert [c.status for c in children] == ["FAILED"]
 
 
-def test_parallel_children_with_one_worker_slot_do_not_deadlock(tmp_path: Path, store: str) -> None:
+def test_parallel_children_with_one_worker_slot_do_not_deadlock(tmp_path: Path) -> None:
     write(tmp_path, CHILD, name="child", file="child.yaml")
-    parent = write(tmp_path, parent_body("[1, 2, 3, 4, 5]", "parallel"), name="parent")
-    result = noetl("run", parent, "--json", "--quiet", "--store", store, "--concurrency", "1", timeout=60)
-    outcome = completed(result)
+    outcome = completed(
+        run(tmp_path, parent_body("[1, 2, 3, 4, 5]", "parallel"), name="parent", concurrency=1)
+    )
     assert results(outcome)["start"] == {"results": [{"doubled": 2 * i} for i in range(1, 6)], "count": 5}
-    assert len(children_of(store, outcome["execution_id"])) == 5
+    assert len(children_of(outcome, outcome.execution_id)) == 5
 
 
 # ---------------------------------------------------------------------------------------------------
-# §5 CLI contract: invalid playbooks and arguments exit 2
+# §5 CLI contract: exit codes, one JSON object with --json, messages on stderr (subprocesses)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/noetl.db"
+
+
+def run_cli(tmp_path: Path, store: str, body: str, *extra: str, **meta: Any) -> CliResult:
+    return run_playbook(write(tmp_path, body, **meta), store, *extra)
+
+
+def one_json_object(result: CliResult) -> dict[str, Any]:
+    """stdout holds exactly one JSON object (and nothing else)."""
+    outcome, end = json.JSONDecoder().raw_decode(result.stdout)
+    assert result.stdout[end:].strip() == "", result.stdout
+    assert isinstance(outcome, dict)
+    return outcome
+
+
+def test_failed_run_exits_1_with_the_outcome(tmp_path: Path, store: str) -> None:
+    result = run_cli(
+        tmp_path,
+        store,
+        """
+        workflow:
+          - step: start
+            tool: {kind: python, code: "result = {'ok': True}"}
+            next: [boom]
+          - step: boom
+            tool: {kind: python, code: "raise ValueError('kaboom 42')"}
+        """,
+    )
+    assert result.code == 1, f"exit {result.code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    outcome = one_json_object(result)
+    assert outcome["status"] == "FAILED", outcome
+    assert (
+        isinstance(outcome["error"], str) and "boom" in outcome["error"] and "kaboom 42" in outcome["error"]
+    )
+    assert outcome["steps"]["start"] == {"status": "COMPLETED", "result": {"ok": True}}
+    assert outcome["steps"]["boom"]["status"] == "FAILED"
+
+
+VALID_TAIL = """
+  - step: end
+    tool: {kind: noop}
+"""
 
 
 VALID_TAIL = """
@@ -791,7 +862,7 @@ VALID_TAIL = """
     ],
 )
 def test_invalid_playbook_exits_2(tmp_path: Path, store: str, body: str, needles: list[str]) -> None:
-    result = run(tmp_path, store, body)
+    result = run_cli(tmp_path, store, body)
     assert result.code == 2, (result.code, result.stdout, result.stderr)
     assert result.stdout == ""
     message = result.stderr.lower()
@@ -840,7 +911,7 @@ workflow:
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, store: str, args: list[str]) -> None:
-    result = run(tmp_path, store, SIMPLE, *args)
+    result = run_cli(tmp_path, store, SIMPLE, *args)
     assert result.code == 2, (result.code, result.stdout, result.stderr)
     assert result.stdout == ""
     assert result.stderr.strip()
@@ -854,7 +925,7 @@ def test_missing_file_exits_2(tmp_path: Path, store: str) -> None:
 
 
 def test_json_output_shape_and_typed_values(tmp_path: Path, store: str) -> None:
-    result = run(
+    result = run_cli(
         tmp_path,
         store,
         SIMPLE,
@@ -888,11 +959,10 @@ def test_json_output_shape_and_typed_values(tmp_path: Path, store: str) -> None:
 
 
 def test_events_command_log_and_command_ids(tmp_path: Path, store: str) -> None:
-    outcome = completed(
-        run(
-            tmp_path,
-            store,
-            """
+    result = run_cli(
+        tmp_path,
+        store,
+        """
             workflow:
               - step: start
                 tool: {kind: python, code: "result = {'ok': True}"}
@@ -904,8 +974,11 @@ def test_events_command_log_and_command_ids(tmp_path: Path, store: str) -> None:
               - step: end
                 tool: {kind: noop}
             """,
-        )
     )
+    assert result.code == 0, f"exit {result.code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    outcome = one_json_object(result)
+    assert outcome["status"] == "COMPLETED", outcome
+    assert outcome["error"] is None
     execution_id = outcome["execution_id"]
     raw = noetl("events", execution_id, "--store", store, "--json")
     assert raw.code == 0, raw.stderr
@@ -932,11 +1005,10 @@ def test_events_command_log_and_command_ids(tmp_path: Path, store: str) -> None:
     ]
 
 
-def test_system_path_routes_to_system_pool(tmp_path: Path, store: str) -> None:
+def test_system_path_routes_to_system_pool(tmp_path: Path) -> None:
     outcome = completed(
         run(
             tmp_path,
-            store,
             """
             workflow:
               - step: start
@@ -948,6 +1020,6 @@ def test_system_path_routes_to_system_pool(tmp_path: Path, store: str) -> None:
             path="system/maintenance",
         )
     )
-    issued = of_type(events(outcome["execution_id"], store), "command.issued")
+    issued = of_type(events(outcome), "command.issued")
     assert len(issued) == 2
     assert {e["meta"]["pool"] for e in issued} == {"system"}

@@ -10,15 +10,14 @@
    share progress and catalog versions, and a server does not offer commands another server took.
 3. The seed's SQL (seed-iterator-metadata-propagation.md) run unchanged, the schema name put for
    `noetl`, after a real `noetl server start --with-worker` ran a nested playbook in a loop.
-4. Conformance group A through that server: `noetl register` + `noetl exec --wait --json`,
-   asserting the values `tests/conformance/test_group_a.py` asserts for local runs.
+
+The conformance corpus runs through such a server in `tests/conformance` (its `server` mode).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -27,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +33,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 from tests.integration import test_api as api
 from tests.integration.test_api import claim, error, execute, ok, pending, register, status_of
-from tests.support.cli import CliResult, noetl
 
 from noetl.api.app import create_app
 from noetl.runtime.control import ControlPlane
@@ -586,9 +582,6 @@ class Server:
     dsn: str
     log: Path
 
-    def cli(self, *args: str | Path, timeout: float = 120) -> CliResult:
-        return noetl(*args, "--server", self.url, env={KEY_ENV: TEST_KEY}, timeout=timeout)
-
     def get(self, path: str, **params: Any) -> Any:
         response = httpx.get(self.url + path, params=params, timeout=10)
         assert response.status_code == 200, response.text
@@ -861,303 +854,3 @@ def test_every_child_event_names_the_parent(server: Server, nested_run: tuple[st
         (int(parent_id),),
     )
     assert own == [(None,)]
-
-
-# ---------------------------------------------------------------------------------- 4. conformance group A
-
-GROUP_A = {
-    "a1": "hello_world/hello_world.yaml",
-    "a2": "test_args_passing.yaml",
-    "a3": "test_end_with_action.yaml",
-    "a4": "comprehensive_test.yaml",
-    "a5": "control_flow_workbook/control_flow_workbook.yaml",
-    "a6": "fanout_reduce/fanout_reduce_phase6.yaml",
-    "a7": "loop_test.yaml",
-    "a8": "test_loop_instance_isolation/playbook.yaml",
-    "a9": "load_test/heavy_loop_aggregation/heavy_loop_aggregation.yaml",
-    "a10": "vars_test/test_vars_api.yaml",
-    "a11": "vars_test/test_transient.yaml",
-    "a12": "duckdb_test.yaml",
-    "a13": "retry_test/duckdb_retry_query.yaml",
-    "a14": "playbook_composition/user_profile_scorer.yaml",
-    "a16": "root_scripts/test_implicit_end_routing.yaml",
-    "a17": "actions_test.yaml",
-}
-BROKEN = "broken_playbooks/should_error_tool_is_required.yaml"
-RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{name: (file, ()) for name, file in GROUP_A.items() if name != "a5"},
-    "a5_hot": (GROUP_A["a5"], ("--set", "temperature_c=30")),
-    "a5_cold": (GROUP_A["a5"], ("--set", "temperature_c=10")),
-}
-
-
-@dataclass
-class Outcome:
-    code: int
-    body: dict[str, Any]
-    stderr: str
-    events: list[dict[str, Any]]
-    problem: str | None = None  # why the run gave no answer (timeout, no JSON, ...)
-
-    @property
-    def steps(self) -> dict[str, Any]:
-        return {name: step["result"] for name, step in self.body["steps"].items()}
-
-    @property
-    def statuses(self) -> dict[str, str]:
-        return {name: step["status"] for name, step in self.body["steps"].items()}
-
-
-def _catalog_path(file: Path) -> str:
-    return str(yaml.safe_load(file.read_text(encoding="utf-8"))["metadata"]["path"])
-
-
-@pytest.fixture(scope="module")
-def group_a(server: Server, conformance_dir: Path) -> dict[str, Outcome]:
-    """Register the group-A playbooks, then run every one at once through the server."""
-    with ThreadPoolExecutor(max_workers=len(GROUP_A)) as pool:
-        registered = list(
-            pool.map(lambda f: (f, server.cli("register", conformance_dir / f)), GROUP_A.values())
-        )
-    for file, result in registered:
-        assert result.code == 0, f"register {file}: {result.stderr}"
-
-    def run(item: tuple[str, tuple[str, tuple[str, ...]]]) -> tuple[str, Outcome]:
-        """One `noetl exec --wait --json`; a failure is kept for that playbook's test to report."""
-        name, (file, extra) = item
-        path = _catalog_path(conformance_dir / file)
-        try:
-            result = server.cli("exec", path, "--wait", "--timeout", "90", "--json", *extra, timeout=120)
-            lines = [line for line in result.stdout.splitlines() if line.strip()]
-            if len(lines) != 1:
-                return name, Outcome(
-                    result.code, {}, result.stderr, [], f"not one JSON object:\n{result.stdout}"
-                )
-            body = json.loads(lines[0])
-            if "steps" not in body:  # fall back to the status route
-                body["steps"] = server.get(f"/api/executions/{body['execution_id']}/status")["steps"]
-            events = server.get(f"/api/executions/{body['execution_id']}/events")["events"]
-            return name, Outcome(result.code, body, result.stderr, events)
-        except Exception as exc:  # reported by the test of this playbook, with the server's log
-            return name, Outcome(-1, {}, "", [], f"{type(exc).__name__}: {exc}")
-
-    with ThreadPoolExecutor(max_workers=len(RUNS)) as pool:
-        return dict(pool.map(run, RUNS.items()))
-
-
-def completed(group_a: dict[str, Outcome], name: str, server: Server) -> Outcome:
-    outcome = group_a[name]
-    context = f"{name}: {outcome.problem or ''}\n{outcome.body}\n{outcome.stderr[-2000:]}\n--- server log\n{server.tail()}"
-    assert outcome.problem is None and outcome.code == 0, context
-    assert outcome.body["status"] == "COMPLETED", context
-    assert outcome.body["error"] is None
-    return outcome
-
-
-def test_a1_hello_world(group_a: dict[str, Outcome], server: Server) -> None:
-    outcome = completed(group_a, "a1", server)
-    assert outcome.statuses == {"start": "COMPLETED", "test_step": "COMPLETED", "end": "COMPLETED"}
-    assert outcome.steps["test_step"] == {"status": "ok", "data": {"message": "Hello World"}}
-    issued = [e["node_name"] for e in outcome.events if e["event_type"] == "command.issued"]
-    assert issued == ["start", "test_step", "end"]
-    done = next(e for e in outcome.events if e["event_type"] == "call.done" and e["node_name"] == "test_step")
-    assert "HELLO_WORLD: Hello World" in done["result"]["context"]["result"]["context"]["stdout"]
-
-
-def test_a2_args_passing_keeps_native_types(group_a: dict[str, Outcome], server: Server) -> None:
-    assert completed(group_a, "a2", server).steps["use_vars"] == {"status": "success", "result": 300}
-
-
-def test_a3_end_with_action(group_a: dict[str, Outcome], server: Server) -> None:
-    end = completed(group_a, "a3", server).steps["end"]
-    assert end["message"] == "Cleanup performed on temp_session_12345"
-    assert end["data"]["table"] == "temp_session_12345"
-
-
-def test_a4_comprehensive_exclusive_branch(group_a: dict[str, Outcome], server: Server) -> None:
-    outcome = completed(group_a, "a4", server)
-    results, status = outcome.steps, outcome.statuses
-    value = results["start"]["random_value"]
-    assert 1 <= value <= 20
-    if value > 10:
-        ran, skipped, expected = "process_high", "process_low", {"processed": 2 * value, "category": "high"}
-    else:
-        ran, skipped, expected = "process_low", "process_high", {"processed": value + 100, "category": "low"}
-    assert status[ran] == "COMPLETED" and status[skipped] == "SKIPPED"
-    assert {k: results[ran][k] for k in expected} == expected
-    assert results["summarize"]["processing_path"] == expected["category"]
-    assert results["summarize"]["final_result"] == expected["processed"]
-
-
-@pytest.mark.parametrize(
-    ("name", "ran", "not_run", "flag"),
-    [
-        (
-            "a5_hot",
-            {"hot_path", "hot_task_a", "hot_task_b"},
-            {"cold_path", "cold_task"},
-            {"is_hot": True, "message": "hot"},
-        ),
-        (
-            "a5_cold",
-            {"cold_path", "cold_task"},
-            {"hot_path", "hot_task_a", "hot_task_b"},
-            {"is_hot": False, "message": "cold"},
-        ),
-    ],
-)
-def test_a5_control_flow_workbook(
-    group_a: dict[str, Outcome],
-    server: Server,
-    name: str,
-    ran: set[str],
-    not_run: set[str],
-    flag: dict[str, Any],
-) -> None:
-    outcome = completed(group_a, name, server)
-    results, status = outcome.steps, outcome.statuses
-    assert results["eval_flag"] == flag
-    assert all(status[s] == "COMPLETED" for s in ran | {"end"})
-    assert all(status[s] == "SKIPPED" for s in not_run)
-    if name == "a5_hot":
-        assert results["hot_task_a"] == {"who": "A"} and results["hot_task_b"] == {"who": "B"}
-    else:
-        assert results["cold_task"] == {"who": "C"}
-
-
-def test_a6_fanout_reduce_barrier(group_a: dict[str, Outcome], server: Server) -> None:
-    outcome = completed(group_a, "a6", server)
-    results, log = outcome.steps, outcome.events
-    assert results["normalize_customer"] == {"normalized": True}
-    assert results["enrich_customer"] == {"enriched": True}
-    assert results["reduce_customer"] == {"reduced": True}
-    enters = [e for e in log if e["event_type"] == "step.enter" and e["node_name"] == "reduce_customer"]
-    assert len(enters) == 1
-
-    def done_at(step: str) -> int:
-        return next(
-            i for i, e in enumerate(log) if e["event_type"] == "command.completed" and e["node_name"] == step
-        )
-
-    assert done_at("reduce_customer") > done_at("normalize_customer")
-    assert done_at("reduce_customer") > done_at("enrich_customer")
-
-
-def test_a7_loop_test(group_a: dict[str, Outcome], server: Server) -> None:
-    results = completed(group_a, "a7", server).steps
-    assert results["start"]["results"] == [
-        {"number": n, "doubled": 2 * n, "index": n - 1} for n in range(1, 6)
-    ]
-    assert results["start"]["count"] == 5
-    assert results["process"] == {"original_sum": 15, "doubled_sum": 30, "count": 5}
-    assert results["verify"]["status"] == "passed"
-    assert results["end"]["test_passed"] is True
-
-
-def test_a8_loop_instance_isolation(group_a: dict[str, Outcome], server: Server) -> None:
-    verify = completed(group_a, "a8", server).steps["verify_results"]
-    assert verify["users_count"] == 2
-    assert verify["products_count"] == 2
-    assert verify["verification"] == "Both loops completed independently"
-    assert [r["name"] for r in verify["users_results"]["results"]] == ["Alice", "Bob"]
-
-
-def test_a9_heavy_loop_aggregation(group_a: dict[str, Outcome], server: Server) -> None:
-    results = completed(group_a, "a9", server).steps
-    assert results["validate_results"]["status"] == "validated"
-    assert results["validate_results"]["all_checks_passed"] is True
-    aggregate = results["aggregate_results"]
-    assert aggregate["summary"]["total_processed"] == 100
-    metrics = aggregate["metrics"]
-    assert set(metrics["by_category"].values()) == {10} and len(metrics["by_category"]) == 10
-    assert list(metrics["by_priority"].values()) == [20] * 5
-    assert metrics["even_items"] == 50
-    assert metrics["total_computed_value"] == 990000
-    assert metrics["average_computed_value"] == 9900
-    assert results["end"]["test_result"] == "validated"
-
-
-def test_a10_vars_api(group_a: dict[str, Outcome], server: Server) -> None:
-    verify = completed(group_a, "a10", server).steps["verify_vars_accessible"]
-    assert verify["verification"] == "passed"
-    assert (verify["user_id"], verify["username"], verify["score"]) == (999, "api_tester", 85)
-
-
-def test_a11_transient(group_a: dict[str, Outcome], server: Server) -> None:
-    results = completed(group_a, "a11", server).steps
-    assert results["test_get_var"]["data"]["verification"] == {
-        "counter_correct": True,
-        "status_correct": True,
-        "config_correct": True,
-    }
-    assert results["verify_updates"]["all_checks_passed"] is True
-
-
-def test_a12_duckdb(group_a: dict[str, Outcome], server: Server) -> None:
-    results = completed(group_a, "a12", server).steps
-    assert results["start"] == [{"name": "Alice", "age": 30}, {"name": "Charlie", "age": 35}]
-    assert results["process"]["total_users"] == 2
-    assert results["process"]["average_age"] == 32.5
-    assert results["verify"]["status"] == "passed"
-
-
-def test_a13_duckdb_retry_query(group_a: dict[str, Outcome], server: Server) -> None:
-    outcome = completed(group_a, "a13", server)
-    assert outcome.steps["retry"] == [{"answer": 42, "status": "success"}]
-    assert not [e for e in outcome.events if e["event_type"] == "call.error"]
-
-
-def test_a14_user_profile_scorer(group_a: dict[str, Outcome], server: Server) -> None:
-    final = completed(group_a, "a14", server).steps["finalize_result"]
-    assert final["user_name"] == "TestUser"
-    assert final["profile_score"] == 15.8
-    assert final["score_category"] == "Junior"
-    assert final["processing_status"] == "completed"
-
-
-def test_a15_tool_is_required_is_rejected_at_register(server: Server, conformance_dir: Path) -> None:
-    file = conformance_dir / BROKEN
-    result = server.cli("register", file)
-    assert result.code == 2, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    assert re.search(r"tool.*required|no sql command provided", result.stderr, re.IGNORECASE)
-    assert "insert_report" in result.stderr and "command" in result.stderr
-    missing = httpx.post(server.url + "/api/catalog/resource", json={"path": _catalog_path(file)}, timeout=10)
-    assert missing.status_code == 404, missing.text
-
-
-def test_a16_step_without_next_is_terminal(group_a: dict[str, Outcome], server: Server) -> None:
-    outcome = completed(group_a, "a16", server)
-    assert outcome.statuses["step1"] == "COMPLETED"
-    assert outcome.steps["step1"] == {"status": "step1_complete"}
-    assert outcome.statuses["end"] == "PENDING"
-
-
-def test_a17_actions_test(group_a: dict[str, Outcome], server: Server) -> None:
-    results = completed(group_a, "a17", server).steps
-    assert [r["doubled"] for r in results["process_loop"]["results"]] == [20, 40, 60]
-    assert results["helper"]["helper_called"] is True
-    assert results["aggregate"]["count"] == 0
-    assert results["verify"]["success"] is False
-
-
-def test_group_a_runs_are_in_the_postgres_event_log(server: Server, group_a: dict[str, Outcome]) -> None:
-    finished = [o for o in group_a.values() if o.problem is None]
-    assert finished, "no group-A run answered"
-    ids = [int(o.body["execution_id"]) for o in finished]
-    rows = sql(
-        server.dsn,
-        f"SELECT execution_id, status FROM {server.schema}.execution WHERE execution_id = ANY(%s)",
-        (ids,),
-    )
-    assert sorted(r[0] for r in rows) == sorted(ids)
-    assert {r[1] for r in rows} == {"COMPLETED"}
-    counts = dict(
-        sql(
-            server.dsn,
-            f"SELECT execution_id, count(*) FROM {server.schema}.event WHERE execution_id = ANY(%s) GROUP BY 1",
-            (ids,),
-        )
-    )
-    for outcome in finished:
-        assert counts[int(outcome.body["execution_id"])] == len(outcome.events)

@@ -189,14 +189,15 @@ class Cluster:
         port: int | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
-        with_worker: bool = False,
+        extra_args: Iterable[str] = (),
     ) -> ServerProcess:
+        """`noetl server start` on this cluster's store and bus; `extra_args` are appended (e.g.
+        `("--with-worker", "--workers", "16")`)."""
         port = port or free_port()
         args = ["server", "start", "--host", "127.0.0.1", "--port", str(port), "--store", self.store_url]
         if self.bus_url:
             args += ["--bus", self.bus_url]
-        if with_worker:
-            args.append("--with-worker")
+        args += list(extra_args)
         server = ServerProcess(
             name=name,
             args=args,

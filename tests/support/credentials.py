@@ -34,7 +34,11 @@ def pg_credential_data(
     }
 
 
-def add_credential(store: str, name: str, type_: str, data: dict[str, Any]) -> None:
-    result = noetl("credential", "add", name, "--type", type_, "--data", json.dumps(data), "--store", store)
+def add_credential(
+    store: str, name: str, type_: str, data: dict[str, Any], *, env: dict[str, str] | None = None
+) -> None:
+    result = noetl(
+        "credential", "add", name, "--type", type_, "--data", json.dumps(data), "--store", store, env=env
+    )
     assert result.code == 0, f"credential add {name} exited {result.code}:\n{result.stdout}\n{result.stderr}"
     assert f"credential '{name}' ({type_}) saved" in result.stdout
