@@ -19,14 +19,14 @@ demo: $(STAMP)
 	$(BIN)/noetl run examples/hello.yaml --set who=NoETL
 
 # `make chaos` runs what is marked `chaos`: the chaos suite (tests/chaos kills workers and servers
-# and stops the local NATS) and the distributed mode of the conformance corpus (tests/conformance,
-# 1 server + 2 workers over NATS; its cluster is gone before tests/chaos starts). `make test` runs
-# everything else.
+# and stops the local NATS) and the distributed mode of the other suites (the conformance corpus
+# and the nested-playbook metadata on 1 server + 2 workers over NATS). `make test` runs everything
+# else.
 test: $(STAMP)
 	$(BIN)/pytest -q --ignore=tests/chaos -m "not chaos"
 
 chaos: $(STAMP)
-	$(BIN)/pytest -q -m chaos tests/conformance tests/chaos
+	$(BIN)/pytest -q -m chaos tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
