@@ -44,6 +44,13 @@ def as_int(name: str, raw: str) -> int:
         raise ConfigError(f"{name}={raw!r}: expected an integer") from None
 
 
+def as_positive_int(name: str, raw: str) -> int:
+    value = as_int(name, raw)
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r}: expected a positive integer")
+    return value
+
+
 def as_port(name: str, raw: str) -> int:
     value = as_int(name, raw)
     if not 1 <= value <= 65535:
@@ -109,7 +116,7 @@ class Settings:
     public_server_url: str | None = _var(
         "NOETL_PUBLIC_SERVER_URL", as_text, None, "URL workers reach this server at; unset: host:port."
     )
-    host: str = _var("NOETL_HOST", as_text, "0.0.0.0", "Address `noetl server start` binds.")
+    host: str = _var("NOETL_HOST", as_text, "127.0.0.1", "Address `noetl server start` binds.")
     port: int = _var("NOETL_PORT", as_port, 8082, "Port `noetl server start` listens on.")
     bus_url: str | None = _var(
         "NOETL_BUS_URL", as_text, None, "Command bus (nats://host:4222); unset: workers poll the server."
@@ -127,6 +134,28 @@ class Settings:
         "NOETL_LOG_LEVEL", as_log_level, None, "Log level; unset: WARNING (INFO for `worker start`)."
     )
     log_format: str = _var("NOETL_LOG_FORMAT", one_of(LOG_FORMATS, upper=False), "text", "text or json.")
+    api_token: str | None = _var(
+        "NOETL_API_TOKEN",
+        as_text,
+        None,
+        "The admin token (servers accept it; workers and the CLI send it); unset: the token file.",
+        secret=True,
+    )
+    token_file: str | None = _var(
+        "NOETL_TOKEN_FILE",
+        as_text,
+        None,
+        "File holding the admin token when NOETL_API_TOKEN is unset; unset: api-token in the data dir.",
+    )
+    max_body_bytes: int = _var(
+        "NOETL_MAX_BODY_BYTES", as_positive_int, 10 * 1024 * 1024, "Largest request body the API takes."
+    )
+    max_batch_body_bytes: int = _var(
+        "NOETL_MAX_BATCH_BODY_BYTES",
+        as_positive_int,
+        64 * 1024 * 1024,
+        "Largest body of `POST /api/events/batch` (a worker's outcomes).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

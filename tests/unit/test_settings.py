@@ -27,7 +27,7 @@ def test_defaults() -> None:
     assert config.encryption_key is None
     assert config.server_url == "http://localhost:8082" == DEFAULT_SERVER_URL
     assert config.public_server_url is None
-    assert config.host == "0.0.0.0"
+    assert config.host == "127.0.0.1"
     assert config.port == 8082
     assert config.bus_url is None
     assert config.lease_seconds == 30.0

@@ -27,7 +27,11 @@ def redact(url: str) -> str:
 @app.command("start")
 def start(
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind; default: NOETL_HOST or 0.0.0.0.")
+        str | None,
+        typer.Option(
+            "--host",
+            help="Address to bind; default: NOETL_HOST or 127.0.0.1 (loopback only; 0.0.0.0 for every interface).",
+        ),
     ] = None,
     port: Annotated[
         int | None,

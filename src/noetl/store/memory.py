@@ -15,10 +15,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from noetl.engine.events import Event, utcnow
+from noetl.errors import Conflict
 from noetl.ids import default_ids
 from noetl.store import projection
 from noetl.store.codec import EventRow, event_row, row_event, utc_ms
-from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
+from noetl.store.ports import (
+    RUNNING,
+    CatalogEntry,
+    ExecutionSummary,
+    StoredCredential,
+    TokenRecord,
+    WorkerRecord,
+)
 from noetl.store.solo import SoloCoordination
 
 
@@ -32,6 +40,7 @@ class MemoryStore(SoloCoordination):
         self._executions: dict[int, ExecutionSummary] = {}
         self._catalog: dict[int, CatalogEntry] = {}
         self._credentials: dict[str, StoredCredential] = {}
+        self._tokens: list[TokenRecord] = []
         self._workers: dict[tuple[str, str], WorkerRecord] = {}
 
     def close(self) -> None:
@@ -188,6 +197,30 @@ class MemoryStore(SoloCoordination):
     def delete_credential(self, name: str) -> bool:
         with self._lock:
             return self._credentials.pop(name, None) is not None
+
+    # -- API tokens ------------------------------------------------------------------------
+
+    def put_token(self, record: TokenRecord) -> None:
+        with self._lock:
+            if any(t.name == record.name and t.revoked_at is None for t in self._tokens):
+                raise Conflict(f"a token named {record.name!r} exists already")
+            self._tokens.append(replace(record, created_at=utc_ms(record.created_at)))
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        with self._lock:
+            return next((t for t in self._tokens if t.token_hash == token_hash), None)
+
+    def tokens(self) -> list[TokenRecord]:
+        with self._lock:
+            return list(self._tokens)
+
+    def revoke_token(self, name: str) -> bool:
+        with self._lock:
+            for index, token in enumerate(self._tokens):
+                if token.name == name and token.revoked_at is None:
+                    self._tokens[index] = replace(token, revoked_at=utc_ms(utcnow()))
+                    return True
+        return False
 
     # -- worker registry -------------------------------------------------------------------
 

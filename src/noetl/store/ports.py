@@ -66,6 +66,17 @@ class WorkerRecord:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token: only its hash is stored."""
+
+    name: str
+    scope: str  # admin | worker | read
+    token_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
 class EventLog(Protocol):
     def append(self, events: Sequence[Event]) -> None:
         """Write events atomically and durably. An event whose `event_id` is already stored is
@@ -124,6 +135,22 @@ class CredentialStore(Protocol):
     def delete_credential(self, name: str) -> bool: ...
 
 
+class TokenStore(Protocol):
+    def put_token(self, record: TokenRecord) -> None:
+        """Store a new token; Conflict when its name is taken by a token not revoked."""
+        ...
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None: ...
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token, revoked ones too, oldest first."""
+        ...
+
+    def revoke_token(self, name: str) -> bool:
+        """Revoke the live token called `name`; False when there is none."""
+        ...
+
+
 class WorkerRegistry(Protocol):
     """Who is alive: workers register and heartbeat here. Shared by every server on the store, so
     a claim's lease (the claiming worker's liveness) is the same wherever it is checked."""
@@ -174,8 +201,15 @@ class Coordination(Protocol):
         """The execution's log was just read in full: cached state built from it is current."""
         ...
 
+    def lease_node(self, owner: str, ttl_seconds: float) -> int:
+        """A snowflake node number (0..1023) for `owner`, unique among the live leases on the
+        store; asking again renews the owner's lease. StoreError when all are taken."""
+        ...
 
-class Store(EventLog, Catalog, CredentialStore, WorkerRegistry, Coordination, Protocol):
+    def release_node(self, owner: str) -> None: ...
+
+
+class Store(EventLog, Catalog, CredentialStore, TokenStore, WorkerRegistry, Coordination, Protocol):
     url: str
 
     def close(self) -> None: ...

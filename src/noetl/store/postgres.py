@@ -18,29 +18,48 @@ psycopg errors become `Conflict` (integrity) or `StoreError`, with the original 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from noetl.engine.events import COLUMNS, Event, utcnow
+from noetl.engine.events import Event, utcnow
 from noetl.errors import Conflict, StoreError
 from noetl.ids import default_ids
 from noetl.store import projection
-from noetl.store.codec import dump_json, row_event, utc_ms
-from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
+from noetl.store.codec import utc_ms
+from noetl.store.ports import (
+    RUNNING,
+    CatalogEntry,
+    ExecutionSummary,
+    StoredCredential,
+    TokenRecord,
+    WorkerRecord,
+)
+from noetl.store.postgres_rows import (
+    TOKEN_COLUMNS,
+    catalog_entry_of,
+    configure,
+    event_of,
+    event_row,
+    events_document,
+    execution_of,
+    redact,
+    token_of,
+    utc,
+)
 from noetl.store.postgres_sql import EXECUTION_COLUMNS, MIGRATIONS, SCHEMA_VERSION, Statements
+from noetl.store.solo import free_node
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
@@ -82,7 +101,7 @@ class PostgresStore:
         self.url = url
         self.schema = schema
         self._cipher = cipher
-        self._where = _redact(url)
+        self._where = redact(url)
         self._sql = Statements(f'"{schema}"')
         kwargs: dict[str, Any] = {"autocommit": True}
         try:
@@ -96,7 +115,7 @@ class PostgresStore:
         # Connect once directly: it reports the real reason (bad password, no such database)
         # where a pool would only time out, and it holds the migration lock.
         with self._errors("connect"), psycopg.connect(url, **kwargs) as conn:
-            _configure(conn)
+            configure(conn)
             self._migrate(conn)
         self._conn_kwargs = kwargs
         self._lock_pool: ConnectionPool[Connection] | None = None
@@ -110,7 +129,7 @@ class PostgresStore:
             min_size=min_size,
             max_size=max_size,
             open=True,
-            configure=_configure,
+            configure=configure,
             name=f"noetl-store-{schema}",
             timeout=timeout,
         )
@@ -130,6 +149,10 @@ class PostgresStore:
             if self._lock_pool is not None:
                 self._lock_pool.close()
             for conn in self._leaders.values():
+                # Unlock before closing: the server ends a closed session's locks a moment
+                # later, and the next leader should not have to wait for that.
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock_all()")
                 conn.close()
             self._leaders.clear()
 
@@ -149,7 +172,7 @@ class PostgresStore:
                         min_size=0,
                         max_size=LOCK_POOL_SIZE,
                         open=True,
-                        configure=_configure,
+                        configure=configure,
                         name=f"noetl-locks-{self.schema}",
                         timeout=LOCK_WAIT_SECONDS,
                     )
@@ -223,6 +246,29 @@ class PostgresStore:
             return True
         conn.close()
         return False
+
+    def lease_node(self, owner: str, ttl_seconds: float) -> int:
+        table = f"{self._sql.schema}.node_lease"
+        with self._writing("lease a snowflake node") as conn:
+            conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            conn.execute(f"DELETE FROM {table} WHERE expires_at <= now() AND owner <> %s", (owner,))
+            row = conn.execute(
+                f"UPDATE {table} SET expires_at = now() + make_interval(secs => %s) WHERE owner = %s"
+                " RETURNING node_id",
+                (ttl_seconds, owner),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            node = free_node(int(r[0]) for r in conn.execute(f"SELECT node_id FROM {table}").fetchall())
+            conn.execute(
+                f"INSERT INTO {table} (node_id, owner, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+                (node, owner, ttl_seconds),
+            )
+            return node
+
+    def release_node(self, owner: str) -> None:
+        with self._writing("release a snowflake node") as conn:
+            conn.execute(f"DELETE FROM {self._sql.schema}.node_lease WHERE owner = %s", (owner,))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -302,7 +348,7 @@ class PostgresStore:
         batch = list(unique.values())
         projected = [event for event in batch if event.event_type in projection.PROJECTED_TYPES]
         executions = list(dict.fromkeys(event.execution_id for event in batch))
-        document = _events_document(batch) if not projected and len(executions) == 1 else None
+        document = events_document(batch) if not projected and len(executions) == 1 else None
         if document is not None:
             # The common case (a worker's report and the commands it leads to): the batch as one
             # JSON document (encoded in C) and one statement, so one round trip, atomic without
@@ -313,7 +359,7 @@ class PostgresStore:
             if found is not None:
                 self._wrote(execution_id, int(found[0]))
             return
-        rows = [_event_row(event) for event in batch]  # encode first: a bad event stores nothing
+        rows = [event_row(event) for event in batch]  # encode first: a bad event stores nothing
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
             # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
             cur.executemany(self._sql.insert_event, rows, returning=bool(projected))
@@ -387,7 +433,7 @@ class PostgresStore:
                 rows = conn.execute(self._sql.read_events, (execution_id,)).fetchall()
             else:
                 rows = conn.execute(self._sql.read_events_after, (execution_id, after_event_id)).fetchall()
-        return [_event(row) for row in rows]
+        return [event_of(row) for row in rows]
 
     def known_event_ids(self, event_ids: Sequence[int]) -> set[int]:
         if not event_ids:
@@ -401,12 +447,12 @@ class PostgresStore:
     def get_event(self, event_id: int) -> Event | None:
         with self._reading("get event") as conn:
             row = conn.execute(self._sql.get_event, (event_id,)).fetchone()
-        return None if row is None else _event(row)
+        return None if row is None else event_of(row)
 
     def execution(self, execution_id: int) -> ExecutionSummary | None:
         with self._reading("get execution") as conn:
             row = conn.execute(self._sql.get_execution, (execution_id,)).fetchone()
-        return None if row is None else _execution(row)
+        return None if row is None else execution_of(row)
 
     def executions(
         self,
@@ -430,7 +476,7 @@ class PostgresStore:
         sql += " ORDER BY started_at DESC, execution_id DESC LIMIT %s OFFSET %s"
         with self._reading("list executions") as conn:
             rows = conn.execute(sql, (*params, limit, offset)).fetchall()
-        return [_execution(row) for row in rows]
+        return [execution_of(row) for row in rows]
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -452,12 +498,12 @@ class PostgresStore:
                 row = conn.execute(self._sql.latest_resource, (path,)).fetchone()
             else:
                 row = conn.execute(self._sql.resource_version, (path, version)).fetchone()
-        return None if row is None else _catalog_entry(row)
+        return None if row is None else catalog_entry_of(row)
 
     def resource_by_id(self, catalog_id: int) -> CatalogEntry | None:
         with self._reading("get catalog entry") as conn:
             row = conn.execute(self._sql.resource_by_id, (catalog_id,)).fetchone()
-        return None if row is None else _catalog_entry(row)
+        return None if row is None else catalog_entry_of(row)
 
     def entries(self, kind: str | None = None) -> list[CatalogEntry]:
         with self._reading("list catalog") as conn:
@@ -465,7 +511,7 @@ class PostgresStore:
                 rows = conn.execute(self._sql.entries).fetchall()
             else:
                 rows = conn.execute(self._sql.entries_of_kind, (kind.lower(),)).fetchall()
-        return [_catalog_entry(row) for row in rows]
+        return [catalog_entry_of(row) for row in rows]
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -508,9 +554,42 @@ class PostgresStore:
             data=self.cipher.decrypt(sealed, name=name),
             description=description,
             tags=tuple(tags or ()),
-            created_at=_utc(created_at),
-            updated_at=_utc(updated_at),
+            created_at=utc(created_at),
+            updated_at=utc(updated_at),
         )
+
+    # -- API tokens ------------------------------------------------------------------------
+
+    def put_token(self, record: TokenRecord) -> None:
+        with self._writing(f"add token {record.name!r}") as conn:
+            conn.execute(
+                f"INSERT INTO {self._sql.schema}.api_token (name, scope, token_hash, created_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (record.name, record.scope, record.token_hash, record.created_at),
+            )
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        with self._reading("look up a token") as conn:
+            row = conn.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM {self._sql.schema}.api_token WHERE token_hash = %s",
+                (token_hash,),
+            ).fetchone()
+        return None if row is None else token_of(row)
+
+    def tokens(self) -> list[TokenRecord]:
+        with self._reading("list tokens") as conn:
+            rows = conn.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM {self._sql.schema}.api_token ORDER BY created_at, name"
+            ).fetchall()
+        return [token_of(row) for row in rows]
+
+    def revoke_token(self, name: str) -> bool:
+        with self._writing(f"revoke token {name!r}") as conn:
+            cursor = conn.execute(
+                f"UPDATE {self._sql.schema}.api_token SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL",
+                (name,),
+            )
+            return cursor.rowcount > 0
 
     # -- worker registry -------------------------------------------------------------------
 
@@ -534,7 +613,7 @@ class PostgresStore:
                     Jsonb(labels) if labels is not None else None,
                     capacity,
                     Jsonb(info),
-                    _utc(record.heartbeat),
+                    utc(record.heartbeat),
                 ),
             )
         return next(w for w in self.workers(record.kind) if w.name == record.name)
@@ -569,122 +648,8 @@ class PostgresStore:
                 kind=row[1],
                 status=row[2] or "",
                 info=dict(row[3] or {}),
-                heartbeat=_utc(row[4]) if row[4] else utcnow(),
-                created_at=_utc(row[5]) if row[5] else None,
+                heartbeat=utc(row[4]) if row[4] else utcnow(),
+                created_at=utc(row[5]) if row[5] else None,
             )
             for row in rows
         ]
-
-
-# -- rows -------------------------------------------------------------------------------------
-
-
-def _configure(conn: Connection) -> None:
-    """Every connection reads and writes timestamps in UTC."""
-    conn.execute("SET TIME ZONE 'UTC'")
-
-
-def _as_is(text: Any) -> str:
-    return str(text)
-
-
-def _jsonb(value: Any, event: Event) -> Jsonb | None:
-    """`value` as JSONB, encoded here (compact, non-ASCII kept) so errors name the event."""
-    try:
-        text = dump_json(value)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(
-            f"event {event.event_id} ({event.event_type}) holds a value that is not JSON: {exc}"
-        ) from exc
-    return None if text is None else Jsonb(text, dumps=_as_is)
-
-
-def _events_document(events: Sequence[Event]) -> str | None:
-    """The events as one JSON array of rows (column name -> value), or None when orjson
-    refuses a value (integers beyond 64 bits, non-JSON values): the row-by-row path then
-    stores them or names the offending event."""
-    rows = [
-        {**{column: getattr(e, column) for column in COLUMNS}, "created_at": utc_ms(e.created_at)}
-        for e in events
-    ]
-    try:
-        return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return None
-
-
-def _event_row(event: Event) -> tuple[Any, ...]:
-    return (
-        event.event_id,
-        event.execution_id,
-        event.parent_event_id,
-        event.parent_execution_id,
-        event.catalog_id,
-        event.event_type,
-        event.node_id,
-        event.node_name,
-        event.node_type,
-        event.status,
-        _jsonb(event.context, event),
-        _jsonb(event.meta, event),
-        _jsonb(event.result, event),
-        event.worker_id,
-        utc_ms(event.created_at),
-    )
-
-
-def _event(row: tuple[Any, ...]) -> Event:
-    """psycopg returns JSONB as Python values and TIMESTAMPTZ as datetimes."""
-    return row_event(row, load=_as_value, when=_utc)
-
-
-def _as_value(value: Any) -> Any:
-    return value
-
-
-def _execution(row: tuple[Any, ...]) -> ExecutionSummary:
-    execution_id, path, catalog_id, status, started_at, completed_at, parent_execution_id, error = row
-    return ExecutionSummary(
-        execution_id=execution_id,
-        path=path,
-        catalog_id=catalog_id,
-        status=status,
-        started_at=_utc(started_at),
-        completed_at=None if completed_at is None else _utc(completed_at),
-        parent_execution_id=parent_execution_id,
-        error=error,
-    )
-
-
-def _catalog_entry(row: tuple[Any, ...]) -> CatalogEntry:
-    catalog_id, path, version, kind, content, created_at, meta = row
-    return CatalogEntry(
-        catalog_id=catalog_id,
-        path=path,
-        version=version,
-        kind=kind,
-        content=content,
-        created_at=_utc(created_at),
-        meta=meta or {},
-    )
-
-
-def _utc(moment: datetime) -> datetime:
-    """A TIMESTAMPTZ value with `datetime.UTC` as its zone (psycopg gives the session's zone)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-_SECRETS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
-    (re.compile(r"(://[^:/@?#]*:)[^@/?#]*@"), lambda m: f"{m.group(1)}***@"),
-    (
-        re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE),
-        lambda m: f"{m.group(1)}***",
-    ),
-)
-
-
-def _redact(url: str) -> str:
-    """`url` with any password replaced by `***`, for messages and logs."""
-    for pattern, replace in _SECRETS:
-        url = pattern.sub(replace, url)
-    return url

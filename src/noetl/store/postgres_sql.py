@@ -137,6 +137,26 @@ CREATE TABLE IF NOT EXISTS {schema}.execute_dedup (
 ALTER TABLE {schema}.execution ADD COLUMN IF NOT EXISTS write_seq BIGINT NOT NULL DEFAULT 0;
 """,
     ),
+    (
+        4,
+        "API tokens and snowflake node leases",
+        """
+CREATE TABLE IF NOT EXISTS {schema}.api_token (
+    name       TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TIMESTAMPTZ NOT NULL,
+    revoked_at TIMESTAMPTZ
+);
+CREATE UNIQUE INDEX IF NOT EXISTS api_token_live_idx ON {schema}.api_token (name) WHERE revoked_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS {schema}.node_lease (
+    node_id    INTEGER PRIMARY KEY,
+    owner      TEXT NOT NULL UNIQUE,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,13 +25,20 @@ from noetl.ids import default_ids
 from noetl.settings import SQLITE_SYNC_MODES as SYNC_MODES
 from noetl.store import projection
 from noetl.store.codec import dump_json, dump_time, event_row, load_json, load_time, row_event
-from noetl.store.ports import RUNNING, CatalogEntry, ExecutionSummary, StoredCredential, WorkerRecord
-from noetl.store.solo import SoloCoordination
+from noetl.store.ports import (
+    RUNNING,
+    CatalogEntry,
+    ExecutionSummary,
+    StoredCredential,
+    TokenRecord,
+    WorkerRecord,
+)
+from noetl.store.solo import SoloCoordination, free_node
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MEMORY = ":memory:"
 
 SCHEMA = """
@@ -92,6 +100,21 @@ CREATE TABLE IF NOT EXISTS credential (
     tags           TEXT NOT NULL DEFAULT '[]',
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS api_token (
+    name       TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_api_token_live ON api_token (name) WHERE revoked_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS node_lease (
+    node_id    INTEGER PRIMARY KEY,
+    owner      TEXT NOT NULL UNIQUE,
+    expires_at REAL NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS worker (
@@ -414,6 +437,62 @@ class SQLiteStore(SoloCoordination):
             updated_at=load_time(updated_at),
         )
 
+    # -- API tokens ------------------------------------------------------------------------
+
+    def put_token(self, record: TokenRecord) -> None:
+        with self._writing(f"add token {record.name!r}") as conn:
+            conn.execute(
+                "INSERT INTO api_token (name, scope, token_hash, created_at) VALUES (?, ?, ?, ?)",
+                (record.name, record.scope, record.token_hash, dump_time(record.created_at)),
+            )
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        with self._reading("look up a token") as conn:
+            row = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM api_token WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        return None if row is None else _token(row)
+
+    def tokens(self) -> list[TokenRecord]:
+        with self._reading("list tokens") as conn:
+            rows = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM api_token ORDER BY created_at, rowid"
+            ).fetchall()
+        return [_token(row) for row in rows]
+
+    def revoke_token(self, name: str) -> bool:
+        with self._writing(f"revoke token {name!r}") as conn:
+            cursor = conn.execute(
+                "UPDATE api_token SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (dump_time(utcnow()), name),
+            )
+            return cursor.rowcount > 0
+
+    # -- snowflake nodes (several processes may share one SQLite file) ----------------------
+
+    def lease_node(self, owner: str, ttl_seconds: float) -> int:
+        now = time.time()
+        with self._writing("lease a snowflake node") as conn:
+            conn.execute("DELETE FROM node_lease WHERE expires_at <= ? AND owner <> ?", (now, owner))
+            row = conn.execute("SELECT node_id FROM node_lease WHERE owner = ?", (owner,)).fetchone()
+            if row is not None:
+                node = int(row[0])
+                conn.execute(
+                    "UPDATE node_lease SET expires_at = ? WHERE owner = ?", (now + ttl_seconds, owner)
+                )
+                return node
+            taken = [int(r[0]) for r in conn.execute("SELECT node_id FROM node_lease").fetchall()]
+            node = free_node(taken)
+            conn.execute(
+                "INSERT INTO node_lease (node_id, owner, expires_at) VALUES (?, ?, ?)",
+                (node, owner, now + ttl_seconds),
+            )
+            return node
+
+    def release_node(self, owner: str) -> None:
+        with self._writing("release a snowflake node") as conn:
+            conn.execute("DELETE FROM node_lease WHERE owner = ?", (owner,))
+
     # -- worker registry -------------------------------------------------------------------
 
     def upsert_worker(self, record: WorkerRecord) -> WorkerRecord:
@@ -467,6 +546,19 @@ class SQLiteStore(SoloCoordination):
             )
             for row in rows
         ]
+
+
+_TOKEN_COLUMNS = "name, scope, token_hash, created_at, revoked_at"
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(
+        name=row[0],
+        scope=row[1],
+        token_hash=row[2],
+        created_at=load_time(row[3]),
+        revoked_at=load_time(row[4]) if row[4] else None,
+    )
 
 
 def _execution(row: tuple[Any, ...]) -> ExecutionSummary:
