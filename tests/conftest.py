@@ -15,7 +15,10 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from tests.support.auth import use_test_token  # noqa: E402
 from tests.support.stub_api import StubAPI  # noqa: E402
+
+use_test_token()  # auth is on everywhere: every server, worker and CLI call uses the test token
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
@@ -69,7 +69,8 @@ class _JsonPoster:
     outcomes for every command it runs; httpx spends about 0.75 ms of CPU a request on that,
     the standard library's client a quarter of it. Plain HTTP only (https goes through httpx)."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, headers: Mapping[str, str] | None = None) -> None:
+        self.headers = {**_JSON_HEADERS, **(headers or {})}
         parts = urlsplit(base_url)
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 80
@@ -91,7 +92,7 @@ class _JsonPoster:
         while True:
             reused = conn.sock is not None
             try:
-                conn.request("POST", self.prefix + path, body=body, headers=_JSON_HEADERS)
+                conn.request("POST", self.prefix + path, body=body, headers=self.headers)
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException):
@@ -140,12 +141,15 @@ class ServerClient:
         timeout: float = 30,
         retries: int = RETRIES,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: the API token sent with every request (`Authorization: Bearer`)."""
         self.base_url = base_url.rstrip("/")
         self.retries = retries
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        auth = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=auth)
         plain = transport is None and urlsplit(self.base_url).scheme == "http"
-        self._poster = _JsonPoster(self.base_url, timeout) if plain else None
+        self._poster = _JsonPoster(self.base_url, timeout, auth) if plain else None
 
     def close(self) -> None:
         self._http.close()
@@ -399,9 +403,11 @@ class ServerClient:
 
     # ------------------------------------------------------------------ credentials
 
-    def get_credential(self, name: str) -> dict[str, Any]:
-        """The credential with its secret `data` (404 -> NotFound)."""
-        return self._object("GET", f"/api/credentials/{name}", params={"include_data": "true"})
+    def get_credential(self, name: str, *, worker_id: str, command_id: str) -> dict[str, Any]:
+        """The credential with its secret `data`, for the worker holding `command_id` (404 ->
+        NotFound; 403 when the command does not use it or the worker does not hold it)."""
+        params = {"include_data": "true", "worker_id": worker_id, "command_id": command_id}
+        return self._object("GET", f"/api/credentials/{quote(name, safe='')}", params=params)
 
     # ------------------------------------------------------------------ worker pools
 

@@ -69,6 +69,11 @@ class ValidationFailed(NoetlError):
     """A request is well-formed JSON but its content is not acceptable (HTTP 422)."""
 
 
+class Forbidden(NoetlError):
+    """The caller may not do this (HTTP 403): e.g. a worker asks for a secret of a command it
+    does not hold."""
+
+
 class StoreError(NoetlError):
     """The event store or catalog failed."""
 

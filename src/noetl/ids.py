@@ -48,6 +48,13 @@ class Snowflake:
 
     __call__ = next
 
+    def use_node(self, node: int) -> None:
+        """Generate ids with node bits `node` from now on (a node leased from the store)."""
+        if not 0 <= node < (1 << _NODE_BITS):
+            raise ValueError(f"snowflake node must be in 0..1023, got {node}")
+        with self._lock:
+            self.node = node
+
 
 def node_id(configured: int | None = None) -> int:
     """The node bits for a configured node id (any integer, taken modulo 1024), else for the

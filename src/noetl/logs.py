@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from noetl.secrets import masker
+from noetl.secrets import secrets
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -39,7 +39,7 @@ class StructuredFormatter(logging.Formatter):
         else:
             tail = " ".join(f"{k}={_text(v)}" for k, v in extras.items())
             line = f"{stamp} {record.levelname} {record.name} {message}" + (f" {tail}" if tail else "")
-        return masker.mask_text(line)
+        return secrets.everything.mask_text(line)
 
 
 def _text(value: Any) -> str:

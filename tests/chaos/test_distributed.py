@@ -31,6 +31,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.support.auth import AUTH
 from tests.support.cluster import (
     Cluster,
     NatsControl,
@@ -434,7 +435,9 @@ def test_a_claim_whose_answer_was_lost_is_issued_again(cluster: Cluster) -> None
         assert final["status"] == "COMPLETED", final
     finally:
         with contextlib.suppress(Exception):
-            httpx.post(f"{server.url}/api/executions/{execution_id}/cancel", json={}, timeout=10)
+            httpx.post(
+                f"{server.url}/api/executions/{execution_id}/cancel", json={}, headers=AUTH, timeout=10
+            )
 
 
 # ================================================================= 3. NATS stops mid-run

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from noetl.store import open_store
+from tests.support.auth import AUTH
 from tests.support.cli import CliResult, noetl, run_playbook
 from tests.support.cli import events as cli_events
 from tests.support.cluster import Cluster, ServerProcess, events_of, get_json
@@ -356,7 +357,9 @@ class ServerRunner(Runner):
 
     def traces_of(self, file: str) -> list[str]:
         path = catalog_path(self.corpus / file)
-        response = httpx.post(self.server.url + "/api/catalog/resource", json={"path": path}, timeout=10)
+        response = httpx.post(
+            self.server.url + "/api/catalog/resource", json={"path": path}, headers=AUTH, timeout=10
+        )
         if response.status_code == 404:
             return []
         assert response.status_code == 200, f"catalog resource {path}: {response.status_code} {response.text}"

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tests.support.auth import AUTH, TEST_TOKEN
 
 from noetl.api.app import create_app
 from noetl.api.server import build_app, open_bus, public_url
@@ -151,7 +152,7 @@ def control() -> ControlPlane:
 
 @pytest.fixture
 def client(control: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(create_app(control)) as test_client:
+    with TestClient(create_app(control, admin_token=TEST_TOKEN), headers=AUTH) as test_client:
         yield test_client
 
 
@@ -566,7 +567,7 @@ def test_event_ingest_is_idempotent(client: TestClient, control: ControlPlane) -
     }
     first = ok(client.post("/api/events", json=body))
     second = ok(client.post("/api/events", json=body))
-    assert first == second == {"status": "ok", "event_id": event_id, "commands_generated": 0}
+    assert first == second == {"status": "ok", "event_id": str(event_id), "commands_generated": 0}
     stored = [e for e in control.store.read(int(started["execution_id"])) if e.event_id == event_id]
     assert len(stored) == 1
     assert stored[0].status == "RUNNING"
@@ -629,9 +630,7 @@ def test_event_batch_inherits_the_envelope(client: TestClient, control: ControlP
     )
 
 
-def test_worker_batches_answer_errors_like_the_app(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_worker_batches_answer_errors_like_the_app(client: TestClient, control: ControlPlane) -> None:
     """The hot routes (noetl.api.hot) answer the same {error, status} bodies as every route."""
     for path in ("/api/events/batch", "/api/commands/claim"):
         bad = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
@@ -646,12 +645,16 @@ def test_worker_batches_answer_errors_like_the_app(
     assert error(client.post("/api/events/batch", json=unknown), 404) == "execution 123 not found"
     assert "worker_id" in error(client.post("/api/commands/claim", json={}), 422)
     assert error(client.post("/api/commands/claim", json={"worker_id": "w", "limit": 0}), 422) == (
-        "'limit' must be a positive integer"
+        "'limit' must be an integer from 1 to 1000"
     )
-    monkeypatch.setattr("noetl.api.hot.MAX_BODY_BYTES", 64)
-    assert error(client.post("/api/events/batch", json={"events": [], "pad": "x" * 100}), 413).startswith(
-        "request body larger than"
+    assert error(client.post("/api/commands/claim", json={"worker_id": "w", "limit": 1001}), 422) == (
+        "'limit' must be an integer from 1 to 1000"
     )
+    small = create_app(control, admin_token=TEST_TOKEN, max_batch_body_bytes=64, max_body_bytes=64)
+    with TestClient(small, headers=AUTH) as capped:
+        for path in ("/api/events/batch", "/api/execute"):
+            answer = error(capped.post(path, json={"events": [], "pad": "x" * 100}), 413)
+            assert answer.startswith("request body larger than")
 
 
 def _direct_report(client: TestClient, command: dict[str, Any], worker_id: str) -> dict[str, Any]:
@@ -824,7 +827,7 @@ def test_heartbeat_renews_and_deregister_releases_leases(client: TestClient, con
 # ---------------------------------------------------------------------------------- credentials
 
 
-def test_credentials_crud_never_leaks_data(client: TestClient) -> None:
+def test_credentials_crud_never_leaks_data(client: TestClient, control: ControlPlane) -> None:
     secret = {"host": "db.local", "password": "s3cr3t-value"}
     created = ok(
         client.post(
@@ -848,16 +851,19 @@ def test_credentials_crud_never_leaks_data(client: TestClient) -> None:
     assert ok(client.get("/api/credentials", params={"type": "http"}))["items"] == []
     plain = client.get("/api/credentials/pg_main")
     assert "s3cr3t-value" not in plain.text and "data" not in plain.json()
-    assert ok(client.get("/api/credentials/pg_main", params={"include_data": "true"}))["data"] == secret
+    # No route gives secret data to the admin token (only to a worker holding a command).
+    refused = client.get("/api/credentials/pg_main", params={"include_data": "true"})
+    assert refused.status_code == 403 and "s3cr3t-value" not in refused.text
+    stored = control.store.get_credential("pg_main")
+    assert stored is not None and stored.data == secret
     updated = ok(
         client.post(
             "/api/credentials", json={"name": "pg_main", "type": "postgres", "data": {"password": "new"}}
         )
     )
     assert "data" not in updated
-    assert ok(client.get("/api/credentials/pg_main", params={"include_data": True}))["data"] == {
-        "password": "new"
-    }
+    stored = control.store.get_credential("pg_main")
+    assert stored is not None and stored.data == {"password": "new"}
     assert ok(client.delete("/api/credentials/pg_main")) == {
         "message": "Credential deleted successfully",
         "id": "pg_main",
@@ -884,8 +890,10 @@ def _wait_finished(client: TestClient, execution_id: str, timeout: float = 30) -
 def test_in_process_worker_runs_nested_playbooks(control: ControlPlane) -> None:
     """Loop iterations start children through the control plane; a pipeline's `kind: playbook`
     task waits for its child without holding one of the (two) worker slots."""
-    app = build_app(control, with_worker=True, workers=2, nats_status="not_configured")
-    with TestClient(app) as client:
+    app = build_app(
+        control, admin_token=TEST_TOKEN, with_worker=True, workers=2, nats_status="not_configured"
+    )
+    with TestClient(app, headers=AUTH) as client:
         register(client, CHILD)
         register(client, PARENT)
         started = execute(client, {"path": "tests/api/parent"})
@@ -951,7 +959,7 @@ def _run_to_end(http: httpx.Client, path: str, timeout: float = 30) -> dict[str,
 
 def _start_server(tmp_path: Path, port: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp_path / f"server-{port}-{len(list(tmp_path.glob('server-*.log')))}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_") or k == "NOETL_API_TOKEN"}
     command = [
         sys.executable,
         "-m",
@@ -987,7 +995,7 @@ def test_server_with_in_process_worker_runs_playbooks(tmp_path: Path) -> None:
     port = _free_port()
     process, log = _start_server(tmp_path, port, "--with-worker")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10) as http:
             _wait_healthy(http, process, log)
             assert http.get("/api/health").json()["database"] == "connected"
             for file in (HELLO_EXAMPLE, HELLO_WORLD):
@@ -1012,7 +1020,7 @@ def test_server_restart_resumes_running_executions(tmp_path: Path) -> None:
     port = _free_port()
     first, log = _start_server(tmp_path, port)  # no worker: the command stays unclaimed
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10) as http:
             _wait_healthy(http, first, log)
             assert http.post("/api/catalog/register", json={"content": TWO_STEPS}).status_code == 200
             started = http.post("/api/execute", json={"path": "tests/api/two_steps"}).json()
@@ -1021,7 +1029,7 @@ def test_server_restart_resumes_running_executions(tmp_path: Path) -> None:
         _stop_server(first, log)
     second, log = _start_server(tmp_path, port, "--with-worker")
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10) as http:
             _wait_healthy(http, second, log)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

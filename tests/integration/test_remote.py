@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from tests.support.auth import AUTH
 from tests.support.cli import CliResult, noetl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +113,7 @@ class Server:
         return noetl(*args, "--server", self.url, timeout=timeout)
 
     def get(self, path: str) -> Any:
-        response = httpx.get(self.url + path, timeout=10)
+        response = httpx.get(self.url + path, headers=AUTH, timeout=10)
         response.raise_for_status()
         return response.json()
 
@@ -509,23 +510,28 @@ def test_worker_sigterm_lets_the_running_command_finish(
         handle.close()
 
 
-def test_server_credentials_are_masked_by_value(server: Server) -> None:
-    from noetl.client import ServerClient
-    from noetl.secrets import MASK, masker
-    from noetl.worker.remote import ServerCredentials
-
+def test_secret_data_is_not_given_to_a_client_without_a_command(server: Server) -> None:
+    """Secrets leave the server only to a worker holding a command that uses them: the admin
+    token, or a worker asking outside such a command, gets a 403 and no data."""
     secret = f"s3cret-{uuid.uuid4().hex}"
     name = f"remote_cred_{uuid.uuid4().hex[:6]}"
     response = httpx.post(
         server.url + "/api/credentials",
         json={"name": name, "type": "postgres", "data": {"db_host": "db.internal", "db_password": secret}},
+        headers=AUTH,
         timeout=10,
     )
     assert response.status_code in (200, 201), response.text
-    with ServerClient(server.url) as client:
-        resolved = ServerCredentials(client).resolve(name)
-    assert resolved["data"] == {"db_host": "db.internal", "db_password": secret}
-    assert masker.mask_text(f"password={secret} host=db.internal") == f"password={MASK} host=db.internal"
+    assert secret not in response.text
+    for params in (
+        {"include_data": "true"},
+        {"include_data": "true", "worker_id": "w-x", "command_id": "1:start:2"},
+    ):
+        refused = httpx.get(f"{server.url}/api/credentials/{name}", params=params, headers=AUTH, timeout=10)
+        assert refused.status_code == 403, refused.text
+        assert secret not in refused.text
+    plain = httpx.get(f"{server.url}/api/credentials/{name}", headers=AUTH, timeout=10)
+    assert plain.status_code == 200 and "data" not in plain.json()
 
 
 def test_unreachable_server_is_reported() -> None:

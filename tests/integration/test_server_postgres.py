@@ -36,6 +36,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.integration import test_api as api
 from tests.integration.test_api import claim, error, execute, ok, pending, register, status_of
+from tests.support.auth import AUTH, TEST_TOKEN
 
 from noetl.api.app import create_app
 from noetl.runtime.control import ControlPlane
@@ -107,7 +108,7 @@ def control(pg_dsn: str, pg_store: Store, schema: str) -> ControlPlane:
 
 @pytest.fixture
 def client(pg_dsn: str, control: ControlPlane) -> Iterator[TestClient]:
-    with TestClient(create_app(control)) as test_client:
+    with TestClient(create_app(control, admin_token=TEST_TOKEN), headers=AUTH) as test_client:
         yield test_client
 
 
@@ -296,7 +297,9 @@ def test_worker_pools_live_in_the_runtime_table(client: TestClient, pg_dsn: str,
     assert ok(client.get("/api/worker/pools")) == []
 
 
-def test_credentials_are_encrypted_in_the_table(client: TestClient, pg_dsn: str, schema: str) -> None:
+def test_credentials_are_encrypted_in_the_table(
+    client: TestClient, control: ControlPlane, pg_dsn: str, schema: str
+) -> None:
     secret = f"pw-{uuid.uuid4().hex}"
     data = {"db_host": "db.internal", "db_password": secret}
     created = ok(client.post("/api/credentials", json={"name": "pg_cred", "type": "postgres", "data": data}))
@@ -305,7 +308,9 @@ def test_credentials_are_encrypted_in_the_table(client: TestClient, pg_dsn: str,
     assert secret not in listing.text and [c["name"] for c in listing.json()["items"]] == ["pg_cred"]
     plain = client.get("/api/credentials/pg_cred")
     assert "data" not in plain.json() and secret not in plain.text
-    assert ok(client.get("/api/credentials/pg_cred", params={"include_data": "true"}))["data"] == data
+    assert client.get("/api/credentials/pg_cred", params={"include_data": "true"}).status_code == 403
+    stored = control.store.get_credential("pg_cred")
+    assert stored is not None and stored.data == data
     [(name, kind, sealed)] = sql(pg_dsn, f'SELECT name, type, data_encrypted FROM "{schema}".credential')
     assert (name, kind) == ("pg_cred", "postgres")
     assert secret not in sealed and "db.internal" not in sealed and "db_password" not in sealed
@@ -457,7 +462,7 @@ def test_dedup_race_across_two_servers(client: TestClient, pg_dsn: str, schema: 
     register(client)
     other_store = open_store(_store_url(pg_dsn, schema))
     try:
-        with TestClient(create_app(ControlPlane(other_store))) as other:
+        with TestClient(create_app(ControlPlane(other_store), admin_token=TEST_TOKEN), headers=AUTH) as other:
             answers = _race([client, other], _dedup_request("race-two", window_secs=300))
             _assert_one_winner(answers, pg_dsn, schema)
             winner = answers[0]["execution_id"]
@@ -474,7 +479,7 @@ def other(pg_dsn: str, schema: str, control: ControlPlane) -> Iterator[TestClien
     """A second app on a store of its own over the same schema: another server of the cluster."""
     store = open_store(_store_url(pg_dsn, schema))
     try:
-        with TestClient(create_app(ControlPlane(store))) as test_client:
+        with TestClient(create_app(ControlPlane(store), admin_token=TEST_TOKEN), headers=AUTH) as test_client:
             yield test_client
     finally:
         store.close()
@@ -583,12 +588,12 @@ class Server:
     log: Path
 
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(self.url + path, params=params, timeout=10)
+        response = httpx.get(self.url + path, params=params, headers=AUTH, timeout=10)
         assert response.status_code == 200, response.text
         return response.json()
 
     def post(self, path: str, body: Any) -> Any:
-        response = httpx.post(self.url + path, json=body, timeout=10)
+        response = httpx.post(self.url + path, json=body, headers=AUTH, timeout=10)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -615,7 +620,7 @@ def server(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     tmp = tmp_path_factory.mktemp("pg-server")
     log = tmp / "server.log"
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_") or k == "NOETL_API_TOKEN"}
     env[KEY_ENV] = TEST_KEY
     command = [
         sys.executable, "-m", "noetl", "server", "start", "--host", "127.0.0.1", "--port", str(port),

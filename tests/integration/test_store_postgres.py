@@ -279,7 +279,8 @@ def test_a_failing_batch_stores_nothing(store: PostgresStore) -> None:
         Event(event_id=ids.next(), execution_id=execution, event_type=PLAYBOOK_STARTED, node_name="x"),
         Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER),
     ]
-    bad = Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER, context={"s": "a\x00b"})
+    # event_type is NOT NULL in the table: the last row of the batch fails in the database.
+    bad = Event(event_id=ids.next(), execution_id=execution, event_type=None, context={"s": "x"})  # type: ignore[arg-type]
 
     with pytest.raises(StoreError) as caught:
         store.append([*good, bad])
@@ -287,6 +288,30 @@ def test_a_failing_batch_stores_nothing(store: PostgresStore) -> None:
     assert isinstance(caught.value.__cause__, psycopg.Error)
     assert store.read(execution) == []
     assert store.execution(execution) is None
+
+
+def test_nul_characters_are_stored_escaped_not_lost(store: PostgresStore) -> None:
+    """PostgreSQL refuses NUL in jsonb and text: such a value is stored escaped (as the six
+    characters backslash-u-0000), so a step result is never lost."""
+    execution = ids.next()
+    events = [
+        Event(event_id=ids.next(), execution_id=execution, event_type=PLAYBOOK_STARTED, node_name="x"),
+        Event(
+            event_id=ids.next(),
+            execution_id=execution,
+            event_type="call.done",
+            node_name="a\x00b",
+            context={"out": "before\x00after", "literal": "keep \\u0000 as text"},
+        ),
+    ]
+    store.append(events)  # the one-statement path
+    store.append(
+        [Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER, context={"v": "\x00"})]
+    )
+    stored = store.read(execution)
+    assert stored[1].context == {"out": "before\\u0000after", "literal": "keep \\u0000 as text"}
+    assert stored[1].node_name == "a\\u0000b"
+    assert stored[2].context == {"v": "\\u0000"}
 
 
 def test_a_value_that_is_not_json_names_the_event(store: PostgresStore) -> None:

@@ -27,6 +27,8 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from tests.support.auth import AUTH
+
 T = TypeVar("T")
 
 STARTUP_SECONDS = 45.0  # python start-up + imports + migrations on a loaded 2-core machine
@@ -72,7 +74,7 @@ def wait_for(
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test's environment without NOETL_* settings (a developer's NOETL_STORE_URL must not leak
     into a subprocess), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_") or k == "NOETL_API_TOKEN"}
     env.update(extra or {})
     return env
 
@@ -287,7 +289,7 @@ class Cluster:
             if not worker.alive():
                 raise AssertionError(f"worker {worker.name} exited during start-up\n{worker.tail()}")
             try:
-                rows = httpx.get(server_url + "/api/worker/pools", timeout=5).json()
+                rows = httpx.get(server_url + "/api/worker/pools", headers=AUTH, timeout=5).json()
             except (httpx.HTTPError, ValueError):
                 return False
             return any(row.get("name") == worker.name for row in rows)
@@ -318,13 +320,13 @@ class Cluster:
 
 
 def get_json(url: str, path: str, *, timeout: float = 10, **params: Any) -> Any:
-    response = httpx.get(url + path, params=params or None, timeout=timeout)
+    response = httpx.get(url + path, params=params or None, headers=AUTH, timeout=timeout)
     assert response.status_code == 200, f"GET {path} -> {response.status_code}: {response.text}"
     return response.json()
 
 
 def post_json(url: str, path: str, body: Any, *, timeout: float = 30) -> Any:
-    response = httpx.post(url + path, json=body, timeout=timeout)
+    response = httpx.post(url + path, json=body, headers=AUTH, timeout=timeout)
     assert response.status_code in (200, 201), f"POST {path} -> {response.status_code}: {response.text}"
     return response.json()
 
@@ -332,7 +334,7 @@ def post_json(url: str, path: str, body: Any, *, timeout: float = 30) -> Any:
 def try_status(url: str, execution_id: str) -> dict[str, Any] | None:
     """The execution's status, or None while the server cannot answer (restarting)."""
     try:
-        response = httpx.get(f"{url}/api/executions/{execution_id}/status", timeout=10)
+        response = httpx.get(f"{url}/api/executions/{execution_id}/status", headers=AUTH, timeout=10)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:

@@ -72,7 +72,7 @@ def test_a_bad_variable_ends_the_command_with_exit_2_naming_it(
 )
 def test_in_a_fresh_process_a_bad_variable_is_one_line_not_a_traceback(command: list[str]) -> None:
     """Nothing was imported yet: the settings are checked before any module that reads them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_") or k == "NOETL_API_TOKEN"}
     env["NOETL_SNOWFLAKE_NODE_ID"] = "node-a"
     done = subprocess.run(
         [sys.executable, "-m", "noetl", *command], capture_output=True, text=True, env=env, timeout=60

@@ -148,7 +148,7 @@ def test_node_id_takes_the_configured_id_modulo_1024_else_the_process_id() -> No
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NOETL_") or k == "NOETL_API_TOKEN"}
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env}, timeout=60
     )

@@ -22,8 +22,11 @@ from noetl.api import (
     routes_events,
     routes_execute,
     routes_executions,
+    routes_tokens,
 )
-from noetl.api.hot import HotRoutes
+from noetl.api.auth import Authenticator, AuthMiddleware
+from noetl.api.hot import MAX_BODY_BYTES, HotRoutes
+from noetl.api.limits import BodyLimit
 from noetl.api.routes_workers import RuntimeRegistry
 from noetl.api.routes_workers import router as workers_router
 from noetl.runtime.control import ControlPlane
@@ -34,11 +37,16 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def create_app(
     control: ControlPlane,
     *,
+    admin_token: str,
     nats_status: str = "not_configured",
     lifespan: Lifespan | None = None,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    max_batch_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The API over `control`. `nats_status` is what `/api/health` reports for the bus;
-    `lifespan` runs background work (the in-process worker) for the app's lifetime."""
+    """The API over `control`, behind token auth (`admin_token` and the store's tokens).
+    `nats_status` is what `/api/health` reports for the bus; `lifespan` runs background work (the
+    in-process worker) for the app's lifetime; request bodies are capped at `max_body_bytes`
+    (`max_batch_body_bytes` for a worker's batch of events)."""
     app = FastAPI(
         title="NoETL control plane",
         version=__version__,
@@ -73,20 +81,27 @@ def create_app(
             return JSONResponse(body, status_code=503)
         return body
 
-    # The two requests workers make per command skip the framework (see noetl.api.hot).
+    auth = Authenticator(control.store, admin_token)
+    app.state.auth = auth
+    # Outermost first: the token check, the two requests workers make per command (they skip the
+    # framework, see noetl.api.hot), then the body cap for every other route.
+    app.add_middleware(BodyLimit, cap=max_body_bytes)
     app.add_middleware(
         HotRoutes,
         routes={
             ("POST", "/api/events/batch"): routes_events.batch_handler(control),
             ("POST", "/api/commands/claim"): routes_events.claim_handler(control),
         },
+        cap=max_batch_body_bytes,
     )
+    app.add_middleware(AuthMiddleware, authenticator=auth)
     app.include_router(routes_catalog.router(control))
     app.include_router(routes_execute.router(control))
     app.include_router(routes_events.router(control))
     app.include_router(routes_executions.router(control))
     app.include_router(workers_router(registry, control))
-    app.include_router(routes_credentials.router(control.store))
+    app.include_router(routes_credentials.router(control))
+    app.include_router(routes_tokens.router(auth))
     return app
 
 

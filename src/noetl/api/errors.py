@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
+from noetl.errors import Conflict, Forbidden, NoetlError, NotFound, PlaybookError, ValidationFailed
 from noetl.secrets import masker
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ def status_of(exc: BaseException) -> int:
         return 422
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Forbidden):
+        return 403
     if isinstance(exc, Conflict):
         return 409
     if isinstance(exc, MalformedRequest):

@@ -18,6 +18,7 @@ import anyio.to_thread
 import orjson
 
 from noetl.api.errors import MalformedRequest, error_body, status_of
+from noetl.api.limits import BodyTooLarge, declared_length, read_body
 from noetl.errors import NoetlError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[[Any], dict[str, Any]]
 
-MAX_BODY_BYTES = 64 * 1024 * 1024  # a worker's batch of outcomes; larger bodies get a 413
+MAX_BODY_BYTES = 64 * 1024 * 1024  # a worker's batch of outcomes (default); larger bodies get a 413
 
 
 class HotRoutes:
@@ -36,9 +37,12 @@ class HotRoutes:
     and passing everything else to `app`. Handlers are synchronous and run in the thread pool
     the app's own sync routes use."""
 
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: dict[tuple[str, str], Handler], cap: int = MAX_BODY_BYTES
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.cap = cap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = (
@@ -50,11 +54,11 @@ class HotRoutes:
             await self.app(scope, receive, send)
             return
         try:
-            body = await _read_body(receive)
+            body = await read_body(receive, self.cap, declared_length(scope))
             doc = _decode(body)
             status, answer = 200, await anyio.to_thread.run_sync(handler, doc)
-        except _TooLarge:
-            status, answer = 413, error_body(f"request body larger than {MAX_BODY_BYTES} bytes", 413)
+        except BodyTooLarge as exc:
+            status, answer = 413, error_body(str(exc), 413)
         except NoetlError as exc:
             status = status_of(exc)
             if status >= 500:
@@ -75,27 +79,6 @@ class HotRoutes:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def _decode(body: bytes) -> Any:

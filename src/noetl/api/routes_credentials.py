@@ -1,6 +1,9 @@
 """`/api/credentials`: credentials over the store's encrypted credential table (upstream §1.8).
 
-Secret data is only ever returned by `GET /api/credentials/{name}?include_data=true`.
+No route returns secret data to an admin or read token: names, types and timestamps only. Data
+leaves the server only through `GET /api/credentials/{name}?include_data=true&worker_id=W&
+command_id=C`, for the worker W that holds the running command C when C refers to the credential
+(`ControlPlane.release_secret`); the read is recorded in the execution's log without the value.
 """
 
 from __future__ import annotations
@@ -8,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 
+from noetl.api.auth import principal_of
 from noetl.api.common import iso, json_object, optional_str, required_str
-from noetl.errors import NotFound, ValidationFailed
-from noetl.store.ports import CredentialStore, StoredCredential
+from noetl.errors import Forbidden, NotFound, ValidationFailed
+from noetl.runtime.control import ControlPlane
+from noetl.store.ports import StoredCredential
+from noetl.tokens import WORKER
 
 JsonBody = Annotated[Any, Body()]
 
@@ -50,8 +56,9 @@ def parse_credential(doc: Mapping[str, Any]) -> StoredCredential:
     )
 
 
-def router(store: CredentialStore) -> APIRouter:
+def router(control: ControlPlane) -> APIRouter:
     api = APIRouter(prefix="/api/credentials", tags=["credentials"])
+    store = control.store
 
     def lookup(name: str) -> StoredCredential:
         credential = store.get_credential(name)
@@ -84,9 +91,27 @@ def router(store: CredentialStore) -> APIRouter:
         return answer
 
     @api.get("/{name}")
-    def get_credential(name: str, include_data: bool = False) -> dict[str, Any]:
-        """One credential; `data` only with `include_data=true`."""
-        return credential_json(lookup(name), include_data=include_data)
+    def get_credential(
+        request: Request,
+        name: str,
+        include_data: bool = False,
+        worker_id: Annotated[str | None, Query(description="The worker asking (with include_data)")] = None,
+        command_id: Annotated[
+            str | None, Query(description="The command it runs (with include_data)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """One credential; `data` only for a worker holding a command that uses it."""
+        if not include_data:
+            return credential_json(lookup(name))
+        principal = principal_of(request.state)
+        if principal is None or not principal.may(WORKER):
+            raise Forbidden("secret data is given only to workers (a worker token)")
+        if not worker_id or not command_id:
+            raise Forbidden(
+                "secret data is given only with the worker_id and command_id of a running command"
+            )
+        credential = control.release_secret(name, worker_id=worker_id, command_id=command_id)
+        return credential_json(credential, include_data=True)
 
     @api.delete("/{name}")
     def delete_credential(name: str) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Body, Query
 
 from noetl.api.common import json_object, required_str
 from noetl.api.wire import event_from_json
-from noetl.errors import ValidationFailed
+from noetl.errors import Conflict, ValidationFailed
 from noetl.runtime.control import ControlPlane
 
 JsonBody = Annotated[Any, Body()]
 MAX_PENDING = 1000
+MAX_BATCH_EVENTS = 10_000
 
 
 def router(control: ControlPlane) -> APIRouter:
@@ -23,8 +24,13 @@ def router(control: ControlPlane) -> APIRouter:
     def post_event(body: JsonBody = None) -> dict[str, Any]:
         """Ingest one worker event; posting the same `event_id` again changes nothing."""
         event = event_from_json(json_object(body), control.ids)
-        control.ingest([event])
-        return {"status": "ok", "event_id": event.event_id, "commands_generated": 0}
+        outcome = control.report([event])
+        if outcome.rejected:
+            raise Conflict(
+                f"event refused: worker '{event.worker_id}' does not hold command {event.command_id} "
+                "(it was never claimed by it, its lease expired, or its run ended)"
+            )
+        return {"status": "ok", "event_id": str(event.event_id), "commands_generated": 0}
 
     post_batch = batch_handler(control)
     claim_commands = claim_handler(control)
@@ -77,6 +83,10 @@ def batch_handler(control: ControlPlane) -> Callable[[Any], dict[str, Any]]:
             items = []
         if not isinstance(items, list):
             raise ValidationFailed("'events' must be an array")
+        if len(items) > MAX_BATCH_EVENTS:
+            raise ValidationFailed(
+                f"'events' holds {len(items)} events; at most {MAX_BATCH_EVENTS} per request"
+            )
         events = []
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
@@ -86,7 +96,7 @@ def batch_handler(control: ControlPlane) -> Callable[[Any], dict[str, Any]]:
             if not merged.get("worker_id") and doc.get("worker_id"):
                 merged["worker_id"] = doc["worker_id"]
             events.append(event_from_json(merged, control.ids))
-        outcome = control.ingest_report(events) if events else None
+        outcome = control.report(events) if events else None
         answer: dict[str, Any] = {
             "status": "ok",
             "event_ids": outcome.event_ids if outcome else [],
@@ -106,13 +116,15 @@ def claim_handler(control: ControlPlane) -> Callable[[Any], dict[str, Any]]:
         doc = json_object(body)
         worker_id = required_str(doc, "worker_id")
         limit = doc.get("limit", 10)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValidationFailed("'limit' must be a positive integer")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PENDING:
+            raise ValidationFailed(f"'limit' must be an integer from 1 to {MAX_PENDING}")
         pools = doc.get("pools")
         if pools is not None and not (isinstance(pools, list) and all(isinstance(p, str) for p in pools)):
             raise ValidationFailed("'pools' must be an array of pool names")
         raw_ids = doc.get("event_ids")
         event_ids: list[int] | None = None
+        if isinstance(raw_ids, list) and len(raw_ids) > MAX_PENDING:
+            raise ValidationFailed(f"'event_ids' holds {len(raw_ids)} ids; at most {MAX_PENDING}")
         if raw_ids is not None:
             try:
                 event_ids = [int(i) for i in raw_ids]

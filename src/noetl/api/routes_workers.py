@@ -17,7 +17,8 @@ from noetl.api.common import iso, json_object, optional_str, required_str
 from noetl.engine.events import utcnow
 from noetl.errors import NotFound, ValidationFailed
 from noetl.runtime.control import ControlPlane
-from noetl.store.ports import WorkerRecord, WorkerRegistry
+from noetl.runtime.nodes import NODE_TTL_SECONDS
+from noetl.store.ports import Store, WorkerRecord
 
 JsonBody = Annotated[Any, Body()]
 KINDS = ("worker_pool", "server_api", "broker")
@@ -27,9 +28,7 @@ class RuntimeRegistry:
     """Worker (and server) registrations, kept in the store's shared registry: every server on the
     store sees a worker's heartbeats, which is what a claim's lease is checked against."""
 
-    def __init__(
-        self, store: WorkerRegistry, ids: Callable[[], int], clock: Callable[[], datetime] = utcnow
-    ) -> None:
+    def __init__(self, store: Store, ids: Callable[[], int], clock: Callable[[], datetime] = utcnow) -> None:
         self._store = store
         self._ids = ids
         self._clock = clock
@@ -47,6 +46,8 @@ class RuntimeRegistry:
         }
         known = {(w.kind, w.name): w for w in self._store.workers(kind)}.get((kind, name))
         info["runtime_id"] = (known.info.get("runtime_id") if known else None) or self._ids()
+        # The worker's snowflake node: its event ids never collide with another process's.
+        info["node_id"] = self._store.lease_node(node_owner(kind, name), NODE_TTL_SECONDS)
         record = self._store.upsert_worker(
             WorkerRecord(
                 name=name,
@@ -63,9 +64,12 @@ class RuntimeRegistry:
         kind = _kind(doc)
         if not self._store.touch_worker(name, kind):
             raise NotFound(f"Runtime '{name}' ({kind}) is not registered")
+        self._store.lease_node(node_owner(kind, name), NODE_TTL_SECONDS)  # renewed while it lives
 
     def deregister(self, doc: Mapping[str, Any]) -> bool:
-        return self._store.remove_worker(required_str(doc, "name"), _kind(doc))
+        name, kind = required_str(doc, "name"), _kind(doc)
+        self._store.release_node(node_owner(kind, name))
+        return self._store.remove_worker(name, kind)
 
     def rows(
         self, kind: str | None = None, status: str | None = None, name: str | None = None
@@ -81,11 +85,16 @@ class RuntimeRegistry:
         )
 
 
+def node_owner(kind: str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
 def _row(record: WorkerRecord) -> dict[str, Any]:
     info = record.info
     created = iso(record.created_at) if record.created_at else iso(record.heartbeat)
     return {
         "runtime_id": info.get("runtime_id"),
+        "node_id": info.get("node_id"),
         "name": record.name,
         "kind": record.kind,
         "component_type": record.kind,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -20,7 +21,9 @@ from fastapi import FastAPI
 from noetl.api.app import create_app
 from noetl.bus import Publisher, open_publisher
 from noetl.errors import BusError, NoetlError
+from noetl.ids import Snowflake
 from noetl.runtime.control import ControlPlane
+from noetl.runtime.nodes import RENEW_SECONDS, NodeLease, process_owner
 from noetl.settings import settings
 from noetl.store import open_store
 from noetl.tools.resources import close_tool_resources
@@ -59,17 +62,23 @@ def open_bus(bus_url: str | None) -> tuple[Publisher | None, str]:
         return None, "disconnected"
 
 
-def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_status: str) -> FastAPI:
+def build_app(
+    control: ControlPlane, *, admin_token: str, with_worker: bool, workers: int, nats_status: str
+) -> FastAPI:
     """The app `serve` runs; the in-process worker lives as long as the app's lifespan."""
     if with_worker:
         control.direct_run = False  # the in-process worker takes commands from `pending` at once
 
+    lease = None if settings().snowflake_node_id is not None else node_lease(control)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if lease is not None:
+            await asyncio.to_thread(lease.acquire)
         recovered = await asyncio.to_thread(control.recover)
         if recovered:
             log.warning("resumed %d running execution(s) from the event log", recovered)
-        reaper = asyncio.create_task(_reap(control), name="noetl-reaper")
+        reaper = asyncio.create_task(_reap(control, lease), name="noetl-reaper")
         worker = InProcessWorker(control, workers=workers) if with_worker else None
         if worker is not None:
             worker.start()
@@ -81,9 +90,19 @@ def build_app(control: ControlPlane, *, with_worker: bool, workers: int, nats_st
                 await worker.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            if lease is not None:
+                await asyncio.to_thread(lease.release)
             await close_tool_resources()
 
-    return create_app(control, nats_status=nats_status, lifespan=lifespan)
+    config = settings()
+    return create_app(
+        control,
+        admin_token=admin_token,
+        nats_status=nats_status,
+        lifespan=lifespan,
+        max_body_bytes=config.max_body_bytes,
+        max_batch_body_bytes=config.max_batch_body_bytes,
+    )
 
 
 def serve(
@@ -94,6 +113,7 @@ def serve(
     with_worker: bool,
     workers: int = DEFAULT_WORKERS,
     bus_url: str | None = None,
+    admin_token: str,
 ) -> None:
     """Serve the API until SIGINT/SIGTERM; the store is closed on the way out."""
     if workers < 1:
@@ -107,7 +127,13 @@ def serve(
             notify=publisher.publish_later if publisher is not None else None,
             lease_seconds=settings().lease_seconds,
         )
-        app = build_app(control, with_worker=with_worker, workers=workers, nats_status=nats_status)
+        app = build_app(
+            control,
+            admin_token=admin_token,
+            with_worker=with_worker,
+            workers=workers,
+            nats_status=nats_status,
+        )
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         GracefulServer(config).run()
     finally:
@@ -132,10 +158,22 @@ class GracefulServer(uvicorn.Server):
                     captured.clear()
 
 
-async def _reap(control: ControlPlane, interval: float = REAP_INTERVAL) -> None:
-    """Re-issue commands whose worker stopped renewing its lease; re-notify unclaimed ones."""
+def node_lease(control: ControlPlane) -> NodeLease | None:
+    """This server's snowflake node lease (when its ids are the process's shared generator)."""
+    if not isinstance(control.ids, Snowflake):
+        return None
+    return NodeLease(control.store, control.ids, process_owner("server"))
+
+
+async def _reap(control: ControlPlane, lease: NodeLease | None, interval: float = REAP_INTERVAL) -> None:
+    """Re-issue commands whose worker stopped renewing its lease; re-notify unclaimed ones; keep
+    the node lease."""
+    renewed = time.monotonic()
     while True:
         await asyncio.sleep(interval)
+        if lease is not None and time.monotonic() - renewed >= RENEW_SECONDS:
+            renewed = time.monotonic()
+            await asyncio.to_thread(lease.renew)
         try:
             done = await asyncio.to_thread(control.reap)
         except Exception:  # the reaper must outlive a failing store call

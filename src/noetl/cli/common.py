@@ -96,10 +96,13 @@ def open_store(url: str | None) -> Store:
 
 
 def server_client(url: str | None) -> ServerClient:
-    """A client for `--server`, else NOETL_SERVER_URL, else http://localhost:8082."""
+    """A client for `--server`, else NOETL_SERVER_URL, else http://localhost:8082, sending the
+    API token: NOETL_API_TOKEN, else the token file a server on this machine wrote."""
     from noetl.client import ServerClient
+    from noetl.tokens import client_token
 
-    return ServerClient(url or load_settings().server_url)
+    config = load_settings()
+    return ServerClient(url or config.server_url, token=client_token(config.api_token, config.token_file))
 
 
 # ---------------------------------------------------------------------- workloads

@@ -70,9 +70,18 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
     from noetl.cli.progress import Progress
     from noetl.runtime.local import LocalRuntime
 
+    lease = None
+    if common.load_settings().snowflake_node_id is None:  # a pinned node is not leased
+        from noetl.ids import default_ids
+        from noetl.runtime.nodes import NodeLease, process_owner
+
+        lease = NodeLease(store, default_ids, process_owner("run"))
+
     async def main() -> Any:
         progress = None if quiet else Progress()
-        async with LocalRuntime(store, concurrency=concurrency, on_event=progress) as runtime:
+        async with LocalRuntime(
+            store, concurrency=concurrency, on_event=progress, node_lease=lease
+        ) as runtime:
             task = asyncio.create_task(runtime.run(playbook, workload))
             try:
                 if progress is None:

@@ -25,6 +25,7 @@ from noetl.status import COMPLETED, TERMINAL
 
 if TYPE_CHECKING:
     from noetl.client import ServerClient
+    from noetl.settings import Settings
     from noetl.worker.remote import RemoteWorker
 
 catalog_app = typer.Typer(help="The server's catalog of playbooks.", no_args_is_help=True)
@@ -363,17 +364,10 @@ def worker_start(
 ) -> None:
     """Run a worker: poll the server for commands, run them, report the events. SIGTERM or
     Ctrl-C stops it gracefully (in-flight commands finish, then it deregisters)."""
-    import logging
-
-    level = common.setup_logging(log_level, "INFO")  # first: a bad setting ends the command here
+    config, bus_url = _worker_settings(log_level, bus)
     from noetl.ids import default_ids
     from noetl.worker.remote import RemoteWorker, default_worker_id
 
-    if level != "DEBUG":  # one line per HTTP request is noise for a polling worker
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    bus_url = bus or common.load_settings().bus_url
-    if bus_url and not bus_url.startswith(("nats://", "inproc")):
-        common.die(f"unsupported bus URL {bus_url!r}: use nats://host:port")
     with common.server_client(server) as client:
         worker = RemoteWorker(
             client,
@@ -383,10 +377,25 @@ def worker_start(
             poll_interval=poll_interval,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
-            ids=default_ids,  # carries the configured node (NOETL_SNOWFLAKE_NODE_ID)
+            ids=default_ids,  # a pinned node (NOETL_SNOWFLAKE_NODE_ID), else the one leased at registration
+            leased_node=config.snowflake_node_id is None,
             bus_url=bus_url,
         )
         _run_until_signalled(worker)
+
+
+def _worker_settings(log_level: str | None, bus: str | None) -> tuple[Settings, str | None]:
+    """Logging set up, the settings, and the bus URL a worker uses."""
+    import logging
+
+    level = common.setup_logging(log_level, "INFO")  # first: a bad setting ends the command here
+    if level != "DEBUG":  # one line per HTTP request is noise for a polling worker
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    config = common.load_settings()
+    bus_url = bus or config.bus_url
+    if bus_url and not bus_url.startswith(("nats://", "inproc")):
+        common.die(f"unsupported bus URL {bus_url!r}: use nats://host:port")
+    return config, bus_url
 
 
 def _run_until_signalled(worker: RemoteWorker) -> None:

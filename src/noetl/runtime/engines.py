@@ -153,6 +153,10 @@ class EngineCache:
                 finally:
                     lock.release()
 
+    def forget(self, execution_id: int) -> None:
+        """Drop a cached engine (its in-memory state is not what the log says)."""
+        self._forget(execution_id)
+
     def _forget(self, execution_id: int) -> None:
         self._engines.pop(execution_id, None)
         self._seen.pop(execution_id, None)

@@ -23,6 +23,7 @@ from noetl.engine.machine import Engine
 from noetl.errors import NoetlError
 from noetl.ids import Snowflake, default_ids
 from noetl.runtime.children import ChildWaiter
+from noetl.runtime.nodes import RENEW_SECONDS, NodeLease
 from noetl.runtime.orchestrator import Launch, Orchestrator
 from noetl.runtime.resolver import source_dir
 from noetl.status import COMPLETED
@@ -70,7 +71,10 @@ class LocalRuntime:
         concurrency: int = DEFAULT_CONCURRENCY,
         ids: Snowflake | None = None,
         on_event: Callable[[Event], None] | None = None,
+        node_lease: NodeLease | None = None,
     ) -> None:
+        """`node_lease`: the snowflake node this runtime's ids use, leased from the store for
+        as long as it runs (several processes may share a SQLite file)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.store = store
@@ -89,10 +93,15 @@ class LocalRuntime:
         self._queue: asyncio.Queue[Event] | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._lease = node_lease
+        self._renew_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> LocalRuntime:
+        if self._lease is not None:
+            self._lease.acquire()
+            self._renew_task = asyncio.create_task(self._renew(self._lease), name="noetl-node-lease")
         self._wake = asyncio.Event()
         self._queue = asyncio.Queue()
         self.runner = CommandRunner(
@@ -107,13 +116,21 @@ class LocalRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        loops = [t for t in (self._pump_task, self._dispatch_task) if t is not None]
+        loops = [t for t in (self._pump_task, self._dispatch_task, self._renew_task) if t is not None]
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         if self.runner is not None:
             await self.runner.close()
+        if self._lease is not None:
+            self._lease.release()
         await close_tool_resources()
+
+    @staticmethod
+    async def _renew(lease: NodeLease) -> None:
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            lease.renew()
 
     # ------------------------------------------------------------------ running
 

@@ -30,7 +30,7 @@ from noetl.engine.machine import Engine
 from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
 from noetl.runtime.engines import EngineCache
 from noetl.runtime.resolver import PlaybookResolver
-from noetl.secrets import masked
+from noetl.secrets import masked, secrets
 from noetl.status import CANCELLED, COMPLETED, RUNNING
 from noetl.store.ports import Store
 from noetl.tools.base import ChildRequest
@@ -113,6 +113,10 @@ class Orchestrator:
         self._listeners: list[Callable[[Event], None]] = []
         self._events = CommandEvents(ids=ids, worker_id=ENGINE_WORKER)
 
+    def events_for(self, worker_id: str) -> CommandEvents:
+        """The builder of events reported in the name of `worker_id`."""
+        return CommandEvents(ids=self.ids, worker_id=worker_id)
+
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         """Call `listener` with every committed event (observers: progress, metrics, wake-ups)."""
         self._listeners.append(listener)
@@ -130,6 +134,8 @@ class Orchestrator:
             parent_execution_id=launch.parent_execution_id,
             stamp=stamp,
         )
+        if launch.parent_execution_id is not None:
+            secrets.link(execution_id, launch.parent_execution_id)  # its secrets are masked there too
         followups: FollowUps = deque()
         with self.engines.lock(execution_id):
             self.engines.add(engine)
@@ -313,7 +319,14 @@ class Orchestrator:
         """Persist, then act: native children, the mode's dispatch, observers, ended runs."""
         if not events:
             return
-        self.store.append([masked(e) for e in events])
+        try:
+            # Strict: the events are new (known ones were filtered out), so an id the store holds
+            # already belongs to another execution (a Conflict, never a silent drop).
+            self.store.append([masked(e) for e in events], strict=True)
+        except NoetlError:
+            # Nothing was written: the engine, which applied the events, is rebuilt from the log.
+            self.engines.forget(engine.execution_id)
+            raise
         seen = self.engines.seen(engine.execution_id)
         if seen is not None:
             seen.update(e.event_id for e in events)

@@ -48,9 +48,13 @@ class MemoryStore(SoloCoordination):
 
     # -- event log -------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         rows = [event_row(event) for event in events]  # encode first: a bad event stores nothing
         with self._lock:
+            if strict:
+                taken = [e.event_id for e in events if e.event_id in self._events]
+                if taken:
+                    raise Conflict(f"memory store: event id {taken[0]} is already stored")
             for event, row in zip(events, rows, strict=True):
                 if event.event_id in self._events:
                     continue

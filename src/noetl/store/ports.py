@@ -78,9 +78,11 @@ class TokenRecord:
 
 
 class EventLog(Protocol):
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         """Write events atomically and durably. An event whose `event_id` is already stored is
-        ignored (ingestion is idempotent)."""
+        ignored (ingestion is idempotent); with `strict`, it is a Conflict and nothing is written
+        (the orchestrator appends only events it knows are new, so a stored id is someone
+        else's)."""
         ...
 
     def read(self, execution_id: int, *, after_event_id: int | None = None) -> list[Event]:

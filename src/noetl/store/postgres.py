@@ -339,7 +339,7 @@ class PostgresStore:
 
     # -- event log -------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         if not events:
             return
         unique: dict[int, Event] = {}
@@ -354,15 +354,17 @@ class PostgresStore:
             # JSON document (encoded in C) and one statement, so one round trip, atomic without
             # a transaction block.
             execution_id = executions[0]
+            statement = self._sql.append_events_strict if strict else self._sql.append_events
             with self._reading(f"append {len(batch)} events") as conn:
-                found = conn.execute(self._sql.append_events, (document, execution_id)).fetchone()
+                found = conn.execute(statement, (document, execution_id)).fetchone()
             if found is not None:
                 self._wrote(execution_id, int(found[0]))
             return
         rows = [event_row(event) for event in batch]  # encode first: a bad event stores nothing
         with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
             # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
-            cur.executemany(self._sql.insert_event, rows, returning=bool(projected))
+            insert = self._sql.insert_event_strict if strict else self._sql.insert_event
+            cur.executemany(insert, rows, returning=bool(projected))
             if projected:
                 inserted: set[int] = set()
                 while True:  # one result per row: the event_id when it was new, nothing when not

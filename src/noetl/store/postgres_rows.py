@@ -39,7 +39,21 @@ def jsonb(value: Any, event: Event) -> Jsonb | None:
         raise StoreError(
             f"event {event.event_id} ({event.event_type}) holds a value that is not JSON: {exc}"
         ) from exc
-    return None if text is None else Jsonb(text, dumps=as_is)
+    return None if text is None else Jsonb(escape_nul(text), dumps=as_is)
+
+
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def escape_nul(text: str) -> str:
+    """JSON text with every NUL character (`\\u0000`, which PostgreSQL's jsonb refuses) written
+    as the six characters `\\u0000`: the value is stored, escaped, instead of being lost."""
+    return _NUL.sub(r"\1\\\\u0000", text) if "\\u0000" in text else text
+
+
+def text_value(value: Any) -> Any:
+    """A text column's value; NUL characters (which PostgreSQL's text refuses) escaped."""
+    return value.replace("\x00", "\\u0000") if isinstance(value, str) and "\x00" in value else value
 
 
 def events_document(events: Sequence[Event]) -> str | None:
@@ -51,7 +65,7 @@ def events_document(events: Sequence[Event]) -> str | None:
         for e in events
     ]
     try:
-        return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode()
+        return escape_nul(orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS).decode())
     except TypeError:
         return None
 
@@ -63,15 +77,15 @@ def event_row(event: Event) -> tuple[Any, ...]:
         event.parent_event_id,
         event.parent_execution_id,
         event.catalog_id,
-        event.event_type,
-        event.node_id,
-        event.node_name,
-        event.node_type,
-        event.status,
+        text_value(event.event_type),
+        text_value(event.node_id),
+        text_value(event.node_name),
+        text_value(event.node_type),
+        text_value(event.status),
         jsonb(event.context, event),
         jsonb(event.meta, event),
         jsonb(event.result, event),
-        event.worker_id,
+        text_value(event.worker_id),
         utc_ms(event.created_at),
     )
 

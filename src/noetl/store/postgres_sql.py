@@ -190,6 +190,9 @@ class Statements:
             f"INSERT INTO {s}.event ({EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         )
+        # Strict appends: an event id that is stored already fails the statement (and the batch).
+        self.append_events_strict = self.append_events.replace(" ON CONFLICT (event_id) DO NOTHING", "")
+        self.insert_event_strict = self.insert_event.replace(" ON CONFLICT (event_id) DO NOTHING", "")
         select_events = f"SELECT {EVENT_COLUMNS} FROM {s}.event"
         self.read_events = f"{select_events} WHERE execution_id = %s ORDER BY event_id"
         self.read_events_after = (

@@ -129,7 +129,8 @@ CREATE TABLE IF NOT EXISTS worker (
 """
 
 _EVENT_COLUMNS = ", ".join(COLUMNS)
-_INSERT_EVENT = f"INSERT OR IGNORE INTO event ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT_EVENT_STRICT = f"INSERT INTO event ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_INSERT_EVENT = _INSERT_EVENT_STRICT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
 _SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM event"
 _START_EXECUTION = """
 INSERT INTO execution (execution_id, path, catalog_id, parent_execution_id, status, started_at)
@@ -245,10 +246,11 @@ class SQLiteStore(SoloCoordination):
 
     # -- event log -------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         if not events:
             return
         rows = [event_row(event) for event in events]
+        insert = _INSERT_EVENT_STRICT if strict else _INSERT_EVENT  # strict: a stored id fails it all
         with self._writing(f"append {len(rows)} events") as conn:
             plain: list[Any] = []
             for event, row in zip(events, rows, strict=True):
@@ -256,10 +258,10 @@ class SQLiteStore(SoloCoordination):
                     plain.append(row)
                     continue
                 # Rare: insert alone, so the projection only follows events that were new.
-                if conn.execute(_INSERT_EVENT, row).rowcount == 1:
+                if conn.execute(insert, row).rowcount == 1:
                     self._project(conn, event)
             if plain:
-                conn.executemany(_INSERT_EVENT, plain)
+                conn.executemany(insert, plain)
 
     @staticmethod
     def _project(conn: sqlite3.Connection, event: Event) -> None:

@@ -54,6 +54,22 @@ class Command:
         )
 
 
+def refers_to(command: Command, name: str) -> bool:
+    """Whether a command names `name` (a credential) as a whole string anywhere in what it runs
+    with: its tool config, its arguments or the context it renders templates in."""
+
+    def walk(value: Any) -> bool:
+        if isinstance(value, str):
+            return value == name
+        if isinstance(value, dict):
+            return any(walk(v) for v in value.values())
+        if isinstance(value, list):
+            return any(walk(v) for v in value)
+        return False
+
+    return walk(command.tool_config) or walk(command.args) or walk(command.render_context)
+
+
 def command_body(event: Event) -> dict[str, Any]:
     """The claim answer for a `command.issued` event (what workers receive: the wire shape of a
     command, `{event_id, execution_id, node_name, action, context, meta}`)."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from noetl.errors import CredentialError
+from noetl.errors import CredentialError, NoetlError, NotFound
 from noetl.secrets import masker
 from noetl.store.ports import CredentialStore
+from noetl.worker.command import Command, refers_to
+
+if TYPE_CHECKING:
+    from noetl.client import ServerClient
 
 # Credential fields that are not secret and stay readable in logs and events.
 PUBLIC_FIELDS = frozenset(
@@ -61,3 +66,61 @@ def hide_secrets(data: Mapping[str, Any]) -> None:
     for key, value in data.items():
         if key not in PUBLIC_FIELDS:
             masker.add(value)
+
+
+CREDENTIAL_TTL = 60.0  # seconds a credential fetched from the server is reused
+
+
+class ServerCredentials:
+    """Credentials a remote worker fetches from the server: only for a command it holds that
+    refers to them (`GET /api/credentials/{name}?include_data=true&worker_id=&command_id=`); the
+    server refuses anything else. A fetched credential is reused for `ttl` seconds, by commands
+    that refer to it too. Every secret value is registered with the masker (of the command's
+    execution) before a tool sees it."""
+
+    def __init__(self, client: ServerClient, worker_id: str, *, ttl: float = CREDENTIAL_TTL) -> None:
+        self.client = client
+        self.worker_id = worker_id
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Mapping[str, Any]]] = {}
+
+    def for_command(self, command: Command) -> CommandCredentials:
+        return CommandCredentials(self, command)
+
+    def fetch(self, alias: str, command: Command) -> Mapping[str, Any]:
+        cached = self._cache.get(alias)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.ttl and refers_to(command, alias):
+            hide_secrets(cached[1]["data"])
+            return cached[1]
+        try:
+            body = self.client.get_credential(alias, worker_id=self.worker_id, command_id=command.command_id)
+        except NotFound as exc:
+            raise CredentialError(
+                f"credential '{alias}' not found on the server {self.client.base_url}; "
+                f"add it with `noetl credential add --server {self.client.base_url}`"
+            ) from exc
+        except NoetlError as exc:
+            raise CredentialError(f"credential '{alias}' could not be fetched: {exc}") from exc
+        data = body.get("data")
+        if not isinstance(data, Mapping):
+            raise CredentialError(f"credential '{alias}' came back without its data")
+        hide_secrets(data)
+        resolved = {
+            "name": str(body.get("name") or alias),
+            "type": str(body.get("type") or ""),
+            "data": dict(data),
+        }
+        self._cache[alias] = (now, resolved)
+        return resolved
+
+
+class CommandCredentials:
+    """The `CredentialResolver` of one command."""
+
+    def __init__(self, source: ServerCredentials, command: Command) -> None:
+        self.source = source
+        self.command = command
+
+    def resolve(self, alias: str) -> Mapping[str, Any]:
+        return self.source.fetch(alias, self.command)

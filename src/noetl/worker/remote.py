@@ -35,13 +35,13 @@ from noetl.bus.ports import DIRECT_RUN_WINDOW
 from noetl.client import ServerClient
 from noetl.engine import events as ev
 from noetl.engine.events import Event
-from noetl.errors import BusError, CredentialError, NoetlError, NotFound
+from noetl.errors import BusError, NoetlError, NotFound
 from noetl.ids import Snowflake
 from noetl.status import FAILED, TERMINAL
 from noetl.tools.base import ChildRequest, ChildResult
 from noetl.tools.resources import close_tool_resources
 from noetl.worker.command import Command, child_metadata, command_from_body
-from noetl.worker.credentials import hide_secrets
+from noetl.worker.credentials import ServerCredentials
 from noetl.worker.outbox import REFUSED, STORED, UNSENT, Outbox
 from noetl.worker.runner import CommandRunner
 from noetl.worker.slots import Hold
@@ -59,45 +59,6 @@ CREDENTIAL_TTL = 60.0  # seconds a resolved credential is reused
 _CHILD_POLL_START, _CHILD_POLL_MAX = 0.2, 2.0
 
 
-class ServerCredentials:
-    """A `CredentialResolver` that asks the server (`GET /api/credentials/{name}?include_data=true`).
-
-    Every secret value is registered with the masker before a tool sees it, so it never reaches
-    an event or a log line in clear text; host/port/db/user-like fields stay readable.
-    """
-
-    def __init__(self, client: ServerClient, *, ttl: float = CREDENTIAL_TTL) -> None:
-        self.client = client
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, Mapping[str, Any]]] = {}
-
-    def resolve(self, alias: str) -> Mapping[str, Any]:
-        cached = self._cache.get(alias)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        try:
-            body = self.client.get_credential(alias)
-        except NotFound as exc:
-            raise CredentialError(
-                f"credential '{alias}' not found on the server {self.client.base_url}; "
-                f"add it with POST /api/credentials or `noetl credential add` on the server's store"
-            ) from exc
-        except NoetlError as exc:
-            raise CredentialError(f"credential '{alias}' could not be fetched: {exc}") from exc
-        data = body.get("data")
-        if not isinstance(data, Mapping):
-            raise CredentialError(f"credential '{alias}' came back without its data (include_data=true)")
-        hide_secrets(data)
-        resolved = {
-            "name": str(body.get("name") or alias),
-            "type": str(body.get("type") or ""),
-            "data": dict(data),
-        }
-        self._cache[alias] = (now, resolved)
-        return resolved
-
-
 class RemoteWorker:
     def __init__(
         self,
@@ -112,7 +73,10 @@ class RemoteWorker:
         max_idle_interval: float = MAX_IDLE_INTERVAL,
         ids: Callable[[], int] | None = None,
         bus_url: str | None = None,
+        leased_node: bool = True,
     ) -> None:
+        """`leased_node`: take the snowflake node the server leases at registration (off when
+        NOETL_SNOWFLAKE_NODE_ID pins one)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.client = client
@@ -124,13 +88,10 @@ class RemoteWorker:
         self.grace_period = grace_period
         self.max_idle_interval = max(max_idle_interval, poll_interval)
         self.ids: Callable[[], int] = ids or Snowflake()
-        self.credentials = ServerCredentials(client)
+        self.leased_node = leased_node
+        self.credentials = ServerCredentials(client, worker_id)
         self.runner = CommandRunner(
-            concurrency=concurrency,
-            ids=self.ids,
-            worker_id=worker_id,
-            credentials=self.credentials,
-            children=self._run_child,
+            concurrency=concurrency, ids=self.ids, worker_id=worker_id, children=self._run_child
         )
         self.outbox = Outbox(client, worker_id, busy=lambda: self.runner.executing > 0)
         self.completed = 0  # commands whose outcome was posted
@@ -166,7 +127,7 @@ class RemoteWorker:
 
     async def _register(self) -> None:
         try:
-            await self._call(
+            answer = await self._call(
                 self.client.worker_register,
                 self.worker_id,
                 capacity=self.concurrency,
@@ -176,6 +137,9 @@ class RemoteWorker:
                 hostname=socket.gethostname(),
                 runtime={"kind": "python", "pid": os.getpid()},
             )
+            node = answer.get("node_id")
+            if self.leased_node and isinstance(self.ids, Snowflake) and isinstance(node, int):
+                self.ids.use_node(node)
             log.info("worker registered", extra={"worker_id": self.worker_id, "server": self.client.base_url})
         except NoetlError as exc:
             log.warning(
@@ -478,7 +442,7 @@ class RemoteWorker:
         try:
             command = command_from_body(body)
             command_id = command.command_id
-            executor = self.runner.executor(command, hold)
+            executor = self.runner.executor(command, hold, credentials=self.credentials.for_command(command))
             opening = [executor.events.claimed(command)] if direct else []
             opening.append(executor.events.started(command))
             # Long commands say they started (and, when run from a notification, that this
@@ -625,4 +589,4 @@ async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
         await asyncio.gather(*waiters, return_exceptions=True)
 
 
-__all__ = ["RemoteWorker", "ServerCredentials", "default_worker_id"]
+__all__ = ["RemoteWorker", "default_worker_id"]

@@ -18,7 +18,7 @@ from noetl.dsl.resource import decode_resource
 from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.engine.machine import Engine
-from noetl.errors import NotFound
+from noetl.errors import Forbidden, NotFound, ValidationFailed
 from noetl.ids import Snowflake, default_ids
 from noetl.runtime.control.claims import Claims
 from noetl.runtime.control.leases import DEFAULT_LEASE_SECONDS, Leases
@@ -26,9 +26,12 @@ from noetl.runtime.control.offers import DEFAULT_REPUBLISH_SECONDS, Notifier, Of
 from noetl.runtime.control.recovery import Recovery
 from noetl.runtime.control.requests import ExecuteOutcome, ExecuteRequest
 from noetl.runtime.orchestrator import ENGINE_WORKER, IngestOutcome, Launch, Orchestrator
+from noetl.secrets import mask_for, secrets
 from noetl.status import CANCELLED, COMPLETED, FAILED, INITIAL, RUNNING
-from noetl.store.ports import Store, WorkerRecord
+from noetl.store.ports import Store, StoredCredential, WorkerRecord
 from noetl.tools.base import ChildRequest
+from noetl.worker.command import Command, refers_to
+from noetl.worker.credentials import PUBLIC_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,21 @@ class ControlPlane:
         """`ingest`, also naming the commands whose events were refused."""
         return self.orchestrator.ingest(events)
 
+    def report(self, events: list[Event]) -> IngestOutcome:
+        """Events a client posted (`/api/events`): only about a command (a `command_id` in
+        meta), never of a type only the engine writes; whether the poster holds that command is
+        checked per event (`Orchestrator.ingest`)."""
+        for event in events:
+            if engine_only(event.event_type):
+                raise Forbidden(f"'{event.event_type}' events are written by the engine, not posted")
+            if self.orchestrator.engines.get(event.execution_id) is None:
+                raise NotFound(f"execution {event.execution_id} not found")
+            if not event.command_id:
+                raise ValidationFailed(
+                    f"a posted '{event.event_type}' event must name its command (meta.command_id)"
+                )
+        return self.orchestrator.ingest(events)
+
     def pending(self, pools: list[str] | None = None, limit: int = 10) -> list[dict[str, Any]]:
         return self.claims.pending(pools, limit)
 
@@ -237,6 +255,33 @@ class ControlPlane:
         cutoff = datetime.now(UTC).timestamp() - self.lease_seconds
         return [w for w in self.store.workers() if w.heartbeat.timestamp() >= cutoff]
 
+    def release_secret(self, name: str, *, worker_id: str, command_id: str) -> StoredCredential:
+        """A credential's data for the worker holding `command_id`, when that command refers to
+        it: the only way a secret leaves the server. The read is recorded in the execution's log
+        (without the value), and the values are masked in that execution from now on."""
+        head = command_id.split(":", 1)[0]
+        engine = self.orchestrator.engines.get(int(head)) if head.isdigit() else None
+        command = engine.state.commands.get(command_id) if engine is not None else None
+        if engine is None or command is None or command.status == "issued" or command.worker_id != worker_id:
+            raise Forbidden(f"worker '{worker_id}' holds no running command {command_id}")
+        issued = self.store.get_event(command.event_id)
+        if issued is None or not refers_to(Command.from_event(issued), name):
+            raise Forbidden(f"command {command_id} does not use credential '{name}'")
+        credential = self.store.get_credential(name)
+        if credential is None:
+            raise NotFound(f"Credential '{name}' not found")
+        for key, value in credential.data.items():
+            if key not in PUBLIC_FIELDS:
+                secrets.add(engine.execution_id, value)
+        read = self.orchestrator.events_for(worker_id).event(
+            Command.from_event(issued),
+            "credential.read",
+            "READ",
+            {"credential": name, "credential_type": credential.type},
+        )
+        self.orchestrator.react(engine.execution_id, lambda _engine: [read])
+        return credential
+
     # ------------------------------------------------------------------ executions
 
     def engine(self, execution_id: int) -> Engine:
@@ -248,7 +293,7 @@ class ControlPlane:
     def status(self, execution_id: int) -> dict[str, Any]:
         with self.orchestrator.engines.lock(execution_id):
             engine = self.engine(execution_id)
-        return status_view(engine)
+        return mask_for(execution_id, status_view(engine))
 
     def cancel(
         self, execution_id: int, *, cascade: bool = True, reason: str = "cancelled by request"
@@ -259,6 +304,17 @@ class ControlPlane:
             "status": "cancelled",
             "message": "Execution cancellation requested",
         }
+
+
+_ENGINE_TYPES = frozenset(
+    {ev.PLAYBOOK_STARTED, ev.COMMAND_ISSUED, ev.COMMAND_EXPIRED, ev.CTX_UPDATED, "credential.read"}
+)
+_ENGINE_PREFIXES = ("playbook.", "step.", "loop.", "subscription.", "schedule.")
+
+
+def engine_only(event_type: str) -> bool:
+    """Whether only the engine (or the control plane) writes events of this type."""
+    return event_type in _ENGINE_TYPES or event_type.startswith(_ENGINE_PREFIXES)
 
 
 def status_view(engine: Engine) -> dict[str, Any]:
