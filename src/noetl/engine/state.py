@@ -1,4 +1,6 @@
-"""The folded state of one execution. Only `noetl.engine.machine` mutates it."""
+"""The folded state of one execution. Only the engine's own modules mutate it: `noetl.engine.fold`
+folds events in; the decisions set the few facts the log does not carry (a loop's aggregate just
+before its step exits, the edges of a quiet cycle, hand-overs)."""
 
 from __future__ import annotations
 
