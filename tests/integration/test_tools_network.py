@@ -462,7 +462,7 @@ def test_postgres_select_values_are_json_safe(pg_ctx: ToolContext, table: str) -
     assert row["uid"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
     assert row["doc"] == {"a": [1, 2.5, None], "b": {"c": True}}
     assert base64.b64decode(row["raw"]) == b"\x01\x02\xff"
-    assert row["span"] == "1 day, 2:00:00"
+    assert row["span"] == 93600.0  # seconds (sqljson: intervals are numbers of seconds)
     assert row["tags"] == ["x", "y"]
     assert row["at"] == "08:30:00"
     assert json.loads(json.dumps(data)) == data
@@ -569,7 +569,7 @@ def test_postgres_inline_connection_and_list_sql(pg_dsn: str) -> None:
 
 
 def test_postgres_pool_is_reused(pg_ctx: ToolContext) -> None:
-    from noetl.tools import postgres as pg_module
+    from noetl.tools import pgconn as pg_module
 
     async def go() -> None:
         tool = PostgresTool()

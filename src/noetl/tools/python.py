@@ -28,7 +28,6 @@ import base64
 import builtins
 import ctypes
 import hashlib
-import importlib
 import inspect
 import itertools
 import linecache
@@ -39,13 +38,15 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from types import CodeType, ModuleType
 from typing import Any, TextIO, cast
 
+from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, timeout_seconds
 from noetl.tools.jsonsafe import to_jsonable
+from noetl.tools.pylibs import LibError, Libs, load_libs, missing_module_message
+from noetl.tools.scripts import ScriptError, read_script
 
 __all__ = ["PythonTool"]
 
@@ -62,10 +63,6 @@ class _StepTimeout(BaseException):
 
     A BaseException so that `except Exception:` in user code does not swallow it.
     """
-
-
-class _LibError(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -283,13 +280,16 @@ class _Outcome:
     status: ToolStatus
     data: Any = None
     error: str | None = None
+    kind: str | None = None  # failure kind (noetl.tools.failure) when status is not success
 
 
 def _execute(spec: _Spec) -> _Outcome:
     compiled: _Compiled | None = None
+    libs = Libs()
     try:
         compiled = _compile(spec.source)
-        glb = _globals(spec)
+        libs = load_libs(spec.libs)
+        glb = _globals(spec, libs)
         exec(compiled.code, glb)
         result: Any = None
         if compiled.wrapped:
@@ -304,14 +304,18 @@ def _execute(spec: _Spec) -> _Outcome:
                 result = _call_main(main, spec)
         return _Outcome("success", to_jsonable(result))
     except _StepTimeout:
-        return _Outcome("timeout", error="python code timed out")
-    except _LibError as exc:
-        return _Outcome("error", error=str(exc))
+        return _TIMED_OUT
+    except LibError as exc:
+        return _Outcome("error", error=str(exc), kind=failure.TOOL)
+    except ModuleNotFoundError as exc:
+        hint = missing_module_message(exc, libs.missing)
+        text = _describe(exc, compiled)
+        return _Outcome("error", error=f"{hint}\n{text}" if hint else text, kind=failure.TOOL)
     except BaseException as exc:
-        return _Outcome("error", error=_describe(exc, compiled))
+        return _Outcome("error", error=_describe(exc, compiled), kind=failure.classify_exception(exc))
 
 
-def _globals(spec: _Spec) -> dict[str, Any]:
+def _globals(spec: _Spec, libs: Libs) -> dict[str, Any]:
     glb: dict[str, Any] = {
         "__builtins__": builtins,
         "__name__": _MODULE_NAME,
@@ -324,69 +328,8 @@ def _globals(spec: _Spec) -> dict[str, Any]:
     glb.update(spec.inputs)
     if "input_data" not in spec.inputs:
         glb["input_data"] = dict(spec.inputs) if isinstance(spec.input_value, Mapping) else spec.input_value
-    _import_libs(spec.libs, glb)
+    glb.update(libs.bindings)
     return glb
-
-
-def _import_libs(libs: Any, glb: dict[str, Any]) -> None:
-    if libs is None or libs == "" or libs == {} or libs == []:
-        return
-    if isinstance(libs, str):
-        libs = [libs]
-    if isinstance(libs, Mapping):
-        for alias, target in libs.items():
-            glb[str(alias)] = _import_one(str(alias), target)
-        return
-    if isinstance(libs, (list, tuple)):
-        for item in libs:
-            if isinstance(item, Mapping):
-                _import_libs(item, glb)
-            elif isinstance(item, str):
-                name, _, alias = (part.strip() for part in item.partition(" as "))
-                if alias:
-                    glb[alias] = _import_one(alias, name)
-                else:
-                    _import_one(name, name)  # `import a.b` binds `a`
-                    top = name.split(".")[0]
-                    glb[top] = _import_one(top, top)
-            else:
-                raise _LibError(f"libs: cannot read entry {item!r} (expected a module name)")
-        return
-    raise _LibError("libs must be a map {alias: module} or a list of module names")
-
-
-def _import_one(alias: str, target: Any) -> Any:
-    if target is None or target is True:
-        target = alias
-    try:
-        if isinstance(target, str):
-            return importlib.import_module(target)
-        if isinstance(target, Mapping):
-            source = target.get("from")
-            name = target.get("import") or target.get("module")
-            if source and name:
-                module = importlib.import_module(str(source))
-                try:
-                    return getattr(module, str(name))
-                except AttributeError:
-                    return importlib.import_module(f"{source}.{name}")
-            if source or name:
-                return importlib.import_module(str(source or name))
-    except Exception as exc:
-        raise _LibError(
-            f"cannot import lib '{alias}' ({_describe_target(target)}): {type(exc).__name__}: {exc}"
-        ) from None
-    raise _LibError(
-        f"lib '{alias}': expected a module name or {{from: <package>, import: <name>}}, got {target!r}"
-    )
-
-
-def _describe_target(target: Any) -> str:
-    if isinstance(target, Mapping) and target.get("from") and target.get("import"):
-        return f"from {target['from']} import {target['import']}"
-    if isinstance(target, Mapping):
-        return str(target.get("from") or target.get("import") or target.get("module"))
-    return str(target)
 
 
 def _call_main(main: Callable[..., Any], spec: _Spec) -> Any:
@@ -538,7 +481,7 @@ class _Job:
             timer.start()
 
 
-_TIMED_OUT = _Outcome("timeout", error="python code timed out")
+_TIMED_OUT = _Outcome("timeout", error="python code timed out", kind=failure.TIMEOUT)
 _REINJECT_TIMES = 20
 _REINJECT_SECONDS = 0.25
 
@@ -608,22 +551,23 @@ class PythonTool:
     async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
         started = time.perf_counter()
 
-        def finish(
-            status: ToolStatus, data: Any = None, error: str | None = None, job: _Job | None = None
-        ) -> ToolResult:
+        def finish(outcome: _Outcome, job: _Job | None = None) -> ToolResult:
+            kind = outcome.kind if outcome.status != "success" else None
             return ToolResult(
-                status=status,
-                data=data,
-                error=error,
+                status=outcome.status,
+                data=outcome.data,
+                error=outcome.error,
+                error_kind=kind,
+                retryable=failure.is_retryable(kind),
                 stdout=job.stdout.getvalue() if job else None,
                 stderr=job.stderr.getvalue() if job else None,
                 duration_ms=(time.perf_counter() - started) * 1000.0,
             )
 
         try:
-            source = _source(config, ctx)
-        except (OSError, ValueError) as exc:
-            return finish("error", error=str(exc))
+            source = await _source(config, ctx)
+        except ScriptError as exc:
+            return finish(_Outcome("error", error=str(exc), kind=failure.TOOL))
         raw_input = config.get("input", config.get("args"))
         if raw_input is None:
             raw_input = {}
@@ -658,14 +602,14 @@ class PythonTool:
                 outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
             job.interrupt()
-            return finish("timeout", error=f"python code timed out after {timeout:g} s", job=job)
+            text = f"python code timed out after {timeout:g} s"
+            return finish(_Outcome("timeout", error=text, kind=failure.TIMEOUT), job)
         except asyncio.CancelledError:
             job.interrupt()
             raise
-        error = outcome.error
         if outcome.status == "timeout":  # only when the call was interrupted in a race with its deadline
-            error = f"python code timed out after {timeout or 0:g} s"
-        return finish(outcome.status, outcome.data, error, job)
+            outcome = replace(outcome, error=f"python code timed out after {timeout or 0:g} s")
+        return finish(outcome, job)
 
 
 def _resolve(waiter: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
@@ -673,7 +617,7 @@ def _resolve(waiter: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
         waiter.set_result(outcome)
 
 
-def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
+async def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
     code = config.get("code")
     if code is not None and code != "":
         return code if isinstance(code, str) else str(code)
@@ -683,30 +627,8 @@ def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
             try:
                 return base64.b64decode(str(encoded)).decode("utf-8")
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"python: '{key}' is not valid base64 UTF-8 text: {exc}") from None
+                raise ScriptError(f"python: '{key}' is not valid base64 UTF-8 text: {exc}") from None
     script = config.get("script")
     if script:
-        if isinstance(script, str):
-            return _read_script(script, ctx)
-        if isinstance(script, Mapping):
-            src = script.get("source")
-            src = src if isinstance(src, Mapping) else {}
-            kind = str(src.get("type") or ("inline" if src.get("code") else "file"))
-            if kind == "inline" and src.get("code"):
-                return str(src["code"])
-            path = script.get("uri") or script.get("path")
-            if kind == "file" and path:
-                return _read_script(str(path), ctx)
-            raise ValueError(
-                f"python: script source type '{kind}' is not supported (use code, or a file script)"
-            )
-    raise ValueError("python: the tool needs 'code' (or 'code_b64', or a file 'script')")
-
-
-def _read_script(path: str, ctx: ToolContext) -> str:
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    file = Path(path)
-    if not file.is_absolute() and ctx.base_path:
-        file = Path(ctx.base_path) / file
-    return file.read_text(encoding="utf-8")
+        return await read_script(script, ctx, tool="python")
+    raise ScriptError("python: the tool needs 'code' (or 'code_b64', or a 'script' file or URL)")
