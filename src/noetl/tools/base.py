@@ -153,6 +153,7 @@ _REGISTRY: dict[str, str] = {
     "ducklake": "noetl.tools.duckdb:DuckDBTool",
     "http": "noetl.tools.http:HttpTool",
     "postgres": "noetl.tools.postgres:PostgresTool",
+    "transfer": "noetl.tools.transfer:TransferTool",
 }
 _INSTANCES: dict[str, Tool] = {}
 

@@ -34,7 +34,7 @@ from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, ti
 from noetl.tools.scripts import ScriptError, sql_texts
 from noetl.tools.sqljson import sql_value
 
-__all__ = ["DuckDBTool"]
+__all__ = ["DuckDBTool", "attach", "attachments", "connect", "decode_rows"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _NO_ROWS_COLUMNS = (["Count"], ["Success"])  # what DuckDB reports for DDL/DML and utility statements
@@ -79,13 +79,13 @@ class DuckDBTool:
         read_only = bool(config.get("read_only", False))
         timeout = timeout_seconds(config, ctx)
         try:
-            attachments = _attachments(config.get("auth"), ctx)
+            attached = attachments(config.get("auth"), ctx)
         except (CredentialError, ValueError) as exc:
             return _failed(failure.TOOL, f"duckdb: {exc}", started)
 
         guard = _Interruptible()
         task = asyncio.ensure_future(
-            asyncio.to_thread(_run_sql, texts, database, params, read_only, guard, attachments)
+            asyncio.to_thread(_run_sql, texts, database, params, read_only, guard, attached)
         )
         try:
             if timeout is None:
@@ -121,7 +121,7 @@ def _failed(kind: str, error: str, started: float, status: ToolStatus = "error")
     )
 
 
-def _attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
+def attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
     """`auth: alias`, `auth: [a, b]` or `auth: {name: alias}` -> (database name, libpq conninfo)
     for each PostgreSQL credential to ATTACH. The password is masked wherever it could show."""
     if auth is None or auth == "" or auth == []:
@@ -182,19 +182,34 @@ def _postgres_extension() -> str:
     )
 
 
+def connect(database: str, *, read_only: bool = False) -> Any:
+    """A connection to `database` (`:memory:` or a file, whose folder is created)."""
+    if database != ":memory:" and ":" not in database.split("/", 1)[0]:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(database, read_only=read_only)
+
+
+def attach(connection: Any, attached: list[tuple[str, str]]) -> None:
+    """ATTACH PostgreSQL databases (from `attachments`) to a connection."""
+    if not attached:
+        return
+    connection.execute(f"LOAD '{_postgres_extension()}'")
+    for name, conninfo in attached:
+        literal = conninfo.replace("'", "''")  # as a SQL string literal
+        connection.execute(f"ATTACH '{literal}' AS \"{name}\" (TYPE postgres)")
+
+
 def _run_sql(
     texts: list[str],
     database: str,
     params: Any,
     read_only: bool,
     guard: _Interruptible,
-    attachments: list[tuple[str, str]] | None = None,
+    attached: list[tuple[str, str]] | None = None,
 ) -> _Outcome:
     """Runs in a worker thread; never raises."""
     try:
-        if database != ":memory:" and ":" not in database.split("/", 1)[0]:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        connection = duckdb.connect(database, read_only=read_only)
+        connection = connect(database, read_only=read_only)
     except Exception as exc:
         return _Outcome(
             "error", error=f"cannot open duckdb database '{database}': {_message(exc)}", kind=failure.TOOL
@@ -204,16 +219,12 @@ def _run_sql(
             if guard.cancelled:
                 return _TIMED_OUT
             guard.connection = connection
-        if attachments:
-            try:
-                connection.execute(f"LOAD '{_postgres_extension()}'")
-                for name, conninfo in attachments:
-                    literal = conninfo.replace("'", "''")  # as a SQL string literal
-                    connection.execute(f"ATTACH '{literal}' AS \"{name}\" (TYPE postgres)")
-            except Exception as exc:
-                message = _message(exc)
-                kind = failure.message_kind(message) or failure.CONNECTION
-                return _Outcome("error", error=f"cannot attach PostgreSQL: {message}", kind=kind)
+        try:
+            attach(connection, attached or [])
+        except Exception as exc:
+            message = _message(exc)
+            kind = failure.message_kind(message) or failure.CONNECTION
+            return _Outcome("error", error=f"cannot attach PostgreSQL: {message}", kind=kind)
         statements: list[Any] = []
         for text in texts:
             statements.extend(connection.extract_statements(text))
@@ -228,7 +239,7 @@ def _run_sql(
                 cursor = connection.execute(statement)
             description = cursor.description
             if _produces_rows(statement, description):
-                rows = _rows(description, cursor.fetchall())
+                rows = decode_rows(description, cursor.fetchall())
         return _Outcome("success", rows)
     except Exception as exc:
         if guard.cancelled:
@@ -246,7 +257,8 @@ def _run_sql(
 _TIMED_OUT = _Outcome("timeout", error="duckdb query timed out", kind=failure.TIMEOUT)
 
 
-def _rows(description: Any, records: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+def decode_rows(description: Any, records: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Rows of a DuckDB result as dicts of JSON values (see `noetl.tools.sqljson`)."""
     columns = [str(col[0]) for col in description]
     decoders = [_json_decoder(col[1]) for col in description]
     if not any(decoders):
