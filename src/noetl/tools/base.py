@@ -154,6 +154,7 @@ _REGISTRY: dict[str, str] = {
     "http": "noetl.tools.http:HttpTool",
     "postgres": "noetl.tools.postgres:PostgresTool",
     "transfer": "noetl.tools.transfer:TransferTool",
+    "artifact": "noetl.tools.artifact:ArtifactTool",
 }
 _INSTANCES: dict[str, Tool] = {}
 

@@ -5,15 +5,16 @@
 | timestamp (without time zone) | ISO 8601 text without offset: `"2024-01-02T03:04:05"` |
 | timestamp with time zone | the instant in UTC, ISO 8601: `"2024-01-02T01:04:05+00:00"` |
 | date / time / time with time zone | ISO 8601 text: `"2024-01-02"`, `"03:04:05"`, `"03:04:05+02:00"` |
-| interval | seconds, as a number (a month counts as the driver counts it, 30 days) |
+| interval | seconds, as a number (months as the driver counts them: DuckDB 30 days, psycopg a year as 365) |
 | numeric / decimal | an integer when integral, else a float; NaN and infinities are null |
 | real / double | the number; NaN and infinities are null |
-| integers beyond 64 bits (HUGEINT) | text, so no JSON reader rounds them |
+| integers (and integral decimals) beyond 64 bits | text, so no JSON reader rounds them |
 | uuid, enum, inet, money, bit, range | text |
 | bytea / blob | base64 text |
 | json / jsonb | the parsed value (DuckDB's JSON text is parsed by the duckdb tool) |
-| arrays / lists, composite / struct, map | lists and objects of the values above |
-| infinite dates and timestamps | `"infinity"` / `"-infinity"` |
+| arrays / lists, struct, map | lists and objects of the values above |
+| anonymous PostgreSQL records (`ROW(...)`) | a list of the fields as text |
+| infinite dates and timestamps | PostgreSQL: `"infinity"` / `"-infinity"`; DuckDB gives the largest / smallest date |
 """
 
 from __future__ import annotations
