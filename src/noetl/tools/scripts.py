@@ -11,7 +11,8 @@ Accepted shapes of `script` (postgres, duckdb and python tools):
 
 A relative path is looked up in the playbook's folder (`ToolContext.base_path`) first, then in
 the working directory (upstream playbooks write paths relative to the repository root).
-`gs://` and `s3://` sources are not supported here: read them in a python step.
+`gs://` and `s3://` sources are not supported here: read them in a python step. SQL read from a
+script is rendered with the step's template context, as inline SQL is (Python source is not).
 """
 
 from __future__ import annotations
@@ -130,6 +131,19 @@ async def _fetch(url: str, source: Mapping[str, Any], tool: str) -> str:
     return response.text
 
 
+def _render(text: str, ctx: ToolContext, tool: str) -> str:
+    """A SQL file may use templates (`{{ workload.schema }}`): render it like inline SQL."""
+    if "{{" not in text and "{%" not in text:
+        return text
+    from noetl.errors import TemplateError
+    from noetl.template import render_text
+
+    try:
+        return render_text(text, ctx.render_context)
+    except TemplateError as exc:
+        raise ScriptError(f"{tool}: the script's template failed: {exc}") from None
+
+
 SQL_KEYS = ("command", "query", "sql", "commands", "queries", "cmds", "cmd")
 SQL_B64_KEYS = ("command_b64", "commands_b64", "query_b64", "queries_b64")
 
@@ -144,7 +158,7 @@ async def sql_texts(config: Mapping[str, Any], ctx: ToolContext, *, tool: str) -
     if script not in (None, ""):
         if isinstance(script, str) and not is_location(script):
             return [script]
-        return [await read_script(script, ctx, tool=tool)]
+        return [_render(await read_script(script, ctx, tool=tool), ctx, tool)]
     for key in SQL_B64_KEYS:
         encoded = config.get(key)
         if encoded:
