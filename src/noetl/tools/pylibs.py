@@ -163,11 +163,7 @@ def _import_bound(alias: str, target: Any) -> Any:
         target = alias
     try:
         if isinstance(target, str):
-            module_name = target.strip()
-            if not _MODULE.match(module_name):
-                project = _project(module_name)
-                module_name = _import_name(project) if project else module_name
-            return importlib.import_module(module_name)
+            return _import_text(target.strip())
         if isinstance(target, Mapping):
             source = target.get("from")
             name = target.get("import") or target.get("module")
@@ -188,6 +184,21 @@ def _import_bound(alias: str, target: Any) -> Any:
     raise LibError(
         f"lib '{alias}': expected a module name or {{from: <package>, import: <name>}}, got {target!r}"
     )
+
+
+def _import_text(name: str) -> Any:
+    """A module named by a module name or a pip project name (`PyYAML` -> yaml)."""
+    if _MODULE.match(name):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    project = _project(name)
+    module_name = _import_name(project) if project else name
+    if module_name == name:
+        return importlib.import_module(name)
+    return importlib.import_module(module_name)
 
 
 def _bound_failure(alias: str, target: Any, exc: ImportError) -> str:
