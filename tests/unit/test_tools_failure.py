@@ -98,6 +98,16 @@ class ConnectError(Exception):  # named like httpx.ConnectError
     pass
 
 
+class DatabaseError(Exception):  # shaped like psycopg/psycopg2 errors
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class OperationalError(DatabaseError):
+    pass
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
@@ -110,6 +120,10 @@ class ConnectError(Exception):  # named like httpx.ConnectError
         (ReadTimeout("slow"), "timeout"),
         (ConnectError("refused"), "connection"),
         (ConnectionResetError("reset"), "connection"),
+        (DatabaseError("deadlock detected", "40P01"), "server_error"),
+        (DatabaseError("syntax error", "42601"), "tool"),
+        (OperationalError('connection to server at "x" failed: Connection refused'), "connection"),
+        (OperationalError('FATAL:  password authentication failed for user "u"'), "auth"),
         (ValueError("bad value"), "tool"),
         (KeyError("k"), "tool"),
     ],

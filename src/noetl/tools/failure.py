@@ -15,8 +15,8 @@ Every failed `ToolResult` carries an `error_kind` (one of `KINDS`); `output.erro
 | `tool` | an error in the step's own code, SQL, command or configuration | no |
 
 `classify_exception` reads an exception raised by user code (the python tool): HTTP client
-errors that carry a status (requests, httpx, urllib), timeouts and connection errors keep their
-meaning; anything else is `tool`.
+errors that carry a status (requests, httpx, urllib), database errors that carry a SQLSTATE
+(psycopg, psycopg2), timeouts and connection errors keep their meaning; anything else is `tool`.
 """
 
 from __future__ import annotations
@@ -140,6 +140,9 @@ def classify_exception(exc: BaseException) -> str:
         status = _status_of(current)
         if status is not None:
             return http_kind(status) or TOOL
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and len(sqlstate) == 5:  # psycopg / psycopg2 database errors
+            return sqlstate_kind(sqlstate)
         if isinstance(current, TimeoutError):
             return TIMEOUT
         if isinstance(current, (ConnectionError, socket.gaierror)):
@@ -149,6 +152,8 @@ def classify_exception(exc: BaseException) -> str:
             return TIMEOUT
         if any(n.startswith(_CONNECTION_NAMES) or n.endswith(_CONNECTION_NAMES) for n in names):
             return CONNECTION
+        if "operationalerror" in names:  # a DB-API driver that could not reach or log in to the server
+            return message_kind(str(current)) or CONNECTION
         reason = getattr(current, "reason", None)  # urllib's URLError keeps the cause there
         current = reason if isinstance(reason, BaseException) else current.__cause__
     return TOOL
