@@ -737,36 +737,36 @@ def test_duckdb_attaches_postgres_through_a_credential(pg_dsn: str) -> None:
 def test_http_error_kinds(stub_api: StubAPI, code: int, kind: str, retryable: bool) -> None:
     result = http({"url": f"{stub_api.base_url}/api/v1/status/{code}"})
     assert (result.status, result.http_status) == ("error", code)
-    assert (result.kind, result.is_retryable, result.retryable) == (kind, retryable, retryable)
+    assert (result.failure_kind, result.is_retryable, result.retryable) == (kind, retryable, retryable)
 
 
 def test_http_transport_error_kinds(stub_api: StubAPI) -> None:
     slow = http({"url": f"{stub_api.base_url}/api/v1/echo", "params": {"delay": 2}, "timeout": 0.3})
-    assert (slow.kind, slow.is_retryable) == ("timeout", True)
+    assert (slow.failure_kind, slow.is_retryable) == ("timeout", True)
     refused = http({"url": f"http://127.0.0.1:{closed_port()}/x"})
-    assert (refused.kind, refused.is_retryable) == ("connection", True)
+    assert (refused.failure_kind, refused.is_retryable) == ("connection", True)
     config = http({"url": "ftp://example.invalid/x"})
-    assert (config.kind, config.is_retryable) == ("tool", False)
+    assert (config.failure_kind, config.is_retryable) == ("tool", False)
     ok = http({"url": f"{stub_api.base_url}/health"})
-    assert (ok.kind, ok.is_retryable) == (None, False)
+    assert (ok.failure_kind, ok.is_retryable) == (None, False)
 
 
 def test_postgres_error_kinds(pg_ctx: ToolContext, pg_dsn: str) -> None:
     bad_sql = pg("SELECT * FROM noetl_no_such_table_k", pg_ctx)
-    assert (bad_sql.kind, bad_sql.is_retryable) == ("tool", False)
+    assert (bad_sql.failure_kind, bad_sql.is_retryable) == ("tool", False)
     slow = run(
         lambda: PostgresTool().run(
             {"auth": "pg_test", "command": "SELECT pg_sleep(3)", "timeout": 0.3}, pg_ctx
         )
     )
-    assert (slow.status, slow.kind, slow.is_retryable) == ("error", "timeout", True)
+    assert (slow.status, slow.failure_kind, slow.is_retryable) == ("error", "timeout", True)
     nobody = {**PG_CRED, "data": {**PG_CRED["data"], "db_user": "noetl_no_such_role_k"}}
     role = run(
         lambda: PostgresTool().run(
             {"auth": "pg_test", "command": "SELECT 1"}, make_ctx(FakeCredentials(pg_test=nobody))
         )
     )
-    assert (role.kind, role.is_retryable) == ("auth", False)
+    assert (role.failure_kind, role.is_retryable) == ("auth", False)
     assert "noetl_no_such_role_k" in (role.error or "")
     no_db = {**PG_CRED, "data": {**PG_CRED["data"], "db_name": "noetl_no_such_db_k"}}
     database = run(
@@ -774,16 +774,16 @@ def test_postgres_error_kinds(pg_ctx: ToolContext, pg_dsn: str) -> None:
             {"auth": "pg_test", "command": "SELECT 1"}, make_ctx(FakeCredentials(pg_test=no_db))
         )
     )
-    assert (database.kind, database.is_retryable) == ("not_found", False)
+    assert (database.failure_kind, database.is_retryable) == ("not_found", False)
     refused = {**PG_CRED, "data": {**PG_CRED["data"], "db_port": closed_port()}}
     down = run(
         lambda: PostgresTool().run(
             {"auth": "pg_test", "command": "SELECT 1"}, make_ctx(FakeCredentials(pg_test=refused))
         )
     )
-    assert (down.kind, down.is_retryable) == ("connection", True)
+    assert (down.failure_kind, down.is_retryable) == ("connection", True)
     missing = run(lambda: PostgresTool().run({"auth": "pg_nope", "command": "SELECT 1"}, pg_ctx))
-    assert (missing.kind, missing.is_retryable) == ("tool", False)
+    assert (missing.failure_kind, missing.is_retryable) == ("tool", False)
 
 
 def test_postgres_command_results_per_statement(pg_ctx: ToolContext, table: str) -> None:

@@ -135,7 +135,7 @@ def test_upsert_with_an_explicit_key_and_without_one(pg_dsn: str, schema: str) -
         pg_dsn,
     )
     assert first.status == "error"
-    assert first.kind == "tool"
+    assert first.failure_kind == "tool"
     assert "needs a key: set target.key" in (first.error or "")
     keyed = {"type": "postgres", "auth": "pg", "table": f"{schema}.nokey", "key": "code"}
     assert transfer({"source": src, "target": keyed, "mode": "upsert"}, pg_dsn).ok
@@ -161,7 +161,7 @@ def test_a_failing_chunk_leaves_the_target_untouched(pg_dsn: str, schema: str) -
         },
         pg_dsn,
     )
-    assert (result.status, result.kind, result.is_retryable) == ("error", "tool", False)
+    assert (result.status, result.failure_kind, result.is_retryable) == ("error", "tool", False)
     assert "writing chunk 3 (rows 7-9) failed" in (result.error or "")
     assert 'violates check constraint "cheap"' in (result.error or "")
     assert "nothing was written" in (result.error or "")
@@ -209,7 +209,7 @@ def test_http_source_errors_keep_their_kind(pg_dsn: str, schema: str, stub_api: 
         {"source": {"type": "http", "url": f"{stub_api.base_url}/api/v1/status/429"}, "target": target},
         pg_dsn,
     )
-    assert (limited.status, limited.kind, limited.is_retryable) == ("error", "rate_limit", True)
+    assert (limited.status, limited.failure_kind, limited.is_retryable) == ("error", "rate_limit", True)
     not_rows = transfer(
         {
             "source": {"type": "http", "url": f"{stub_api.base_url}/health", "data_path": "status"},
@@ -372,7 +372,7 @@ def test_empty_source_in_replace_mode_empties_the_target(pg_dsn: str, schema: st
 def test_configuration_errors_are_clear(config: dict[str, Any], message: str, pg_dsn: str) -> None:
     result = transfer(config, pg_dsn)
     assert result.status == "error"
-    assert result.kind == "tool"
+    assert result.failure_kind == "tool"
     assert message in (result.error or "")
 
 
@@ -385,7 +385,7 @@ def test_a_source_sql_error_names_the_query(pg_dsn: str, schema: str) -> None:
         pg_dsn,
     )
     assert result.status == "error"
-    assert result.kind == "tool"
+    assert result.failure_kind == "tool"
     assert 'source query failed: relation "noetl_missing_table_q" does not exist' in (result.error or "")
 
 
@@ -399,5 +399,5 @@ def test_a_timeout_rolls_back(pg_dsn: str, schema: str) -> None:
         },
         pg_dsn,
     )
-    assert (result.status, result.kind, result.is_retryable) == ("error", "timeout", True)
+    assert (result.status, result.failure_kind, result.is_retryable) == ("error", "timeout", True)
     assert rows(pg_dsn, f"SELECT count(*) FROM {schema}.dst") == [(0,)]

@@ -110,10 +110,10 @@ def test_artifact_put_to_a_file_relative_to_the_playbook(tmp_path: Path) -> None
 
 def test_artifact_errors_are_clear(store: FileResultStore) -> None:
     missing = artifact({"input": {"result_ref": "noetl://execution/1/result/s/nope"}})
-    assert (missing.status, missing.kind) == ("error", "not_found")
+    assert (missing.status, missing.failure_kind) == ("error", "not_found")
     assert "result noetl://execution/1/result/s/nope not found in the result store" in (missing.error or "")
     nothing = artifact({"action": "get"})
-    assert nothing.kind == "tool" and "no reference given" in (nothing.error or "")
+    assert nothing.failure_kind == "tool" and "no reference given" in (nothing.error or "")
     s3 = artifact({"uri": "s3://bucket/key.json"})
     assert "s3:// artifacts are not supported" in (s3.error or "")
     no_data = artifact({"action": "put"})

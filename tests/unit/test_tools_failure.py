@@ -188,22 +188,22 @@ def test_the_rule_real_playbooks_write_matches_a_server_error_only() -> None:
 
 def test_python_tool_kinds() -> None:
     bad = run(PythonTool(), {"code": "raise ValueError('no')"})
-    assert (bad.kind, bad.is_retryable) == ("tool", False)
+    assert (bad.failure_kind, bad.is_retryable) == ("tool", False)
     http = run(
         PythonTool(),
         {"code": "import urllib.error\nraise urllib.error.HTTPError('http://x', 503, 'down', {}, None)"},
     )
-    assert (http.kind, http.is_retryable) == ("server_error", True)
+    assert (http.failure_kind, http.is_retryable) == ("server_error", True)
     refused = run(PythonTool(), {"code": "raise ConnectionRefusedError(111, 'refused')"})
-    assert (refused.kind, refused.is_retryable) == ("connection", True)
+    assert (refused.failure_kind, refused.is_retryable) == ("connection", True)
     slow = run(PythonTool(), {"code": "import time\ntime.sleep(2)", "timeout": 0.2})
-    assert (slow.status, slow.kind, slow.is_retryable) == ("timeout", "timeout", True)
+    assert (slow.status, slow.failure_kind, slow.is_retryable) == ("timeout", "timeout", True)
 
 
 def test_shell_and_duckdb_kinds() -> None:
     exit3 = run(ShellTool(), {"command": "exit 3"})
-    assert (exit3.status, exit3.kind, exit3.is_retryable) == ("error", "tool", False)
+    assert (exit3.status, exit3.failure_kind, exit3.is_retryable) == ("error", "tool", False)
     slow = run(ShellTool(), {"command": "sleep 3", "timeout": 0.2})
-    assert (slow.status, slow.kind, slow.is_retryable) == ("timeout", "timeout", True)
+    assert (slow.status, slow.failure_kind, slow.is_retryable) == ("timeout", "timeout", True)
     sql = run(DuckDBTool(), {"query": "SELEC 1"})
-    assert (sql.status, sql.kind, sql.is_retryable) == ("error", "tool", False)
+    assert (sql.status, sql.failure_kind, sql.is_retryable) == ("error", "tool", False)

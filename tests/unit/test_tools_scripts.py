@@ -131,7 +131,7 @@ def test_duckdb_and_python_run_scripts(files: Path) -> None:
     assert py.status == "success", py.error
     assert py.data == {"doubled": 42}
     missing: ToolResult = asyncio.run(PythonTool().run({"script": "./none.py"}, ctx(files)))
-    assert (missing.status, missing.kind) == ("error", "tool")
+    assert (missing.status, missing.failure_kind) == ("error", "tool")
     assert "script file ./none.py not found" in (missing.error or "")
 
 
@@ -170,7 +170,7 @@ def test_a_declared_missing_lib_only_fails_when_imported() -> None:
     unused = py("result = 1", ["noetl-absent-pkg-q"])
     assert (unused.status, unused.data) == ("success", 1)
     used = py("import noetl_absent_pkg_q\nresult = 1", ["noetl-absent-pkg-q"])
-    assert (used.status, used.kind) == ("error", "tool")
+    assert (used.status, used.failure_kind) == ("error", "tool")
     assert used.error is not None
     assert used.error.startswith(
         "python library 'noetl-absent-pkg-q' (module 'noetl_absent_pkg_q') is listed in libs but not installed"

@@ -44,8 +44,8 @@ class ToolResult:
         return self.status == "success"
 
     @property
-    def kind(self) -> str | None:
-        """The failure kind (`output.error.kind`); None for a success."""
+    def failure_kind(self) -> str | None:
+        """What went wrong (`output.error.kind`, one of `failure.KINDS`); None for a success."""
         if self.ok:
             return None
         if self.error_kind:
@@ -64,7 +64,7 @@ class ToolResult:
             return False
         if self.error_kind:
             return failure.is_retryable(self.error_kind)
-        return self.retryable or failure.is_retryable(self.kind)
+        return self.retryable or failure.is_retryable(self.failure_kind)
 
 
 def failed(kind: str, error: str, **fields: Any) -> ToolResult:

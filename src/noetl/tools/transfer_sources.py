@@ -65,7 +65,7 @@ class PostgresReader(Reader):
             pool = await get_pool(target)
         except psycopg.OperationalError as exc:
             result = connect_error(target, exc)
-            raise SourceError(f"source: {result.error}", result.kind or failure.CONNECTION) from None
+            raise SourceError(f"source: {result.error}", result.failure_kind or failure.CONNECTION) from None
         try:
             async with pool.connection() as conn, conn.transaction():
                 cursor = conn.cursor(name="noetl_transfer_source")
@@ -169,7 +169,7 @@ class HttpReader(Reader):
         request = {k: v for k, v in self.config.items() if k not in ("type", "kind", "tool", "data_path")}
         result = await HttpTool().run(request, self.ctx)
         if not result.ok:
-            raise SourceError(f"source: {result.error}", result.kind or failure.TOOL)
+            raise SourceError(f"source: {result.error}", result.failure_kind or failure.TOOL)
         body = result.data.get("body") if isinstance(result.data, Mapping) else None
         data_path = self.config.get("data_path")
         records = pick_path(body, data_path)

@@ -128,7 +128,7 @@ class PostgresWriter(Writer):
             pool = await get_pool(target)
         except psycopg.OperationalError as exc:
             result = connect_error(target, exc)
-            raise TargetError(f"target: {result.error}", result.kind or "connection") from None
+            raise TargetError(f"target: {result.error}", result.failure_kind or "connection") from None
         self.columns = columns
         self._lease = pool.connection()
         self._conn = await self._lease.__aenter__()

@@ -79,7 +79,7 @@ def outcome_view(result: ToolResult, attempt: int) -> dict[str, Any]:
             "message": result.error or result.status,
             "status": result.http_status,
             "retryable": result.is_retryable,
-            "kind": result.kind,
+            "kind": result.failure_kind,
         }
     if result.http_status is not None:
         headers = result.data.get("headers") if isinstance(result.data, Mapping) else None
