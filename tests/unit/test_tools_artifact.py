@@ -134,3 +134,19 @@ def test_hydrate_fails_loudly_when_the_data_is_gone(store: FileResultStore) -> N
 
 def test_artifact_is_a_registered_kind() -> None:
     assert isinstance(get_tool("artifact"), ArtifactTool)
+
+
+def test_output_policy_reads_the_tool_config() -> None:
+    assert results.output_policy({"output_select": ["status", {"path": "count"}]}) == (
+        ["status", "count"],
+        None,
+    )
+    assert results.output_policy({"output": {"select": "status", "inline_max_bytes": 1000}}) == (
+        ["status"],
+        1000,
+    )
+    assert results.output_policy({"code": "x"}) == (None, None)
+    assert results.output_policy(None) == (None, None)
+    select, threshold = results.output_policy({"output": {"select": ["status"], "inline_max_bytes": 100}})
+    envelope = results.externalize(BIG, execution_id=1, step="s", select=select, threshold=threshold)
+    assert envelope["status"] == "success" and "count" not in envelope and "_ref" in envelope

@@ -9,6 +9,11 @@ store, or `file:///abs/path.json[.gz]` for an artifact written to an explicit pa
   `{_ref: <ResultRef>, _size_bytes, _preview, _store, <selected or top-level scalar fields>}`,
   so `{{ step._ref }}` feeds `kind: artifact` and `{{ step.status }}` still reads a scalar.
 * `hydrate(value)` turns an envelope back into the full data (a mapping keeps its `_ref`).
+* `output_policy(tool_config)` reads `output_select` / `output: {select, inline_max_bytes}`.
+
+The executor externalises a finished command's data with
+`externalize(data, execution_id=..., step=..., select=select, threshold=threshold)` where
+`select, threshold = output_policy(tool_config)`.
 * `load_ref(ref)` / `save_ref(data, uri)` read and write one reference.
 
 The store is a directory (`NOETL_RESULT_STORE_DIR`, default `<user data dir>/noetl/results`):
@@ -40,6 +45,7 @@ __all__ = [
     "hydrate",
     "is_envelope",
     "load_ref",
+    "output_policy",
     "ref_uri",
     "result_store",
     "save_ref",
@@ -295,6 +301,24 @@ def externalize(
     envelope = {key: value for key, value in _summary(data, select).items() if not key.startswith("_")}
     envelope.update({"_ref": ref, "_size_bytes": len(payload), "_preview": preview, "_store": store.name})
     return envelope
+
+
+def output_policy(config: Mapping[str, Any] | None) -> tuple[list[str] | None, int | None]:
+    """`(select, threshold)` for `externalize` from a tool config: `output_select: [paths]` (items
+    may be `{path: ...}`) or `output: {select: [...], inline_max_bytes: N}`."""
+    if not isinstance(config, Mapping):
+        return None, None
+    output = config.get("output")
+    output = output if isinstance(output, Mapping) else {}
+    raw = config.get("output_select", output.get("select"))
+    select: list[str] | None = None
+    if isinstance(raw, str) and raw.strip():
+        select = [raw.strip()]
+    elif isinstance(raw, list):
+        select = [str(i.get("path")) if isinstance(i, Mapping) else str(i) for i in raw if i] or None
+    limit = output.get("inline_max_bytes")
+    threshold = int(limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0 else None
+    return select, threshold
 
 
 def hydrate(value: Any) -> Any:
