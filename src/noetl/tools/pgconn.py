@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import abc
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
 from noetl.errors import CredentialError, NoetlError
@@ -267,25 +269,31 @@ def _infinite(data: Any) -> str | None:
     return None
 
 
-class _DateOrInfinity(DateLoader):
-    def load(self, data: Any) -> Any:
-        return _infinite(data) or super().load(data)
+def _or_infinity(base: type[abc.Loader]) -> type[Loader]:
+    """A loader that answers `infinity` itself and hands every other value to `base` (the
+    driver's own, C-accelerated loader)."""
 
+    class OrInfinity(Loader):
+        def __init__(self, oid: int, context: Any = None) -> None:
+            super().__init__(oid, context)
+            self._inner = base(oid, context)
 
-class _TimestampOrInfinity(TimestampLoader):
-    def load(self, data: Any) -> Any:
-        return _infinite(data) or super().load(data)
+        def load(self, data: Any) -> Any:
+            if len(data) in (8, 9):  # b"infinity", b"-infinity"
+                special = _infinite(data)
+                if special is not None:
+                    return special
+            return self._inner.load(data)
 
-
-class _TimestamptzOrInfinity(TimestamptzLoader):
-    def load(self, data: Any) -> Any:
-        return _infinite(data) or super().load(data)
+    return OrInfinity
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    conn.adapters.register_loader("date", _DateOrInfinity)
-    conn.adapters.register_loader("timestamp", _TimestampOrInfinity)
-    conn.adapters.register_loader("timestamptz", _TimestamptzOrInfinity)
+    for name in ("date", "timestamp", "timestamptz"):
+        info = conn.adapters.types[name]
+        base = conn.adapters.get_loader(info.oid, Format.TEXT)
+        if base is not None:
+            conn.adapters.register_loader(name, _or_infinity(base))
 
 
 # --------------------------------------------------------------------------------------------
