@@ -462,7 +462,7 @@ def test_postgres_select_values_are_json_safe(pg_ctx: ToolContext, table: str) -
     assert row["uid"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
     assert row["doc"] == {"a": [1, 2.5, None], "b": {"c": True}}
     assert base64.b64decode(row["raw"]) == b"\x01\x02\xff"
-    assert row["span"] == "1 day, 2:00:00"
+    assert row["span"] == 93600.0  # seconds (sqljson: intervals are numbers of seconds)
     assert row["tags"] == ["x", "y"]
     assert row["at"] == "08:30:00"
     assert json.loads(json.dumps(data)) == data
@@ -569,7 +569,7 @@ def test_postgres_inline_connection_and_list_sql(pg_dsn: str) -> None:
 
 
 def test_postgres_pool_is_reused(pg_ctx: ToolContext) -> None:
-    from noetl.tools import postgres as pg_module
+    from noetl.tools import pgconn as pg_module
 
     async def go() -> None:
         tool = PostgresTool()
@@ -714,3 +714,117 @@ def test_duckdb_attaches_postgres_through_a_credential(pg_dsn: str) -> None:
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE public.{table}")
+
+
+# ---------------------------------------------------------------------------------------------
+# failure kinds (output.error.kind in policy rules) and per-statement postgres results
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "retryable"),
+    [
+        (500, "server_error", True),
+        (503, "server_error", True),
+        (429, "rate_limit", True),
+        (401, "auth", False),
+        (403, "auth", False),
+        (404, "not_found", False),
+        (400, "client_error", False),
+        (422, "client_error", False),
+        (408, "timeout", True),
+    ],
+)
+def test_http_error_kinds(stub_api: StubAPI, code: int, kind: str, retryable: bool) -> None:
+    result = http({"url": f"{stub_api.base_url}/api/v1/status/{code}"})
+    assert (result.status, result.http_status) == ("error", code)
+    assert (result.failure_kind, result.is_retryable, result.retryable) == (kind, retryable, retryable)
+
+
+def test_http_transport_error_kinds(stub_api: StubAPI) -> None:
+    slow = http({"url": f"{stub_api.base_url}/api/v1/echo", "params": {"delay": 2}, "timeout": 0.3})
+    assert (slow.failure_kind, slow.is_retryable) == ("timeout", True)
+    refused = http({"url": f"http://127.0.0.1:{closed_port()}/x"})
+    assert (refused.failure_kind, refused.is_retryable) == ("connection", True)
+    config = http({"url": "ftp://example.invalid/x"})
+    assert (config.failure_kind, config.is_retryable) == ("tool", False)
+    ok = http({"url": f"{stub_api.base_url}/health"})
+    assert (ok.failure_kind, ok.is_retryable) == (None, False)
+
+
+def test_postgres_error_kinds(pg_ctx: ToolContext, pg_dsn: str) -> None:
+    bad_sql = pg("SELECT * FROM noetl_no_such_table_k", pg_ctx)
+    assert (bad_sql.failure_kind, bad_sql.is_retryable) == ("tool", False)
+    slow = run(
+        lambda: PostgresTool().run(
+            {"auth": "pg_test", "command": "SELECT pg_sleep(3)", "timeout": 0.3}, pg_ctx
+        )
+    )
+    assert (slow.status, slow.failure_kind, slow.is_retryable) == ("error", "timeout", True)
+    nobody = {**PG_CRED, "data": {**PG_CRED["data"], "db_user": "noetl_no_such_role_k"}}
+    role = run(
+        lambda: PostgresTool().run(
+            {"auth": "pg_test", "command": "SELECT 1"}, make_ctx(FakeCredentials(pg_test=nobody))
+        )
+    )
+    assert (role.failure_kind, role.is_retryable) == ("auth", False)
+    assert "noetl_no_such_role_k" in (role.error or "")
+    no_db = {**PG_CRED, "data": {**PG_CRED["data"], "db_name": "noetl_no_such_db_k"}}
+    database = run(
+        lambda: PostgresTool().run(
+            {"auth": "pg_test", "command": "SELECT 1"}, make_ctx(FakeCredentials(pg_test=no_db))
+        )
+    )
+    assert (database.failure_kind, database.is_retryable) == ("not_found", False)
+    refused = {**PG_CRED, "data": {**PG_CRED["data"], "db_port": closed_port()}}
+    down = run(
+        lambda: PostgresTool().run(
+            {"auth": "pg_test", "command": "SELECT 1"}, make_ctx(FakeCredentials(pg_test=refused))
+        )
+    )
+    assert (down.failure_kind, down.is_retryable) == ("connection", True)
+    missing = run(lambda: PostgresTool().run({"auth": "pg_nope", "command": "SELECT 1"}, pg_ctx))
+    assert (missing.failure_kind, missing.is_retryable) == ("tool", False)
+
+
+def test_postgres_command_results_per_statement(pg_ctx: ToolContext, table: str) -> None:
+    script = f"""
+        CREATE TABLE public.{table} (id int PRIMARY KEY, name text);
+        INSERT INTO public.{table} VALUES (1, 'a'), (2, 'b');
+        SELECT id FROM public.{table} WHERE id > 5;
+        DELETE FROM public.{table} WHERE id = 1;
+        DO $$ BEGIN PERFORM 1; END $$;
+        INSERT INTO public.{table} VALUES (3, 'c') RETURNING id, name;
+        SELECT id, name FROM public.{table} ORDER BY id
+    """
+    result = pg(script, pg_ctx, transaction=False)
+    assert result.status == "success", result.error
+    data = result.data
+    assert data["command_0"] == {
+        "status": "success",
+        "row_count": 0,
+        "message": "CREATE TABLE: 0 rows affected",
+    }
+    assert data["command_1"] == {"status": "success", "row_count": 2, "message": "INSERT: 2 rows affected"}
+    assert data["command_2"] == {"status": "success", "rows": [], "row_count": 0, "columns": ["id"]}
+    assert data["command_3"] == {"status": "success", "row_count": 1, "message": "DELETE: 1 row affected"}
+    assert data["command_4"] == {"status": "success", "row_count": 0, "message": "DO: 0 rows affected"}
+    assert data["command_5"] == {
+        "status": "success",
+        "rows": [{"id": 3, "name": "c"}],
+        "row_count": 1,
+        "columns": ["id", "name"],
+    }
+    assert data["command_6"]["rows"] == [{"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
+    assert "command_7" not in data
+    # the top-level fields are unchanged: the last statement that returned rows, summed counts
+    assert data["rows"] == data["command_6"]["rows"] and data["row_count"] == 2
+    assert data["columns"] == ["id", "name"]
+    assert data["affected_rows"] == 4
+    assert len(data["statements"]) == 7
+    single = pg("SELECT %(a)s::int AS a", pg_ctx, params={"a": 5})
+    assert single.data["command_0"] == {
+        "status": "success",
+        "rows": [{"a": 5}],
+        "row_count": 1,
+        "columns": ["a"],
+    }

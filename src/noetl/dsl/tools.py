@@ -15,11 +15,16 @@ from noetl.dsl.policy import parse_policy
 from noetl.tools.base import supported_kinds
 
 # Fields a tool kind cannot run without: (accepted keys, first one preferred; what it is).
+# Where the SQL tools read their SQL from (noetl.tools.scripts.sql_texts).
+_SQL_FIELDS = (
+    "command", "query", "sql", "commands", "queries", "cmds", "cmd", "script", "source",
+    "command_b64", "commands_b64", "query_b64", "queries_b64",
+)  # fmt: skip
 REQUIRED_TOOL_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
     "python": (("code", "script"), "the Python source to run"),
-    "postgres": (("command", "query", "sql"), "the SQL to run"),
-    "duckdb": (("command", "query", "sql"), "the SQL to run"),
-    "ducklake": (("command", "query", "sql"), "the SQL to run"),
+    "postgres": (_SQL_FIELDS, "the SQL to run"),
+    "duckdb": (_SQL_FIELDS, "the SQL to run"),
+    "ducklake": (_SQL_FIELDS, "the SQL to run"),
     "http": (("url", "endpoint"), "the URL to call"),
     "shell": (("command", "cmds"), "the command to run"),
     "playbook": (("path", "catalog_id"), "the playbook to run"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 from noetl.errors import ToolError
+from noetl.tools import failure
 
 ToolStatus = Literal["success", "error", "timeout"]
 
@@ -35,10 +36,43 @@ class ToolResult:
     duration_ms: float = 0.0
     # Values set by task-level policy rules (`set: {ctx.x: ...}`): the engine makes them durable.
     ctx_updates: dict[str, Any] = field(default_factory=dict)
+    # What went wrong (one of `failure.KINDS`); when None it is worked out from the status.
+    error_kind: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+    @property
+    def failure_kind(self) -> str | None:
+        """What went wrong (`output.error.kind`, one of `failure.KINDS`); None for a success."""
+        if self.ok:
+            return None
+        if self.error_kind:
+            return self.error_kind
+        if self.status == "timeout":
+            return failure.TIMEOUT
+        if self.http_status is not None:
+            return failure.http_kind(self.http_status) or failure.TOOL
+        return failure.TOOL
+
+    @property
+    def is_retryable(self) -> bool:
+        """Whether a retry may help (`output.error.retryable`): set by the kind when the tool
+        named one, else the tool's `retryable` flag or the inferred kind."""
+        if self.ok:
+            return False
+        if self.error_kind:
+            return failure.is_retryable(self.error_kind)
+        return self.retryable or failure.is_retryable(self.failure_kind)
+
+
+def failed(kind: str, error: str, **fields: Any) -> ToolResult:
+    """A failed result of a known kind; `retryable` follows the kind."""
+    status = fields.pop("status", "error")
+    return ToolResult(
+        status=status, error=error, error_kind=kind, retryable=failure.is_retryable(kind), **fields
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +153,8 @@ _REGISTRY: dict[str, str] = {
     "ducklake": "noetl.tools.duckdb:DuckDBTool",
     "http": "noetl.tools.http:HttpTool",
     "postgres": "noetl.tools.postgres:PostgresTool",
+    "transfer": "noetl.tools.transfer:TransferTool",
+    "artifact": "noetl.tools.artifact:ArtifactTool",
 }
 _INSTANCES: dict[str, Tool] = {}
 

@@ -1,24 +1,27 @@
 """`kind: duckdb` (and `ducklake`): run SQL in an embedded DuckDB database, in a worker thread.
 
 Config: SQL from `query`, `command`, `sql`, `commands` (also `queries`, `cmds`): a string or a list of strings,
-each possibly holding several statements; `database` (alias `db_path`; default `:memory:`, a fresh database per
+each possibly holding several statements, or from a `script` file or URL (see `noetl.tools.scripts`); `database` (alias `db_path`; default `:memory:`, a fresh database per
 call, else a file that keeps its data between calls); `params` (a list, or a map for `$name` parameters) bound
 to the last statement; `read_only`; `timeout`/`timeout_seconds` (the running query is interrupted).
 
 Statements are split by DuckDB's own parser (quotes, comments and dollar quoting are handled) and run in order
 on one connection. Result data is the rows of the last statement that produced a result set (SELECT, PRAGMA,
-EXPLAIN, CALL, `... RETURNING`), as a list of dicts with JSON-safe values; `[]` when none did (plain DDL, DML
-without RETURNING). The whole text is parsed before anything runs, so a syntax error anywhere runs nothing.
+EXPLAIN, CALL, `... RETURNING`), as a list of dicts with JSON values (`noetl.tools.sqljson`: TIMESTAMPTZ in
+UTC ISO 8601, BLOB as base64, JSON columns parsed, ...); `[]` when none did (plain DDL, DML without RETURNING).
+The whole text is parsed before anything runs, so a syntax error anywhere runs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +29,14 @@ import duckdb
 
 from noetl.errors import CredentialError
 from noetl.secrets import masker
+from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
-from noetl.tools.jsonsafe import to_jsonable
+from noetl.tools.scripts import ScriptError, sql_texts
+from noetl.tools.sqljson import sql_value
 
-__all__ = ["DuckDBTool"]
+__all__ = ["DuckDBTool", "attach", "attachments", "connect", "decode_rows"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_SQL_KEYS = ("query", "command", "sql", "commands", "queries", "cmds")
 _NO_ROWS_COLUMNS = (["Count"], ["Success"])  # what DuckDB reports for DDL/DML and utility statements
 
 
@@ -41,6 +45,7 @@ class _Outcome:
     status: ToolStatus
     data: Any = None
     error: str | None = None
+    kind: str | None = None  # failure kind when status is not success
 
 
 class _Interruptible:
@@ -64,9 +69,9 @@ class DuckDBTool:
     async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
         started = time.perf_counter()
         try:
-            texts = _sql_texts(config)
-        except ValueError as exc:
-            return ToolResult(status="error", error=str(exc), duration_ms=elapsed_ms(started))
+            texts = await sql_texts(config, ctx, tool="duckdb")
+        except ScriptError as exc:
+            return _failed(failure.TOOL, str(exc), started)
         database = str(config.get("database") or config.get("db_path") or ":memory:")
         params = config.get("params")
         if params is not None and not isinstance(params, (list, tuple, Mapping)):
@@ -74,13 +79,13 @@ class DuckDBTool:
         read_only = bool(config.get("read_only", False))
         timeout = timeout_seconds(config, ctx)
         try:
-            attachments = _attachments(config.get("auth"), ctx)
+            attached = attachments(config.get("auth"), ctx)
         except (CredentialError, ValueError) as exc:
-            return ToolResult(status="error", error=f"duckdb: {exc}", duration_ms=elapsed_ms(started))
+            return _failed(failure.TOOL, f"duckdb: {exc}", started)
 
         guard = _Interruptible()
         task = asyncio.ensure_future(
-            asyncio.to_thread(_run_sql, texts, database, params, read_only, guard, attachments)
+            asyncio.to_thread(_run_sql, texts, database, params, read_only, guard, attached)
         )
         try:
             if timeout is None:
@@ -89,32 +94,34 @@ class DuckDBTool:
                 outcome = await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
             guard.interrupt()
-            return ToolResult(
-                status="timeout",
-                error=f"duckdb query timed out after {timeout:g} s",
-                duration_ms=elapsed_ms(started),
+            return _failed(
+                failure.TIMEOUT, f"duckdb query timed out after {timeout:g} s", started, status="timeout"
             )
         except asyncio.CancelledError:
             guard.interrupt()
             raise
+        kind = outcome.kind if outcome.status != "success" else None
         return ToolResult(
-            status=outcome.status, data=outcome.data, error=outcome.error, duration_ms=elapsed_ms(started)
+            status=outcome.status,
+            data=outcome.data,
+            error=outcome.error,
+            error_kind=kind,
+            retryable=failure.is_retryable(kind),
+            duration_ms=elapsed_ms(started),
         )
 
 
-def _sql_texts(config: Mapping[str, Any]) -> list[str]:
-    for key in _SQL_KEYS:
-        value = config.get(key)
-        if value is None or value == "" or value == []:
-            continue
-        items = value if isinstance(value, (list, tuple)) else [value]
-        texts = [str(item) for item in items if item is not None and str(item).strip()]
-        if texts:
-            return texts
-    raise ValueError("duckdb: the tool needs SQL in 'query' (or 'command', 'sql', 'commands')")
+def _failed(kind: str, error: str, started: float, status: ToolStatus = "error") -> ToolResult:
+    return ToolResult(
+        status=status,
+        error=error,
+        error_kind=kind,
+        retryable=failure.is_retryable(kind),
+        duration_ms=elapsed_ms(started),
+    )
 
 
-def _attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
+def attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
     """`auth: alias`, `auth: [a, b]` or `auth: {name: alias}` -> (database name, libpq conninfo)
     for each PostgreSQL credential to ATTACH. The password is masked wherever it could show."""
     if auth is None or auth == "" or auth == []:
@@ -175,34 +182,49 @@ def _postgres_extension() -> str:
     )
 
 
+def connect(database: str, *, read_only: bool = False) -> Any:
+    """A connection to `database` (`:memory:` or a file, whose folder is created)."""
+    if database != ":memory:" and ":" not in database.split("/", 1)[0]:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(database, read_only=read_only)
+
+
+def attach(connection: Any, attached: list[tuple[str, str]]) -> None:
+    """ATTACH PostgreSQL databases (from `attachments`) to a connection."""
+    if not attached:
+        return
+    connection.execute(f"LOAD '{_postgres_extension()}'")
+    for name, conninfo in attached:
+        literal = conninfo.replace("'", "''")  # as a SQL string literal
+        connection.execute(f"ATTACH '{literal}' AS \"{name}\" (TYPE postgres)")
+
+
 def _run_sql(
     texts: list[str],
     database: str,
     params: Any,
     read_only: bool,
     guard: _Interruptible,
-    attachments: list[tuple[str, str]] | None = None,
+    attached: list[tuple[str, str]] | None = None,
 ) -> _Outcome:
     """Runs in a worker thread; never raises."""
     try:
-        if database != ":memory:" and ":" not in database.split("/", 1)[0]:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        connection = duckdb.connect(database, read_only=read_only)
+        connection = connect(database, read_only=read_only)
     except Exception as exc:
-        return _Outcome("error", error=f"cannot open duckdb database '{database}': {_message(exc)}")
+        return _Outcome(
+            "error", error=f"cannot open duckdb database '{database}': {_message(exc)}", kind=failure.TOOL
+        )
     try:
         with guard.lock:
             if guard.cancelled:
-                return _Outcome("timeout", error="duckdb query timed out")
+                return _TIMED_OUT
             guard.connection = connection
-        if attachments:
-            try:
-                connection.execute(f"LOAD '{_postgres_extension()}'")
-                for name, conninfo in attachments:
-                    literal = conninfo.replace("'", "''")  # as a SQL string literal
-                    connection.execute(f"ATTACH '{literal}' AS \"{name}\" (TYPE postgres)")
-            except Exception as exc:
-                return _Outcome("error", error=f"cannot attach PostgreSQL: {_message(exc)}")
+        try:
+            attach(connection, attached or [])
+        except Exception as exc:
+            message = _message(exc)
+            kind = failure.message_kind(message) or failure.CONNECTION
+            return _Outcome("error", error=f"cannot attach PostgreSQL: {message}", kind=kind)
         statements: list[Any] = []
         for text in texts:
             statements.extend(connection.extract_statements(text))
@@ -210,23 +232,19 @@ def _run_sql(
         last = len(statements) - 1
         for index, statement in enumerate(statements):
             if guard.cancelled:
-                return _Outcome("timeout", error="duckdb query timed out")
+                return _TIMED_OUT
             if index == last and params is not None:
                 cursor = connection.execute(statement, params)
             else:
                 cursor = connection.execute(statement)
             description = cursor.description
             if _produces_rows(statement, description):
-                columns = [str(col[0]) for col in description]
-                rows = [
-                    {name: to_jsonable(value) for name, value in zip(columns, record, strict=False)}
-                    for record in cursor.fetchall()
-                ]
+                rows = decode_rows(description, cursor.fetchall())
         return _Outcome("success", rows)
     except Exception as exc:
         if guard.cancelled:
-            return _Outcome("timeout", error="duckdb query timed out")
-        return _Outcome("error", error=_message(exc))
+            return _TIMED_OUT
+        return _Outcome("error", error=_message(exc), kind=_error_kind(exc))
     finally:
         with guard.lock:
             guard.connection = None
@@ -234,6 +252,85 @@ def _run_sql(
             connection.close()
         except Exception:
             pass
+
+
+_TIMED_OUT = _Outcome("timeout", error="duckdb query timed out", kind=failure.TIMEOUT)
+
+
+def decode_rows(description: Any, records: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Rows of a DuckDB result as dicts of JSON values (see `noetl.tools.sqljson`)."""
+    columns = [str(col[0]) for col in description]
+    decoders = [_json_decoder(col[1]) for col in description]
+    if not any(decoders):
+        return [
+            {name: sql_value(value) for name, value in zip(columns, record, strict=False)}
+            for record in records
+        ]
+    return [
+        {
+            name: sql_value(decode(value) if decode is not None else value)
+            for name, decode, value in zip(columns, decoders, record, strict=False)
+        }
+        for record in records
+    ]
+
+
+Decoder = Callable[[Any], Any]
+
+
+def _json_decoder(sql_type: Any) -> Decoder | None:
+    """Parses the JSON text DuckDB returns for JSON columns (also inside lists, structs, maps)."""
+    text = str(sql_type)
+    if "JSON" not in text:
+        return None
+    if text == "JSON":
+        return _parse_json
+    kind = getattr(sql_type, "id", "")
+    children = list(getattr(sql_type, "children", None) or [])
+    if kind in ("list", "array") and children:
+        element = _json_decoder(children[0][1])
+        return None if element is None else partial(_decode_list, decode=element)
+    if kind == "struct":
+        fields = {str(name): decoder for name, child in children if (decoder := _json_decoder(child))}
+        if not fields:
+            return None
+        return partial(_decode_struct, fields=fields)
+    if kind == "map" and len(children) == 2:
+        mapped = _json_decoder(children[1][1])
+        return None if mapped is None else partial(_decode_map, decode=mapped)
+    return None
+
+
+def _decode_list(value: Any, decode: Decoder) -> Any:
+    return [decode(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+
+def _decode_map(value: Any, decode: Decoder) -> Any:
+    return {key: decode(item) for key, item in value.items()} if isinstance(value, Mapping) else value
+
+
+def _decode_struct(value: Any, fields: Mapping[str, Decoder]) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    return {key: fields[key](item) if key in fields else item for key, item in value.items()}
+
+
+def _parse_json(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _error_kind(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)  # duckdb.HTTPException (httpfs)
+    if isinstance(status, int) and status >= 400:
+        return failure.http_kind(status) or failure.TOOL
+    if isinstance(exc, duckdb.IOException):
+        return failure.message_kind(_message(exc)) or failure.TOOL
+    return failure.TOOL
 
 
 def _produces_rows(statement: Any, description: Any) -> bool:

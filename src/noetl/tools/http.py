@@ -8,7 +8,9 @@ Config (already rendered): `method` (GET), `url` (alias `endpoint`), `headers`, 
 
 Result data: `{status_code, headers, url, elapsed, body, data}`; `body` and `data` both hold the parsed
 JSON when the response is JSON, else the text. Non-2xx responses and transport failures come back as
-`status="error"` results (never raised), with `retryable` set for the transient ones.
+`status="error"` results (never raised), with an error kind (`noetl.tools.failure`): `server_error` (5xx),
+`rate_limit` (429), `auth` (401/403), `not_found` (404), `client_error` (other 4xx), `timeout`, `connection`
+(refused, DNS, reset) or `tool` (a bad config); `retryable` follows the kind.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import httpx
 
 from noetl.errors import CredentialError
 from noetl.secrets import masker
-from noetl.tools.base import ToolContext, ToolResult
+from noetl.tools import failure
+from noetl.tools.base import ToolContext, ToolResult, failed
 
 DEFAULT_TIMEOUT = 30.0
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
@@ -271,8 +273,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _transport_error(exc: httpx.HTTPError, method: str, url: str, timeout: float) -> tuple[str, bool]:
-    """A message a user can act on, and whether a retry may help."""
+def _transport_error(exc: httpx.HTTPError, method: str, url: str, timeout: float) -> tuple[str, str]:
+    """A message a user can act on, and the failure kind."""
     detail = str(exc) or type(exc).__name__
     chain = _chain(exc)
     low = " | ".join(f"{type(e).__name__}: {e}" for e in chain).lower()
@@ -284,14 +286,14 @@ def _transport_error(exc: httpx.HTTPError, method: str, url: str, timeout: float
             httpx.PoolTimeout: "waiting for a free connection",
         }.get(type(exc))
         where = f" while {phase}" if phase else ""
-        return f"request to {method} {url} timed out after {_fmt_seconds(timeout)}{where}", True
+        return f"request to {method} {url} timed out after {_fmt_seconds(timeout)}{where}", failure.TIMEOUT
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
-        return f"invalid URL {url!r}: {detail} (it must start with http:// or https://)", False
+        return f"invalid URL {url!r}: {detail} (it must start with http:// or https://)", failure.TOOL
     if isinstance(exc, httpx.TooManyRedirects):
-        return f"too many redirects for {method} {url}", False
+        return f"too many redirects for {method} {url}", failure.TOOL
     if isinstance(exc, httpx.ConnectError):
         if "refused" in low or "errno 111" in low:
-            return f"cannot connect to {url}: connection refused (is the server running?)", True
+            return f"cannot connect to {url}: connection refused (is the server running?)", failure.CONNECTION
         if any(
             s in low
             for s in (
@@ -303,17 +305,20 @@ def _transport_error(exc: httpx.HTTPError, method: str, url: str, timeout: float
             )
         ):
             host = httpx.URL(url).host if url else ""
-            return f"cannot connect to {url}: host '{host}' not found (DNS lookup failed)", True
+            return f"cannot connect to {url}: host '{host}' not found (DNS lookup failed)", failure.CONNECTION
         if "certificate" in low or "ssl" in low or "tls" in low:
-            return f"TLS error connecting to {url}: {detail} (set verify: false to skip verification)", False
+            return (
+                f"TLS error connecting to {url}: {detail} (set verify: false to skip verification)",
+                failure.CONNECTION,
+            )
         if "unreachable" in low:
-            return f"cannot connect to {url}: network unreachable", True
-        return f"cannot connect to {url}: {str(chain[-1]) or detail}", True
+            return f"cannot connect to {url}: network unreachable", failure.CONNECTION
+        return f"cannot connect to {url}: {str(chain[-1]) or detail}", failure.CONNECTION
     if isinstance(exc, httpx.RemoteProtocolError):
-        return f"{method} {url} failed: the server closed the connection ({detail})", True
+        return f"{method} {url} failed: the server closed the connection ({detail})", failure.CONNECTION
     if isinstance(exc, httpx.TransportError):
-        return f"{method} {url} failed: {detail}", True
-    return f"{method} {url} failed: {detail}", False
+        return f"{method} {url} failed: {detail}", failure.CONNECTION
+    return f"{method} {url} failed: {detail}", failure.TOOL
 
 
 class HttpTool:
@@ -324,9 +329,9 @@ class HttpTool:
         try:
             result = await self._run(config, ctx)
         except HttpConfigError as exc:
-            result = ToolResult(status="error", error=f"http tool: {exc}")
+            result = failed(failure.TOOL, f"http tool: {exc}")
         except Exception as exc:  # never raise out of a tool; report instead
-            result = ToolResult(status="error", error=f"http tool failed: {type(exc).__name__}: {exc}")
+            result = failed(failure.TOOL, f"http tool failed: {type(exc).__name__}: {exc}")
         result.duration_ms = (time.monotonic() - started) * 1000.0
         if result.error and masker.active:
             result.error = masker.mask_text(result.error)
@@ -368,8 +373,8 @@ class HttpTool:
                 **body_kwargs,
             )
         except httpx.HTTPError as exc:
-            message, retryable = _transport_error(exc, method, url, timeout)
-            return ToolResult(status="error", error=message, retryable=retryable)
+            message, kind = _transport_error(exc, method, url, timeout)
+            return failed(kind, message)
 
         body = _parse_body(response, response_type)
         data = {
@@ -383,10 +388,9 @@ class HttpTool:
         if response.is_success:
             return ToolResult(status="success", data=data, http_status=response.status_code)
         snippet = response.text[:200] if response_type != "binary" else f"<{len(response.content)} bytes>"
-        return ToolResult(
-            status="error",
+        return failed(
+            failure.http_kind(response.status_code) or failure.TOOL,
+            f"HTTP {response.status_code} from {method} {response.request.url}: {snippet}",
             data=data,
             http_status=response.status_code,
-            error=f"HTTP {response.status_code} from {method} {response.request.url}: {snippet}",
-            retryable=response.status_code in RETRYABLE_STATUS,
         )

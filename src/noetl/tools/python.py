@@ -2,13 +2,18 @@
 
 What the code sees as globals: every input key by name, `input_data` (a copy of the input, unless the input
 has a key literally named `input_data`, whose value then wins), `args` (the input map), `context` and
-`variables` (a shallow copy of the render context), `execution_id`, `step`, and the modules named in `libs`.
+`variables` (a shallow copy of the render context), `execution_id`, `step`, and the modules named in `libs`
+(module or pip names; see `noetl.tools.pylibs`). Source comes from `code`, `code_b64` or a `script` file or URL
+(`noetl.tools.scripts`).
 
 The step's value is, in this order: the value of a top-level `return` (the code is then run as the body of a
 function whose names are declared `global`, so it behaves like module code); the global `result`; the return
 value of a callable `main`, called with keyword arguments bound by parameter name from the input (an
 `async def main` runs with `asyncio.run` in the worker thread). The value is made JSON-safe with
 `to_jsonable`.
+
+Failures carry a kind (`noetl.tools.failure`): `timeout`, or the kind of the exception the code raised (an
+HTTP error keeps its status's kind, a refused connection is `connection`, anything else `tool`).
 
 Runaway code is stopped at the timeout by raising an exception inside its thread
 (`PyThreadState_SetAsyncExc`): pure-Python loops stop at once, a blocking C call (`time.sleep`, a socket
@@ -22,37 +27,33 @@ captured.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
 import builtins
 import ctypes
-import hashlib
-import importlib
 import inspect
 import itertools
-import linecache
 import queue
 import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from types import CodeType, ModuleType
-from typing import Any, TextIO, cast
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
 
+from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, timeout_seconds
 from noetl.tools.jsonsafe import to_jsonable
+from noetl.tools.pycompile import STEP_FUNC, Compiled, compile_source
+from noetl.tools.pylibs import LibError, Libs, load_libs, missing_module_message
+from noetl.tools.pyoutput import BoundedText, capture, install_proxies
+from noetl.tools.scripts import ScriptError, read_script
 
 __all__ = ["PythonTool"]
 
-OUTPUT_LIMIT = 64 * 1024  # characters kept of stdout and of stderr per call
-_CACHE_SIZE = 512  # distinct sources whose compiled code is kept
 _IDLE_THREAD_SECONDS = 60.0  # an idle pool thread exits after this long
-_STEP_FUNC = "__noetl_step__"
 # `__name__` of step code: not "__main__", so `if __name__ == "__main__":` blocks do not run (main is called anyway)
 _MODULE_NAME = "__noetl_python__"
 
@@ -62,205 +63,6 @@ class _StepTimeout(BaseException):
 
     A BaseException so that `except Exception:` in user code does not swallow it.
     """
-
-
-class _LibError(Exception):
-    pass
-
-
-# --------------------------------------------------------------------------------------------------------
-# Output capture
-
-
-class _BoundedText:
-    """A write-only text buffer that keeps the first and the last `limit // 2` characters."""
-
-    __slots__ = ("_half", "_head", "_head_len", "_tail", "_tail_len", "_total")
-
-    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
-        self._half = limit // 2
-        self._head: list[str] = []
-        self._head_len = 0
-        self._tail: list[str] = []
-        self._tail_len = 0
-        self._total = 0
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        n = len(text)
-        self._total += n
-        if self._head_len < self._half:
-            take = text[: self._half - self._head_len]
-            self._head.append(take)
-            self._head_len += len(take)
-            text = text[len(take) :]
-            if not text:
-                return n
-        self._tail.append(text)
-        self._tail_len += len(text)
-        if self._tail_len > 2 * self._half:
-            kept = "".join(self._tail)[-self._half :]
-            self._tail = [kept]
-            self._tail_len = len(kept)
-        return n
-
-    def getvalue(self) -> str:
-        head = "".join(self._head)
-        tail = "".join(self._tail)
-        if self._total <= 2 * self._half:
-            return head + tail
-        tail = tail[-self._half :]
-        omitted = self._total - len(head) - len(tail)
-        return f"{head}\n... [{omitted} characters truncated] ...\n{tail}"
-
-
-_capture = threading.local()  # .stdout / .stderr: the current thread's _BoundedText, or None
-
-
-class _ThreadAwareStream:
-    """Stands in for sys.stdout/sys.stderr: writes go to the current thread's capture buffer if one is
-    active, else to the stream it replaced."""
-
-    def __init__(self, real: TextIO | None, slot: str) -> None:
-        self._real = real
-        self._slot = slot
-
-    def write(self, text: str) -> int:
-        buf: _BoundedText | None = getattr(_capture, self._slot, None)
-        if buf is not None:
-            return buf.write(text)
-        if self._real is None:
-            return len(text)
-        return self._real.write(text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        if getattr(_capture, self._slot, None) is None and self._real is not None:
-            self._real.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-_install_lock = threading.Lock()
-
-
-def _install_proxies() -> None:
-    """Put the proxies in place (again, if something such as pytest swapped sys.stdout since)."""
-    if isinstance(sys.stdout, _ThreadAwareStream) and isinstance(sys.stderr, _ThreadAwareStream):
-        return
-    with _install_lock:
-        if not isinstance(sys.stdout, _ThreadAwareStream):
-            sys.stdout = cast(TextIO, _ThreadAwareStream(sys.stdout, "stdout"))
-        if not isinstance(sys.stderr, _ThreadAwareStream):
-            sys.stderr = cast(TextIO, _ThreadAwareStream(sys.stderr, "stderr"))
-
-
-# --------------------------------------------------------------------------------------------------------
-# Compilation
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    code: CodeType
-    filename: str
-    lines: list[str]
-    wrapped: bool  # the source has a top-level `return` and runs as the body of _STEP_FUNC
-
-
-_cache: OrderedDict[str, _Compiled] = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def _compile(source: str) -> _Compiled:
-    with _cache_lock:
-        hit = _cache.get(source)
-        if hit is not None:
-            _cache.move_to_end(source)
-            return hit
-    digest = hashlib.sha1(source.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    filename = f"<noetl-python-{digest}>"
-    lines = source.splitlines()
-    tree = ast.parse(source, filename, "exec")
-    wrapped = _has_top_level_return(tree)
-    code = _compile_wrapped(tree, filename) if wrapped else compile(tree, filename, "exec")
-    compiled = _Compiled(code, filename, lines, wrapped)
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    with _cache_lock:
-        _cache[source] = compiled
-        while len(_cache) > _CACHE_SIZE:
-            _, old = _cache.popitem(last=False)
-            linecache.cache.pop(old.filename, None)
-    return compiled
-
-
-def _has_top_level_return(tree: ast.Module) -> bool:
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Return):
-            return True
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-    return False
-
-
-def _compile_wrapped(tree: ast.Module, filename: str) -> CodeType:
-    """Compile `def __noetl_step__(): global <every name the body binds>; <body>`.
-
-    The `global` declaration keeps module semantics (assignments land in the globals, input names can be
-    reassigned, nested functions see top-level names); the compiler's own scope analysis of a first pass
-    tells which names the body binds. Nodes keep their line numbers, so tracebacks point at user lines.
-    """
-    body = list(tree.body)
-    future: list[ast.stmt] = []
-    start = 1 if body and _is_docstring(body[0]) else 0
-    while start < len(body):
-        stmt = body[start]
-        if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
-            future.append(body.pop(start))
-        else:
-            break
-
-    def build(stmts: list[ast.stmt]) -> CodeType:
-        fields: dict[str, Any] = {
-            "name": _STEP_FUNC,
-            "args": ast.arguments(
-                posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]
-            ),
-            "body": stmts,
-            "decorator_list": [],
-            "returns": None,
-            "lineno": 1,
-            "col_offset": 0,
-        }
-        if "type_params" in ast.FunctionDef._fields:
-            fields["type_params"] = []
-        module = ast.Module(body=[*future, ast.FunctionDef(**fields)], type_ignores=[])
-        ast.fix_missing_locations(module)
-        return compile(module, filename, "exec")
-
-    first = build(body)
-    func_code = next(c for c in first.co_consts if isinstance(c, CodeType) and c.co_name == _STEP_FUNC)
-    bound = sorted(set(func_code.co_varnames) | set(func_code.co_cellvars))
-    if not bound:
-        return first
-    declare = ast.Global(names=bound)
-    ast.copy_location(declare, body[0])
-    return build([declare, *body])
-
-
-def _is_docstring(stmt: ast.stmt) -> bool:
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Constant)
-        and isinstance(stmt.value.value, str)
-    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -283,17 +85,20 @@ class _Outcome:
     status: ToolStatus
     data: Any = None
     error: str | None = None
+    kind: str | None = None  # failure kind (noetl.tools.failure) when status is not success
 
 
 def _execute(spec: _Spec) -> _Outcome:
-    compiled: _Compiled | None = None
+    compiled: Compiled | None = None
+    libs = Libs()
     try:
-        compiled = _compile(spec.source)
-        glb = _globals(spec)
+        compiled = compile_source(spec.source)
+        libs = load_libs(spec.libs)
+        glb = _globals(spec, libs)
         exec(compiled.code, glb)
         result: Any = None
         if compiled.wrapped:
-            result = glb.pop(_STEP_FUNC)()
+            result = glb.pop(STEP_FUNC)()
         if result is None:
             result = glb.get("result")
             if "result" in spec.inputs and result is spec.inputs["result"]:
@@ -304,14 +109,18 @@ def _execute(spec: _Spec) -> _Outcome:
                 result = _call_main(main, spec)
         return _Outcome("success", to_jsonable(result))
     except _StepTimeout:
-        return _Outcome("timeout", error="python code timed out")
-    except _LibError as exc:
-        return _Outcome("error", error=str(exc))
+        return _TIMED_OUT
+    except LibError as exc:
+        return _Outcome("error", error=str(exc), kind=failure.TOOL)
+    except ModuleNotFoundError as exc:
+        hint = missing_module_message(exc, libs.missing)
+        text = _describe(exc, compiled)
+        return _Outcome("error", error=f"{hint}\n{text}" if hint else text, kind=failure.TOOL)
     except BaseException as exc:
-        return _Outcome("error", error=_describe(exc, compiled))
+        return _Outcome("error", error=_describe(exc, compiled), kind=failure.classify_exception(exc))
 
 
-def _globals(spec: _Spec) -> dict[str, Any]:
+def _globals(spec: _Spec, libs: Libs) -> dict[str, Any]:
     glb: dict[str, Any] = {
         "__builtins__": builtins,
         "__name__": _MODULE_NAME,
@@ -324,69 +133,8 @@ def _globals(spec: _Spec) -> dict[str, Any]:
     glb.update(spec.inputs)
     if "input_data" not in spec.inputs:
         glb["input_data"] = dict(spec.inputs) if isinstance(spec.input_value, Mapping) else spec.input_value
-    _import_libs(spec.libs, glb)
+    glb.update(libs.bindings)
     return glb
-
-
-def _import_libs(libs: Any, glb: dict[str, Any]) -> None:
-    if libs is None or libs == "" or libs == {} or libs == []:
-        return
-    if isinstance(libs, str):
-        libs = [libs]
-    if isinstance(libs, Mapping):
-        for alias, target in libs.items():
-            glb[str(alias)] = _import_one(str(alias), target)
-        return
-    if isinstance(libs, (list, tuple)):
-        for item in libs:
-            if isinstance(item, Mapping):
-                _import_libs(item, glb)
-            elif isinstance(item, str):
-                name, _, alias = (part.strip() for part in item.partition(" as "))
-                if alias:
-                    glb[alias] = _import_one(alias, name)
-                else:
-                    _import_one(name, name)  # `import a.b` binds `a`
-                    top = name.split(".")[0]
-                    glb[top] = _import_one(top, top)
-            else:
-                raise _LibError(f"libs: cannot read entry {item!r} (expected a module name)")
-        return
-    raise _LibError("libs must be a map {alias: module} or a list of module names")
-
-
-def _import_one(alias: str, target: Any) -> Any:
-    if target is None or target is True:
-        target = alias
-    try:
-        if isinstance(target, str):
-            return importlib.import_module(target)
-        if isinstance(target, Mapping):
-            source = target.get("from")
-            name = target.get("import") or target.get("module")
-            if source and name:
-                module = importlib.import_module(str(source))
-                try:
-                    return getattr(module, str(name))
-                except AttributeError:
-                    return importlib.import_module(f"{source}.{name}")
-            if source or name:
-                return importlib.import_module(str(source or name))
-    except Exception as exc:
-        raise _LibError(
-            f"cannot import lib '{alias}' ({_describe_target(target)}): {type(exc).__name__}: {exc}"
-        ) from None
-    raise _LibError(
-        f"lib '{alias}': expected a module name or {{from: <package>, import: <name>}}, got {target!r}"
-    )
-
-
-def _describe_target(target: Any) -> str:
-    if isinstance(target, Mapping) and target.get("from") and target.get("import"):
-        return f"from {target['from']} import {target['import']}"
-    if isinstance(target, Mapping):
-        return str(target.get("from") or target.get("import") or target.get("module"))
-    return str(target)
 
 
 def _call_main(main: Callable[..., Any], spec: _Spec) -> Any:
@@ -432,7 +180,7 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _describe(exc: BaseException, compiled: _Compiled | None) -> str:
+def _describe(exc: BaseException, compiled: Compiled | None) -> str:
     message = str(exc)
     if isinstance(exc, SyntaxError):
         text = f"SyntaxError: {exc.msg}"
@@ -448,7 +196,7 @@ def _describe(exc: BaseException, compiled: _Compiled | None) -> str:
     where: list[str] = []
     for frame in frames[-3:]:
         lineno = frame.lineno or 0
-        name = "<module>" if frame.name == _STEP_FUNC else frame.name
+        name = "<module>" if frame.name == STEP_FUNC else frame.name
         text = compiled.lines[lineno - 1].strip() if 0 < lineno <= len(compiled.lines) else ""
         where.append(f"  at line {lineno}, in {name}: {text}" if text else f"  at line {lineno}, in {name}")
     return "\n".join([head, *where])
@@ -474,8 +222,8 @@ class _Job:
 
     def __init__(self, spec: _Spec, on_done: Callable[[_Outcome], None]) -> None:
         self.spec = spec
-        self.stdout = _BoundedText()
-        self.stderr = _BoundedText()
+        self.stdout = BoundedText()
+        self.stderr = BoundedText()
         self._on_done = on_done
         self._lock = threading.Lock()
         self._thread_id: int | None = None
@@ -491,8 +239,8 @@ class _Job:
                     self._started = True
                     self._thread_id = threading.get_ident()
             if self._started:
-                _capture.stdout = self.stdout
-                _capture.stderr = self.stderr
+                capture.stdout = self.stdout
+                capture.stderr = self.stderr
                 outcome = _execute(self.spec)
         except _StepTimeout:
             outcome = _TIMED_OUT
@@ -510,8 +258,8 @@ class _Job:
             pass
 
     def _disarm(self) -> None:
-        _capture.stdout = None
-        _capture.stderr = None
+        capture.stdout = None
+        capture.stderr = None
         with self._lock:
             self._thread_id = None
             if self.injected:
@@ -538,7 +286,7 @@ class _Job:
             timer.start()
 
 
-_TIMED_OUT = _Outcome("timeout", error="python code timed out")
+_TIMED_OUT = _Outcome("timeout", error="python code timed out", kind=failure.TIMEOUT)
 _REINJECT_TIMES = 20
 _REINJECT_SECONDS = 0.25
 
@@ -608,22 +356,23 @@ class PythonTool:
     async def run(self, config: dict[str, Any], ctx: ToolContext) -> ToolResult:
         started = time.perf_counter()
 
-        def finish(
-            status: ToolStatus, data: Any = None, error: str | None = None, job: _Job | None = None
-        ) -> ToolResult:
+        def finish(outcome: _Outcome, job: _Job | None = None) -> ToolResult:
+            kind = outcome.kind if outcome.status != "success" else None
             return ToolResult(
-                status=status,
-                data=data,
-                error=error,
+                status=outcome.status,
+                data=outcome.data,
+                error=outcome.error,
+                error_kind=kind,
+                retryable=failure.is_retryable(kind),
                 stdout=job.stdout.getvalue() if job else None,
                 stderr=job.stderr.getvalue() if job else None,
                 duration_ms=(time.perf_counter() - started) * 1000.0,
             )
 
         try:
-            source = _source(config, ctx)
-        except (OSError, ValueError) as exc:
-            return finish("error", error=str(exc))
+            source = await _source(config, ctx)
+        except ScriptError as exc:
+            return finish(_Outcome("error", error=str(exc), kind=failure.TOOL))
         raw_input = config.get("input", config.get("args"))
         if raw_input is None:
             raw_input = {}
@@ -639,7 +388,7 @@ class PythonTool:
         )
         timeout = timeout_seconds(config, ctx)
 
-        _install_proxies()
+        install_proxies()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Outcome] = loop.create_future()
 
@@ -658,14 +407,14 @@ class PythonTool:
                 outcome = await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
             job.interrupt()
-            return finish("timeout", error=f"python code timed out after {timeout:g} s", job=job)
+            text = f"python code timed out after {timeout:g} s"
+            return finish(_Outcome("timeout", error=text, kind=failure.TIMEOUT), job)
         except asyncio.CancelledError:
             job.interrupt()
             raise
-        error = outcome.error
         if outcome.status == "timeout":  # only when the call was interrupted in a race with its deadline
-            error = f"python code timed out after {timeout or 0:g} s"
-        return finish(outcome.status, outcome.data, error, job)
+            outcome = replace(outcome, error=f"python code timed out after {timeout or 0:g} s")
+        return finish(outcome, job)
 
 
 def _resolve(waiter: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
@@ -673,7 +422,7 @@ def _resolve(waiter: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
         waiter.set_result(outcome)
 
 
-def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
+async def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
     code = config.get("code")
     if code is not None and code != "":
         return code if isinstance(code, str) else str(code)
@@ -683,30 +432,8 @@ def _source(config: Mapping[str, Any], ctx: ToolContext) -> str:
             try:
                 return base64.b64decode(str(encoded)).decode("utf-8")
             except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"python: '{key}' is not valid base64 UTF-8 text: {exc}") from None
+                raise ScriptError(f"python: '{key}' is not valid base64 UTF-8 text: {exc}") from None
     script = config.get("script")
     if script:
-        if isinstance(script, str):
-            return _read_script(script, ctx)
-        if isinstance(script, Mapping):
-            src = script.get("source")
-            src = src if isinstance(src, Mapping) else {}
-            kind = str(src.get("type") or ("inline" if src.get("code") else "file"))
-            if kind == "inline" and src.get("code"):
-                return str(src["code"])
-            path = script.get("uri") or script.get("path")
-            if kind == "file" and path:
-                return _read_script(str(path), ctx)
-            raise ValueError(
-                f"python: script source type '{kind}' is not supported (use code, or a file script)"
-            )
-    raise ValueError("python: the tool needs 'code' (or 'code_b64', or a file 'script')")
-
-
-def _read_script(path: str, ctx: ToolContext) -> str:
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    file = Path(path)
-    if not file.is_absolute() and ctx.base_path:
-        file = Path(ctx.base_path) / file
-    return file.read_text(encoding="utf-8")
+        return await read_script(script, ctx, tool="python")
+    raise ScriptError("python: the tool needs 'code' (or 'code_b64', or a 'script' file or URL)")

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 
 __all__ = ["ShellTool"]
@@ -49,7 +50,9 @@ class ShellTool:
         try:
             commands, many = _commands(config)
         except ValueError as exc:
-            return ToolResult(status="error", error=str(exc), duration_ms=elapsed_ms(started))
+            return ToolResult(
+                status="error", error=str(exc), error_kind=failure.TOOL, duration_ms=elapsed_ms(started)
+            )
         shell = str(config.get("shell") or "/bin/sh")
         cwd = config.get("cwd")
         cwd = str(cwd) if cwd not in (None, "") else None
@@ -100,10 +103,13 @@ class ShellTool:
                 {"command": r.command, "exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}
                 for r in runs
             ]
+        kind = None if status == "success" else failure.TIMEOUT if status == "timeout" else failure.TOOL
         return ToolResult(
             status=status,
             data=data,
             error=error,
+            error_kind=kind,
+            retryable=failure.is_retryable(kind),
             stdout=_truncate(stdout),
             stderr=_truncate(stderr),
             exit_code=exit_code,

@@ -1,7 +1,9 @@
 """`tool.spec.policy.rules`: what to do with one attempt's outcome.
 
 Inside a rule, `output` is the attempt's outcome: `{status: ok|error, data, error: {message,
-status, retryable, kind}, http: {status, headers}, exit_code, attempt}`.
+status, retryable, kind}, http: {status, headers}, exit_code, attempt}`. `error.kind` is one of
+`noetl.tools.failure.KINDS` (server_error, rate_limit, auth, not_found, client_error, timeout,
+connection, tool); `error.retryable` is true for server_error, rate_limit, timeout and connection.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def outcome_view(result: ToolResult, attempt: int) -> dict[str, Any]:
         view["error"] = {
             "message": result.error or result.status,
             "status": result.http_status,
-            "retryable": result.retryable or result.status == "timeout",
-            "kind": result.status,
+            "retryable": result.is_retryable,
+            "kind": result.failure_kind,
         }
     if result.http_status is not None:
         headers = result.data.get("headers") if isinstance(result.data, Mapping) else None
