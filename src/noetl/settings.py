@@ -147,6 +147,18 @@ class Settings:
         None,
         "File holding the admin token when NOETL_API_TOKEN is unset; unset: api-token in the data dir.",
     )
+    result_store_dir: str | None = _var(
+        "NOETL_RESULT_STORE_DIR",
+        as_text,
+        None,
+        "Folder of externalised large results (`result_ref`); unset: results in the data dir.",
+    )
+    result_inline_max_bytes: int = _var(
+        "NOETL_RESULT_INLINE_MAX_BYTES",
+        as_positive_int,
+        10 * 1024 * 1024,
+        "Results larger than this are stored aside and referenced (`_ref`).",
+    )
     max_body_bytes: int = _var(
         "NOETL_MAX_BODY_BYTES", as_positive_int, 10 * 1024 * 1024, "Largest request body the API takes."
     )

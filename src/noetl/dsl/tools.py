@@ -10,9 +10,9 @@ import copy
 from typing import Any, cast
 
 from noetl.dsl.checks import Checks, found, line_of, show
+from noetl.dsl.kinds import supported_kinds
 from noetl.dsl.model import ToolSpec
 from noetl.dsl.policy import parse_policy
-from noetl.tools.base import supported_kinds
 
 # Fields a tool kind cannot run without: (accepted keys, first one preferred; what it is).
 # Where the SQL tools read their SQL from (noetl.tools.scripts.sql_texts).

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
+from noetl.dsl.kinds import TOOL_KINDS
 from noetl.errors import ToolError
 from noetl.tools import failure
 
@@ -145,25 +146,8 @@ class Tool(Protocol):
 
 
 # kind -> "module:attribute"; modules are imported on first use.
-_REGISTRY: dict[str, str] = {
-    "python": "noetl.tools.python:PythonTool",
-    "noop": "noetl.tools.noop:NoopTool",
-    "shell": "noetl.tools.shell:ShellTool",
-    "duckdb": "noetl.tools.duckdb:DuckDBTool",
-    "ducklake": "noetl.tools.duckdb:DuckDBTool",
-    "http": "noetl.tools.http:HttpTool",
-    "postgres": "noetl.tools.postgres:PostgresTool",
-    "transfer": "noetl.tools.transfer:TransferTool",
-    "artifact": "noetl.tools.artifact:ArtifactTool",
-}
+_REGISTRY = TOOL_KINDS  # shared with the parser, which checks kinds against it
 _INSTANCES: dict[str, Tool] = {}
-
-# Kinds the engine itself handles (nested playbooks, pipelines, workbook references).
-ENGINE_KINDS = frozenset({"playbook", "task_sequence", "workbook"})
-
-
-def supported_kinds() -> frozenset[str]:
-    return frozenset(_REGISTRY) | ENGINE_KINDS
 
 
 def register(kind: str, target: str) -> None:

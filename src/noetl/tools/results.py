@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import orjson
+
+from noetl.settings import settings
 
 __all__ = [
     "FileResultStore",
@@ -126,7 +127,7 @@ class FileResultStore:
 
 
 def _default_root() -> Path:
-    configured = os.environ.get("NOETL_RESULT_STORE_DIR")
+    configured = settings().result_store_dir
     if configured:
         return Path(configured).expanduser()
     from platformdirs import user_data_dir
@@ -152,8 +153,7 @@ def set_result_store(store: ResultStore | None) -> None:
 
 
 def inline_max_bytes() -> int:
-    raw = os.environ.get("NOETL_RESULT_INLINE_MAX_BYTES", "")
-    return int(raw) if raw.strip().isdigit() else DEFAULT_INLINE_MAX_BYTES
+    return settings().result_inline_max_bytes
 
 
 # --------------------------------------------------------------------------------------------
