@@ -262,6 +262,11 @@ class ControlPlane:
         head = command_id.split(":", 1)[0]
         engine = self.orchestrator.engines.get(int(head)) if head.isdigit() else None
         command = engine.state.commands.get(command_id) if engine is not None else None
+        if engine is not None and command is not None and command.status == "issued":
+            # A worker running the command from its notification (not claimed yet): asking for
+            # its secret is its claim, checked like one.
+            self._claim_for_secret(engine.execution_id, command.event_id, worker_id)
+            command = engine.state.commands.get(command_id)
         if engine is None or command is None or command.status == "issued" or command.worker_id != worker_id:
             raise Forbidden(f"worker '{worker_id}' holds no running command {command_id}")
         issued = self.store.get_event(command.event_id)
@@ -281,6 +286,15 @@ class ControlPlane:
         )
         self.orchestrator.react(engine.execution_id, lambda _engine: [read])
         return credential
+
+    def _claim_for_secret(self, execution_id: int, issued_id: int, worker_id: str) -> None:
+        issued = self.store.get_event(issued_id)
+        if issued is None:
+            return
+        claim = self.orchestrator.events_for(worker_id).claimed(Command.from_event(issued))
+        outcome = self.orchestrator.ingest([claim])
+        if outcome.rejected:
+            raise Forbidden(f"worker '{worker_id}' may not claim command {claim.command_id}")
 
     # ------------------------------------------------------------------ executions
 
