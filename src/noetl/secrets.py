@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, quote_plus
@@ -121,8 +121,7 @@ class Secrets:
             self._masker(target).add(value)
 
     def masker(self, execution_id: int) -> Masker | None:
-        with self._guard:
-            return self._maskers.get(execution_id)
+        return self._maskers.get(execution_id)  # a dict read is atomic: no lock on the hot path
 
     def _masker(self, execution_id: int) -> Masker:
         with self._guard:
@@ -153,6 +152,16 @@ def current_execution(execution_id: int) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def enter_execution(execution_id: int) -> Token[int | None]:
+    """`current_execution` without a context manager (for the executor's hot path): pass the
+    token to `leave_execution` when the command is done."""
+    return _current.set(execution_id)
+
+
+def leave_execution(token: Token[int | None]) -> None:
+    _current.reset(token)
 
 
 class _CurrentMasker:

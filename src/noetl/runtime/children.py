@@ -58,7 +58,7 @@ class ChildWaiter:
         return await asyncio.to_thread(fn) if self.threaded else fn()
 
     def _on_event(self, event: Event) -> None:
-        if event.event_type not in ev.TERMINAL_TYPES:
+        if not self._waiting or event.event_type not in ev.TERMINAL_TYPES:
             return
         with self._guard:
             waiting = self._waiting.get(event.execution_id)

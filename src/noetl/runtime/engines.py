@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 from noetl.dsl import parse_playbook
 from noetl.dsl.model import Playbook
@@ -45,12 +46,20 @@ class EngineCache:
 
     # ------------------------------------------------------------------ locks
 
+    def lock(self, execution_id: int) -> AbstractContextManager[Any]:
+        """Serialise work on one execution (re-entrant in this thread). On a store other processes
+        share, the outermost holder also takes the store's cross-process lock and drops a cached
+        engine that missed writes."""
+        lock = self._locks.get(execution_id)
+        if lock is None:
+            with self._guard:
+                lock = self._locks.setdefault(execution_id, threading.RLock())
+        if not self.store.shared:
+            return lock  # one process owns the store: the lock in this process is all it takes
+        return self._shared(execution_id, lock)
+
     @contextmanager
-    def lock(self, execution_id: int) -> Iterator[None]:
-        """Serialise work on one execution (re-entrant in this thread). The outermost holder also
-        takes the store's cross-process lock and drops a cached engine that missed writes."""
-        with self._guard:
-            lock = self._locks.setdefault(execution_id, threading.RLock())
+    def _shared(self, execution_id: int, lock: threading.RLock) -> Iterator[None]:
         with lock:
             depth = self._depth.get(execution_id, 0)
             self._depth[execution_id] = depth + 1

@@ -37,6 +37,7 @@ from noetl.worker.slots import Hold
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16
+STARTED_REPORT_DELAY = 0.5  # a command running longer reports its claim and start at once
 LOCAL_WORKER = "local-worker"
 
 
@@ -247,18 +248,37 @@ class LocalRuntime:
         return work
 
     async def _run_command(self, event: Event, hold: Hold) -> None:
+        """Run one command. Its claim and start are reported with its outcome, in one write (or
+        after STARTED_REPORT_DELAY, for a command still running then); meanwhile the command is
+        handed over, so a failing run waits for it as for a claimed one."""
         runner = self.runner
         assert runner is not None
         command = Command.from_event(event)
         engine = self.orchestrator.engines.cached(command.execution_id)
         if engine is None or not engine.accepts(command.command_id):
             return
+        engine.hand_over(command.command_id)
         base = source_dir(engine.playbook)
         executor = runner.executor(command, hold, base_path=str(base) if base else None)
-        self._report(executor.events.claimed(command))
-        self._report(executor.events.started(command))
-        for done in await runner.execute(executor, command, report=self._report):
-            self._report(done)
+        opening = [executor.events.claimed(command), executor.events.started(command)]
+
+        def report(event: Event) -> None:
+            while opening:  # the claim goes first
+                self._report(opening.pop(0))
+            self._report(event)
+
+        early = asyncio.get_running_loop().call_later(STARTED_REPORT_DELAY, self._report_opening, opening)
+        try:
+            outcome = await runner.execute(executor, command, report=report)
+        finally:
+            early.cancel()
+        for done in outcome:
+            report(done)
+
+    def _report_opening(self, opening: list[Event]) -> None:
+        """A command still running: its claim and start are recorded now."""
+        while opening:
+            self._report(opening.pop(0))
 
 
 __all__ = ["LocalRuntime", "NoetlError", "RunOutcome"]

@@ -241,7 +241,7 @@ class Orchestrator:
             command_id = event.command_id
             if command_id is not None and command_id in rejected:
                 continue
-            if not self._accepts(engine, event, rejected):
+            if not self._accepts(engine, event, command_id, rejected):
                 continue
             seen.add(event.event_id)
             self.stamp(engine, event)
@@ -249,8 +249,9 @@ class Orchestrator:
             out.extend(engine.react(event))
         return out
 
-    def _accepts(self, engine: Engine, event: Event, rejected: dict[str, None]) -> bool:
-        command_id = event.command_id
+    def _accepts(
+        self, engine: Engine, event: Event, command_id: str | None, rejected: dict[str, None]
+    ) -> bool:
         if event.event_type == ev.COMMAND_CLAIMED and command_id is not None:
             try:
                 # False: this worker's claim is recorded already.
@@ -263,18 +264,26 @@ class Orchestrator:
                 )
                 rejected[command_id] = None
                 return False
-        if event.event_type in COMMAND_EVENTS and command_id not in engine.state.commands:
+        if command_id is None:
+            return event.event_type not in COMMAND_EVENTS
+        current = engine.state.commands.get(command_id)
+        if current is None:
             # A superseded attempt (its lease expired) or an unknown command: its result is not
             # accepted, so each command's result is recorded once.
-            log.info(
-                "ignoring %s for a command that is not open",
-                event.event_type,
-                extra={"command_id": command_id, "worker_id": event.worker_id},
-            )
-            if command_id is not None:
-                rejected[command_id] = None
-            return False
-        return True
+            why = "a command that is not open"
+        elif current.status == "issued" or current.worker_id != event.worker_id:
+            # Only the worker holding the command (its claim recorded) reports about it.
+            why = f"a command held by {current.worker_id or 'nobody'}"
+        else:
+            return True
+        log.info(
+            "ignoring %s for %s",
+            event.event_type,
+            why,
+            extra={"command_id": command_id, "worker_id": event.worker_id},
+        )
+        rejected[command_id] = None
+        return False
 
     def react(self, execution_id: int, decide: Callable[[Engine], list[Event]]) -> list[Event]:
         """Let the engine decide something under the execution's lock (`decide(engine)` returns

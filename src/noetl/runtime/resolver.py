@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,12 @@ def source_dir(playbook: Playbook | None) -> Path | None:
     """The folder of a playbook read from a file (None for catalog playbooks)."""
     if playbook is None or not playbook.source or playbook.source.startswith("catalog:"):
         return None
-    return Path(playbook.source).resolve().parent
+    return _folder(playbook.source)
+
+
+@functools.lru_cache(maxsize=256)
+def _folder(source: str) -> Path:
+    return Path(source).resolve().parent  # asked for every command: resolved once per file
 
 
 def _roots(base_dir: Path | None) -> list[Path]:

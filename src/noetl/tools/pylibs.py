@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +70,8 @@ def normalise(name: str) -> str:
 def _installed_modules() -> dict[str, tuple[str, ...]]:
     """Installed distribution (normalised) -> its top-level import names."""
     found: dict[str, list[str]] = {}
+    import importlib.metadata  # only when a playbook lists libraries: it is slow to import
+
     for module, dists in importlib.metadata.packages_distributions().items():
         for dist in dists:
             found.setdefault(normalise(dist), []).append(module)

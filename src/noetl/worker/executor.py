@@ -19,7 +19,7 @@ from noetl.engine import events as ev
 from noetl.engine.events import Event, utcnow
 from noetl.engine.results import normalise_set_key, plain, view_of
 from noetl.errors import NoetlError, TemplateError
-from noetl.secrets import current_execution
+from noetl.secrets import enter_execution, leave_execution
 from noetl.status import COMPLETED
 from noetl.template import render_value
 from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool
@@ -77,17 +77,19 @@ class Executor:
             else:
                 notes.append(event)
 
+        current = enter_execution(command.execution_id)  # secrets resolved now belong to it
         try:
-            with current_execution(command.execution_id):  # secrets resolved now belong to it
-                if isinstance(command.tool_config, list):
-                    data, status, error, ctx_updates, extra = await self._pipeline(command, note)
-                else:
-                    data, status, error, ctx_updates, extra = await self._single(command, note)
+            if isinstance(command.tool_config, list):
+                data, status, error, ctx_updates, extra = await self._pipeline(command, note)
+            else:
+                data, status, error, ctx_updates, extra = await self._single(command, note)
         except NoetlError as exc:
             data, status, error, ctx_updates, extra = None, "error", str(exc), {}, {}
         except Exception as exc:  # a bug in a tool must not take the worker down
             log.exception("command %s crashed", command.command_id)
             data, status, error, ctx_updates, extra = None, "error", f"{type(exc).__name__}: {exc}", {}, {}
+        finally:
+            leave_execution(current)
         duration_ms = round((time.perf_counter() - begin) * 1000, 3)
         if status == "failed":
             notes.extend(self.events.failed(command, str(error)))

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from noetl.engine.events import Event
@@ -90,19 +89,21 @@ class CommandRunner:
         notification): the caller gives back the slot it took."""
         if command_id in self._commands:
             return None
-        task = self.spawn(self._hold(work, holding), name=f"noetl-command-{command_id}")
+        task = self.spawn(self._hold(command_id, execution_id, work, holding))
         self._commands[command_id] = task
         self._executions.setdefault(execution_id, set()).add(command_id)
-        task.add_done_callback(lambda _t: self._forget(command_id, execution_id))
         return task
 
-    async def _hold(self, work: Callable[[Hold], Awaitable[None]], holding: bool) -> None:
+    async def _hold(
+        self, command_id: str, execution_id: int, work: Callable[[Hold], Awaitable[None]], holding: bool
+    ) -> None:
         hold = Hold(self.slots, holding=holding)
         try:
             await hold.take()
             await work(hold)
         finally:
             hold.release()
+            self._forget(command_id, execution_id)
 
     def _forget(self, command_id: str, execution_id: int) -> None:
         self._commands.pop(command_id, None)
@@ -147,16 +148,12 @@ class CommandRunner:
         self, executor: Executor, command: Command, report: Callable[[Event], None] | None = None
     ) -> list[Event]:
         """Run the command's tool (stoppable meanwhile); the events that finish it."""
-        with self._stoppable(command.command_id):
-            return await executor.execute(command, report=report)
-
-    @contextmanager
-    def _stoppable(self, command_id: str) -> Iterator[None]:
+        command_id = command.command_id
         current = asyncio.current_task()
         if current is not None:
             self._executing[command_id] = current
         try:
-            yield
+            return await executor.execute(command, report=report)
         finally:
             self._executing.pop(command_id, None)
 
