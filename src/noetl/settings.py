@@ -159,6 +159,12 @@ class Settings:
         10 * 1024 * 1024,
         "Results larger than this are stored aside and referenced (`_ref`).",
     )
+    loop_window: int = _var(
+        "NOETL_LOOP_WINDOW",
+        as_positive_int,
+        1000,
+        "Iterations a parallel loop without max_in_flight keeps issued at once.",
+    )
     max_body_bytes: int = _var(
         "NOETL_MAX_BODY_BYTES", as_positive_int, 10 * 1024 * 1024, "Largest request body the API takes."
     )

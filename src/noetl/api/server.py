@@ -126,6 +126,7 @@ def serve(
             server_url=public_url(host, port),
             notify=publisher.publish_later if publisher is not None else None,
             lease_seconds=settings().lease_seconds,
+            loop_window=settings().loop_window,
         )
         app = build_app(
             control,

@@ -79,8 +79,9 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
 
     async def main() -> Any:
         progress = None if quiet else Progress()
+        window = common.load_settings().loop_window
         async with LocalRuntime(
-            store, concurrency=concurrency, on_event=progress, node_lease=lease
+            store, concurrency=concurrency, on_event=progress, node_lease=lease, loop_window=window
         ) as runtime:
             task = asyncio.create_task(runtime.run(playbook, workload))
             try:

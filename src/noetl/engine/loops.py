@@ -1,5 +1,7 @@
 """Loop steps: entering one (rendering `loop.in` into its items) and issuing its iterations
-lazily, one at a time (sequential) or up to `max_in_flight` at once (parallel)."""
+lazily, one at a time (sequential) or up to `max_in_flight` at once (parallel; without it, up to
+a window of DEFAULT_LOOP_WINDOW, a setting), so a loop over a million items never has a million
+commands outstanding."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from noetl.engine.state import ExecutionState, StepState
 from noetl.errors import EngineError, TemplateError
 from noetl.template import render_value
 
+DEFAULT_LOOP_WINDOW = 1000  # commands a parallel loop without max_in_flight keeps outstanding
+
 
 class Loops:
     def __init__(
@@ -26,8 +30,11 @@ class Loops:
         contexts: RenderContext,
         outbox: Outbox,
         commands: Commands,
+        *,
+        window: int = DEFAULT_LOOP_WINDOW,
     ) -> None:
         self.playbook = playbook
+        self.window = max(1, window)
         self.state = state
         self.contexts = contexts
         self.outbox = outbox
@@ -70,7 +77,7 @@ class Loops:
         assert loop is not None
         spec = self.playbook.steps[step.name]
         if loop.mode == "parallel":
-            limit = loop.max_in_flight or loop.total
+            limit = loop.max_in_flight or self.window
         else:
             limit = 1
         if loop.issued >= loop.total or loop.in_flight >= limit:

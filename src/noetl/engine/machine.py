@@ -26,7 +26,7 @@ from noetl.engine.context import RenderContext, iteration_context
 from noetl.engine.events import Event, utcnow
 from noetl.engine.fold import Fold
 from noetl.engine.graph import Graph, analyse
-from noetl.engine.loops import Loops
+from noetl.engine.loops import DEFAULT_LOOP_WINDOW, Loops
 from noetl.engine.outbox import Outbox
 from noetl.engine.results import plain
 from noetl.engine.routing import Router
@@ -49,6 +49,7 @@ class Engine:
         stamp: Mapping[str, Any] | None = None,
         graph: Graph | None = None,
         max_attempts: int = 3,
+        loop_window: int = DEFAULT_LOOP_WINDOW,
     ) -> None:
         self.playbook = playbook
         self.graph = graph or analyse(playbook)
@@ -65,7 +66,9 @@ class Engine:
         self._fold = Fold(self.state, self.graph, self._contexts)
         self._outbox = Outbox(self.state, ids=ids, clock=clock, apply=self.apply, stamp=dict(stamp or {}))
         self._commands = Commands(self.state, self._outbox, ids=ids, max_attempts=max_attempts)
-        self._loops = Loops(playbook, self.state, self._contexts, self._outbox, self._commands)
+        self._loops = Loops(
+            playbook, self.state, self._contexts, self._outbox, self._commands, window=loop_window
+        )
         self._router = Router(
             playbook,
             self.graph,

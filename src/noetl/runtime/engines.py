@@ -18,6 +18,7 @@ from typing import Any
 from noetl.dsl import parse_playbook
 from noetl.dsl.model import Playbook
 from noetl.engine import events as ev
+from noetl.engine.loops import DEFAULT_LOOP_WINDOW
 from noetl.engine.machine import Engine
 from noetl.errors import PlaybookError, ValidationFailed
 from noetl.store.ports import CatalogEntry, Store
@@ -29,10 +30,18 @@ _STAMPED_META = ("trace", "parent_execution_id")
 
 
 class EngineCache:
-    def __init__(self, store: Store, *, ids: Callable[[], int], max_attempts: int = 3) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ids: Callable[[], int],
+        max_attempts: int = 3,
+        loop_window: int = DEFAULT_LOOP_WINDOW,
+    ) -> None:
         self.store = store
         self.ids = ids
         self.max_attempts = max_attempts
+        self.loop_window = loop_window
         self.max_ended = MAX_ENDED_ENGINES
         self._engines: dict[int, Engine] = {}
         # The ids of every event in each cached engine's log, so a repeated post is recognised
@@ -119,6 +128,7 @@ class EngineCache:
             parent_execution_id=parent_execution_id,
             stamp=stamp,
             max_attempts=self.max_attempts,
+            loop_window=self.loop_window,
         )
 
     def _rebuild(self, execution_id: int) -> Engine | None:

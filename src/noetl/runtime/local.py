@@ -19,6 +19,7 @@ from typing import Any
 from noetl.dsl.model import Playbook
 from noetl.engine import events as ev
 from noetl.engine.events import Event
+from noetl.engine.loops import DEFAULT_LOOP_WINDOW
 from noetl.engine.machine import Engine
 from noetl.errors import NoetlError
 from noetl.ids import Snowflake, default_ids
@@ -73,6 +74,7 @@ class LocalRuntime:
         ids: Snowflake | None = None,
         on_event: Callable[[Event], None] | None = None,
         node_lease: NodeLease | None = None,
+        loop_window: int = DEFAULT_LOOP_WINDOW,
     ) -> None:
         """`node_lease`: the snowflake node this runtime's ids use, leased from the store for
         as long as it runs (several processes may share a SQLite file)."""
@@ -81,7 +83,7 @@ class LocalRuntime:
         self.store = store
         self.concurrency = concurrency
         self.ids = ids or default_ids
-        self.orchestrator = Orchestrator(store, ids=self.ids, dispatch=self)
+        self.orchestrator = Orchestrator(store, ids=self.ids, dispatch=self, loop_window=loop_window)
         if on_event is not None:
             self.orchestrator.add_listener(on_event)
         self.children = ChildWaiter(self.orchestrator)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from noetl.dsl.model import Playbook
 from noetl.engine import events as ev
 from noetl.engine.events import Event
+from noetl.engine.loops import DEFAULT_LOOP_WINDOW
 from noetl.engine.machine import Engine
 from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
 from noetl.runtime.engines import EngineCache
@@ -103,12 +104,13 @@ class Orchestrator:
         dispatch: Dispatch,
         max_attempts: int = 3,
         emitter: str | None = None,
+        loop_window: int = DEFAULT_LOOP_WINDOW,
     ) -> None:
         self.store = store
         self.emitter = emitter  # recorded on `playbook_started` meta (the engine's own when None)
         self.ids = ids
         self.dispatch = dispatch
-        self.engines = EngineCache(store, ids=ids, max_attempts=max_attempts)
+        self.engines = EngineCache(store, ids=ids, max_attempts=max_attempts, loop_window=loop_window)
         self.resolver = PlaybookResolver(store, self.engines.playbook)
         self._listeners: list[Callable[[Event], None]] = []
         self._events = CommandEvents(ids=ids, worker_id=ENGINE_WORKER)

@@ -17,6 +17,7 @@ from typing import Any
 from noetl.dsl.resource import decode_resource
 from noetl.engine import events as ev
 from noetl.engine.events import Event
+from noetl.engine.loops import DEFAULT_LOOP_WINDOW
 from noetl.engine.machine import Engine
 from noetl.errors import Forbidden, NotFound, ValidationFailed
 from noetl.ids import Snowflake, default_ids
@@ -49,13 +50,19 @@ class ControlPlane:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         republish_after: float = DEFAULT_REPUBLISH_SECONDS,
         max_attempts: int = 3,
+        loop_window: int = DEFAULT_LOOP_WINDOW,
     ) -> None:
         self.store = store
         self.ids = ids or default_ids
         self.server_url = server_url
         self.lease_seconds = lease_seconds
         self.orchestrator = Orchestrator(
-            store, ids=self.ids, dispatch=self, max_attempts=max_attempts, emitter="control_plane"
+            store,
+            ids=self.ids,
+            dispatch=self,
+            max_attempts=max_attempts,
+            emitter="control_plane",
+            loop_window=loop_window,
         )
         self.offers = Offers(
             store,
