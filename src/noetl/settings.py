@@ -159,6 +159,19 @@ class Settings:
         10 * 1024 * 1024,
         "Results larger than this are stored aside and referenced (`_ref`).",
     )
+    tool_timeout_seconds: float = _var(
+        "NOETL_TOOL_TIMEOUT_SECONDS",
+        as_seconds,
+        3600.0,
+        "Time limit of a tool call without a `timeout` of its own.",
+    )
+    tool_memory_mb: int = _var(
+        "NOETL_TOOL_MEMORY_MB",
+        as_positive_int,
+        2048,
+        "Address-space limit of a python step's process, in MiB; `spec.max_memory_mb` on the tool"
+        " overrides it (and sets one for a shell step).",
+    )
     loop_window: int = _var(
         "NOETL_LOOP_WINDOW",
         as_positive_int,

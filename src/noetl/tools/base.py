@@ -115,6 +115,7 @@ class ToolContext:
     # Run a nested playbook and wait for it (pipelines with `kind: playbook` tasks).
     run_child: Callable[[ChildRequest], Awaitable[ChildResult]] | None = None
     base_path: str | None = None  # folder of the playbook file, for relative paths
+    memory_mb: int | None = None  # the step's own memory limit (`spec.max_memory_mb`), if any
 
 
 def timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:

@@ -1,16 +1,9 @@
-"""Output capture for the python tool: `print` in step code goes to the calling job's buffers.
-
-Thread-aware proxies replace `sys.stdout`/`sys.stderr`: a write from a thread that runs a step goes
-to that step's bounded buffer, any other write goes to the stream the proxy replaced.
-"""
+"""Output capture for the python tool: `print` in step code goes to a bounded buffer of the job
+(`noetl.tools.pychild` swaps `sys.stdout`/`sys.stderr` while a job runs)."""
 
 from __future__ import annotations
 
-import sys
-import threading
-from typing import Any, TextIO, cast
-
-__all__ = ["OUTPUT_LIMIT", "BoundedText", "capture", "install_proxies"]
+__all__ = ["OUTPUT_LIMIT", "BoundedText"]
 
 OUTPUT_LIMIT = 64 * 1024  # characters kept of stdout and of stderr per call
 
@@ -56,48 +49,3 @@ class BoundedText:
         tail = tail[-self._half :]
         omitted = self._total - len(head) - len(tail)
         return f"{head}\n... [{omitted} characters truncated] ...\n{tail}"
-
-
-capture = threading.local()  # .stdout / .stderr: the current thread's BoundedText, or None
-
-
-class ThreadAwareStream:
-    """Stands in for sys.stdout/sys.stderr: writes go to the current thread's capture buffer if one is
-    active, else to the stream it replaced."""
-
-    def __init__(self, real: TextIO | None, slot: str) -> None:
-        self._real = real
-        self._slot = slot
-
-    def write(self, text: str) -> int:
-        buf: BoundedText | None = getattr(capture, self._slot, None)
-        if buf is not None:
-            return buf.write(text)
-        if self._real is None:
-            return len(text)
-        return self._real.write(text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        if getattr(capture, self._slot, None) is None and self._real is not None:
-            self._real.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-_install_lock = threading.Lock()
-
-
-def install_proxies() -> None:
-    """Put the proxies in place (again, if something such as pytest swapped sys.stdout since)."""
-    if isinstance(sys.stdout, ThreadAwareStream) and isinstance(sys.stderr, ThreadAwareStream):
-        return
-    with _install_lock:
-        if not isinstance(sys.stdout, ThreadAwareStream):
-            sys.stdout = cast(TextIO, ThreadAwareStream(sys.stdout, "stdout"))
-        if not isinstance(sys.stderr, ThreadAwareStream):
-            sys.stderr = cast(TextIO, ThreadAwareStream(sys.stderr, "stderr"))

@@ -8,7 +8,11 @@ import sys
 
 log = logging.getLogger(__name__)
 
-_CLOSERS = {"noetl.tools.postgres": "close_pools", "noetl.tools.http": "close_clients"}
+_CLOSERS = {
+    "noetl.tools.postgres": "close_pools",
+    "noetl.tools.http": "close_clients",
+    "noetl.tools.pyprocess": "close_processes",
+}
 
 
 async def close_tool_resources() -> None:

@@ -3,7 +3,9 @@
 Config: `command` (a string; a list is read as `cmds`) or `cmds` (strings run in order, stopping at the first
 non-zero exit); `shell` (default `/bin/sh`), `cwd`, `env` (added to the inherited environment),
 `timeout`/`timeout_seconds` (one deadline for the whole call; on expiry the command's process group is
-killed and the status is `timeout`).
+killed and the status is `timeout`). With `spec.max_memory_mb`, the commands run under that
+address-space limit (`ulimit -v`); without it they have none (a JVM reserves more address space than
+it uses, so a default limit would break such commands).
 
 Result data: `{exit_code, stdout, stderr}` (for `cmds` the texts of every command run, concatenated, plus
 `commands: [{command, exit_code, stdout, stderr}]`). stdin is /dev/null; each command runs in its own
@@ -77,7 +79,8 @@ class ShellTool:
                 status, error = "timeout", f"command timed out after {timeout:g} s"
                 break
             try:
-                run = await _run_one(command, shell, cwd, env, remaining)
+                run = await _run_one(_limited(command, ctx.memory_mb), shell, cwd, env, remaining)
+                run.command = command
             except OSError as exc:
                 runs.append(_Run(command, None, "", str(exc)))
                 status, error = "error", f"cannot start command: {exc}"
@@ -183,6 +186,13 @@ async def _drain(stream: asyncio.StreamReader, sink: bytearray) -> None:
         dropped += max(0, len(chunk) - max(room, 0))
     if dropped:
         sink += f"\n... [{dropped} bytes dropped] ...\n".encode()
+
+
+def _limited(command: str, memory_mb: int | None) -> str:
+    """The command under the step's address-space limit (`ulimit -v`, inherited by what it runs)."""
+    if not memory_mb:
+        return command
+    return f"ulimit -v {memory_mb * 1024} 2>/dev/null\n{command}"
 
 
 def _kill_group(pid: int) -> None:

@@ -20,6 +20,7 @@ from noetl.engine.events import Event, utcnow
 from noetl.engine.results import normalise_set_key, plain, view_of
 from noetl.errors import NoetlError, TemplateError
 from noetl.secrets import enter_execution, leave_execution
+from noetl.settings import settings
 from noetl.status import COMPLETED
 from noetl.template import render_value
 from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool
@@ -28,6 +29,7 @@ from noetl.worker.command import Command, CommandEvents, child_request
 
 log = logging.getLogger(__name__)
 
+_TIMEOUT_GRACE = 5.0  # seconds a tool gets past its limit to stop on its own before it is cut off
 _MAX_TASK_RUNS = 10_000  # guards pipelines whose `jump` rules loop forever
 _OUTPUT_LIMIT = 64 * 1024
 
@@ -106,7 +108,7 @@ class Executor:
     ) -> tuple[Any, str, str | None, dict[str, Any], dict[str, Any]]:
         config = dict(command.tool_config) if isinstance(command.tool_config, Mapping) else {}
         rules = policy.rules_from_config(config)
-        config.pop("spec", None)
+        _lift_limits(config)
         task_set = config.pop("set", None)
         scope = dict(command.render_context)
         scope.setdefault("ctx", {})
@@ -149,7 +151,7 @@ class Executor:
             kind = str(task.get("kind", "noop"))
             raw = {k: v for k, v in task.items() if k not in ("name", "kind")}
             rules = policy.rules_from_config(raw)
-            raw.pop("spec", None)
+            _lift_limits(raw)
             task_set = raw.pop("set", None)
             try:
                 raw_input = raw.pop("input", raw.pop("args", None))
@@ -245,23 +247,33 @@ class Executor:
         self, command: Command, kind: str, config: dict[str, Any], attempt: int
     ) -> ToolResult:
         begin = time.perf_counter()
-        timeout = config.get("timeout")
+        timeout = (
+            _positive(config.get("timeout"))
+            or _positive(config.get("timeout_seconds"))
+            or settings().tool_timeout_seconds
+        )
         ctx = ToolContext(
             execution_id=command.execution_id,
             step=command.step,
             command_id=command.command_id,
             render_context=command.render_context,
             credentials=self.credentials,
-            timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
+            timeout=timeout,
             attempt=attempt,
             run_child=self.run_child,
             base_path=self.base_path,
+            memory_mb=_memory_mb(config.pop("max_memory_mb", None)),
         )
         try:
             if kind == "playbook":
                 result = await self._run_playbook(config, ctx)
             else:
-                result = await get_tool(kind).run(config, ctx)
+                # Every tool stops at its time limit (a tool that does not watch it is cut off).
+                result = await asyncio.wait_for(get_tool(kind).run(config, ctx), timeout + _TIMEOUT_GRACE)
+        except TimeoutError:
+            result = ToolResult(
+                status="error", error=f"{kind} tool timed out after {timeout:g} s", retryable=True
+            )
         except NoetlError as exc:
             retryable = bool(getattr(exc, "retryable", False))
             result = ToolResult(
@@ -314,6 +326,29 @@ def _assign(scope: dict[str, Any], keys: Mapping[str, Any], values: Any, ctx_upd
         elif str(key).startswith("iter."):
             scope["iter"] = {**scope.get("iter", {}), name: value}
         scope[name] = value
+
+
+def _lift_limits(config: dict[str, Any]) -> None:
+    """Take a tool's `spec` out of its config (the worker's business: policy rules are read from
+    it already), keeping the step's memory limit (`spec.max_memory_mb`) for the tool context."""
+    spec = config.pop("spec", None)
+    if isinstance(spec, Mapping) and spec.get("max_memory_mb") is not None:
+        config.setdefault("max_memory_mb", spec["max_memory_mb"])
+
+
+def _memory_mb(value: Any) -> int | None:
+    number = _positive(value)
+    return int(number) if number is not None else None
+
+
+def _positive(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
 
 
 def _failure_text(attempted: Attempted) -> str:
