@@ -44,9 +44,11 @@ class EngineCache:
         self.loop_window = loop_window
         self.max_ended = MAX_ENDED_ENGINES
         self._engines: dict[int, Engine] = {}
-        # The ids of every event in each cached engine's log, so a repeated post is recognised
-        # without asking the store (dropped with the engine).
-        self._seen: dict[int, set[int]] = {}
+        # The ids of the events reported for each cached engine's open commands, so a repeated
+        # post is recognised without asking the store. A command's ids go when it ends (a repeat
+        # for an ended command is checked against the store), so this stays as small as the
+        # commands in flight, whatever the length of the run.
+        self._reported: dict[int, dict[str, set[int]]] = {}
         self._ended: OrderedDict[int, None] = OrderedDict()  # ended executions, oldest first
         self._locks: dict[int, threading.RLock] = {}
         self._depth: dict[int, int] = {}
@@ -91,7 +93,7 @@ class EngineCache:
 
     def add(self, engine: Engine) -> None:
         self._engines[engine.execution_id] = engine
-        self._seen[engine.execution_id] = set()
+        self._reported[engine.execution_id] = {}
 
     def cached(self, execution_id: int) -> Engine | None:
         """The engine if it is in memory (no store access)."""
@@ -107,9 +109,10 @@ class EngineCache:
             engine = self._engines.get(execution_id)
             return engine if engine is not None else self._rebuild(execution_id)
 
-    def seen(self, execution_id: int) -> set[int] | None:
-        """Ids of the events the cached engine has applied (None when not tracked)."""
-        return self._seen.get(execution_id)
+    def reported(self, execution_id: int) -> dict[str, set[int]]:
+        """command id -> ids of the events reported for it, for the open commands of a cached
+        engine."""
+        return self._reported.setdefault(execution_id, {})
 
     def new_engine(
         self,
@@ -151,7 +154,12 @@ class EngineCache:
         engine.fold(log_events)
         self.store.mark_current(execution_id)
         self._engines[execution_id] = engine
-        self._seen[execution_id] = {e.event_id for e in log_events}
+        reported: dict[str, set[int]] = {}
+        for event in log_events:
+            command_id = event.command_id
+            if command_id is not None and command_id in engine.state.commands:
+                reported.setdefault(command_id, set()).add(event.event_id)
+        self._reported[execution_id] = reported
         return engine
 
     def retire(self, execution_id: int) -> None:
@@ -178,7 +186,7 @@ class EngineCache:
 
     def _forget(self, execution_id: int) -> None:
         self._engines.pop(execution_id, None)
-        self._seen.pop(execution_id, None)
+        self._reported.pop(execution_id, None)
 
     def __contains__(self, execution_id: int) -> bool:
         return execution_id in self._engines

@@ -54,6 +54,9 @@ COMMAND_EVENTS = frozenset(
     }
 )
 
+# Events after which a command is not open any more.
+_CLOSING = frozenset({ev.COMMAND_COMPLETED, ev.COMMAND_FAILED, ev.COMMAND_EXPIRED})
+
 FollowUps = deque[Callable[[], None]]
 
 
@@ -230,30 +233,47 @@ class Orchestrator:
         return IngestOutcome(ids, list(rejected))
 
     def _admit(self, engine: Engine, batch: list[Event], rejected: dict[str, None]) -> list[Event]:
-        """The events of `batch` the engine accepts, each followed by its reaction."""
+        """The events of `batch` the engine accepts, each followed by its reaction. Posting an
+        event again changes nothing: a repeat for an open command is known here, one for a
+        command that has ended is found in the store."""
         out: list[Event] = []
-        known = self.engines.seen(engine.execution_id)
-        if known is None:
-            seen = self.store.known_event_ids([e.event_id for e in batch])
-        else:
-            seen = {e.event_id for e in batch if e.event_id in known}
+        reported = self.engines.reported(engine.execution_id)
+        open_commands = engine.state.commands
+        stored = self._stored(batch, open_commands)
         for event in batch:
-            if event.event_id in seen:
-                continue  # already ingested: posting twice changes nothing
             command_id = event.command_id
-            if command_id is not None and command_id in rejected:
+            if command_id is None:
+                if event.event_type in COMMAND_EVENTS:
+                    continue
+            elif command_id in rejected or event.event_id in stored:
                 continue
-            if not self._accepts(engine, event, command_id, rejected):
-                continue
-            seen.add(event.event_id)
+            else:
+                ids = reported.get(command_id)
+                if ids is not None and event.event_id in ids:
+                    continue  # already ingested
+                if not self._accepts(engine, event, command_id, rejected):
+                    continue
+                reported.setdefault(command_id, set()).add(event.event_id)
             self.stamp(engine, event)
             out.append(event)
             out.extend(engine.react(event))
         return out
 
-    def _accepts(
-        self, engine: Engine, event: Event, command_id: str | None, rejected: dict[str, None]
-    ) -> bool:
+    def _stored(self, batch: list[Event], open_commands: Mapping[str, object]) -> set[int]:
+        """Of the events about commands that are not open, those stored already (repeats). An
+        id stored under another execution is a Conflict."""
+        closed = [e for e in batch if e.command_id is not None and e.command_id not in open_commands]
+        known = self.store.known_event_ids([e.event_id for e in closed]) if closed else set()
+        for event in closed:
+            if event.event_id in known:
+                stored = self.store.get_event(event.event_id)
+                if stored is not None and stored.execution_id != event.execution_id:
+                    raise Conflict(
+                        f"event id {event.event_id} is stored already, under execution {stored.execution_id}"
+                    )
+        return known
+
+    def _accepts(self, engine: Engine, event: Event, command_id: str, rejected: dict[str, None]) -> bool:
         if event.event_type == ev.COMMAND_CLAIMED and command_id is not None:
             try:
                 # False: this worker's claim is recorded already.
@@ -266,8 +286,6 @@ class Orchestrator:
                 )
                 rejected[command_id] = None
                 return False
-        if command_id is None:
-            return event.event_type not in COMMAND_EVENTS
         current = engine.state.commands.get(command_id)
         if current is None:
             # A superseded attempt (its lease expired) or an unknown command: its result is not
@@ -338,11 +356,11 @@ class Orchestrator:
             # Nothing was written: the engine, which applied the events, is rebuilt from the log.
             self.engines.forget(engine.execution_id)
             raise
-        seen = self.engines.seen(engine.execution_id)
-        if seen is not None:
-            seen.update(e.event_id for e in events)
+        reported = self.engines.reported(engine.execution_id)
         for event in events:
             kind = event.event_type
+            if kind in _CLOSING:
+                reported.pop(str(event.command_id), None)
             if kind == ev.COMMAND_ISSUED and (event.meta or {}).get("tool_kind") == "playbook":
                 followups.append(functools.partial(self._run_child_command, event))
             elif kind in ev.TERMINAL_TYPES:

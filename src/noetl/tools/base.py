@@ -116,6 +116,23 @@ class ToolContext:
     run_child: Callable[[ChildRequest], Awaitable[ChildResult]] | None = None
     base_path: str | None = None  # folder of the playbook file, for relative paths
     memory_mb: int | None = None  # the step's own memory limit (`spec.max_memory_mb`), if any
+    default_memory_mb: int | None = None  # the limit of a python step's process without one
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    """Limits of tool calls that set none of their own (read from the settings once, by whoever
+    builds the runner: not on every call)."""
+
+    timeout_seconds: float = 3600.0
+    memory_mb: int = 2048
+
+    @classmethod
+    def from_settings(cls) -> ToolLimits:
+        from noetl.settings import settings
+
+        config = settings()
+        return cls(config.tool_timeout_seconds, config.tool_memory_mb)
 
 
 def timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:

@@ -178,7 +178,8 @@ class ProcessPool:
             process = await asyncio.to_thread(self._start, memory_mb)
         try:
             process.conn.send(job)
-            outcome = await asyncio.wait_for(_receive(process), timeout)
+            async with asyncio.timeout(timeout):
+                outcome = await _receive(process)
         except TimeoutError:
             await asyncio.to_thread(self._end, process)
             text = f"python code timed out after {timeout:g} s"

@@ -19,7 +19,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-from noetl.settings import settings
 from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, timeout_seconds
 from noetl.tools.pychild import Job, Outcome
@@ -51,7 +50,7 @@ class PythonTool:
             execution_id=ctx.execution_id,
             step=ctx.step,
         )
-        memory = ctx.memory_mb or settings().tool_memory_mb
+        memory = ctx.memory_mb or ctx.default_memory_mb
         outcome = await pool.run(job, timeout=timeout_seconds(config, ctx), memory_mb=memory)
         return _result(outcome, started)
 

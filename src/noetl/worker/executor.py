@@ -20,15 +20,15 @@ from noetl.engine.events import Event, utcnow
 from noetl.engine.results import normalise_set_key, plain, view_of
 from noetl.errors import NoetlError, TemplateError
 from noetl.secrets import enter_execution, leave_execution
-from noetl.settings import settings
 from noetl.status import COMPLETED
 from noetl.template import render_value
-from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool
+from noetl.tools.base import ChildRequest, ToolContext, ToolLimits, ToolResult, get_tool
 from noetl.worker import policy
 from noetl.worker.command import Command, CommandEvents, child_request
 
 log = logging.getLogger(__name__)
 
+_DEFAULT_LIMITS = ToolLimits()
 _TIMEOUT_GRACE = 5.0  # seconds a tool gets past its limit to stop on its own before it is cut off
 _MAX_TASK_RUNS = 10_000  # guards pipelines whose `jump` rules loop forever
 _OUTPUT_LIMIT = 64 * 1024
@@ -55,8 +55,10 @@ class Executor:
         run_child: Callable[[ChildRequest], Any] | None = None,
         base_path: str | None = None,
         clock: Callable[[], Any] = utcnow,
+        limits: ToolLimits = _DEFAULT_LIMITS,
     ) -> None:
         self.ids = ids
+        self.limits = limits
         self.worker_id = worker_id
         self.credentials = credentials
         self.run_child = run_child
@@ -250,7 +252,7 @@ class Executor:
         timeout = (
             _positive(config.get("timeout"))
             or _positive(config.get("timeout_seconds"))
-            or settings().tool_timeout_seconds
+            or self.limits.timeout_seconds
         )
         ctx = ToolContext(
             execution_id=command.execution_id,
@@ -263,13 +265,15 @@ class Executor:
             run_child=self.run_child,
             base_path=self.base_path,
             memory_mb=_memory_mb(config.pop("max_memory_mb", None)),
+            default_memory_mb=self.limits.memory_mb,
         )
         try:
             if kind == "playbook":
                 result = await self._run_playbook(config, ctx)
             else:
                 # Every tool stops at its time limit (a tool that does not watch it is cut off).
-                result = await asyncio.wait_for(get_tool(kind).run(config, ctx), timeout + _TIMEOUT_GRACE)
+                async with asyncio.timeout(timeout + _TIMEOUT_GRACE):
+                    result = await get_tool(kind).run(config, ctx)
         except TimeoutError:
             result = ToolResult(
                 status="error", error=f"{kind} tool timed out after {timeout:g} s", retryable=True

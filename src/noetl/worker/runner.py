@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from noetl.engine.events import Event
-from noetl.tools.base import ChildRequest, ChildResult
+from noetl.tools.base import ChildRequest, ChildResult, ToolLimits
 from noetl.worker.command import Command, CommandEvents
 from noetl.worker.executor import Executor
 from noetl.worker.slots import Hold, Slots
@@ -39,8 +39,11 @@ class CommandRunner:
         worker_id: str,
         credentials: Any = None,
         children: ChildRunner | None = None,
+        limits: ToolLimits | None = None,
     ) -> None:
+        """`limits`: of tool calls that set none (default: read from the settings now)."""
         self.slots = Slots(concurrency)
+        self.limits = limits or ToolLimits.from_settings()
         self.ids = ids
         self.worker_id = worker_id
         self.credentials = credentials
@@ -142,6 +145,7 @@ class CommandRunner:
             credentials=credentials if credentials is not None else self.credentials,
             run_child=run_child if children is not None else None,
             base_path=base_path,
+            limits=self.limits,
         )
 
     async def execute(
