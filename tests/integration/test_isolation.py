@@ -207,3 +207,70 @@ def test_server_cancel_kills_the_endless_loop(server: ServerProcess, tmp_path: P
     wait_for(lambda: not alive(step_pid), 1.0, f"the step's process {step_pid} to be gone")
     assert time.monotonic() - cancelled < 2.0
     assert_server_unharmed(server, pid)
+
+
+# ---------------------------------------------------------------------------------- big loops
+
+MILLION = (
+    HEADER.format(name="million")
+    + "workload:\n  n: 1000000\n"
+    + 'workflow:\n  - step: start\n    loop:\n      in: "{{ workload.n }}"\n      iterator: i\n'
+    + "      spec: {mode: parallel}\n    tool: {kind: python, code: 'result = i'}\n"
+)
+
+
+def test_local_million_item_loop_starts_lazily_and_cancels_fast(tmp_path: Path) -> None:
+    """A loop over a million items keeps a window of commands outstanding (not a million), runs,
+    and a cancel ends it within 2 s."""
+    import asyncio
+
+    from noetl.dsl import parse_playbook
+    from noetl.engine import events as ev
+    from noetl.runtime.local import LocalRuntime
+    from noetl.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "million.db")
+    issued = completed = 0
+
+    def count(event: Any) -> None:
+        nonlocal issued, completed
+        issued += event.event_type == ev.COMMAND_ISSUED
+        completed += event.event_type == ev.COMMAND_COMPLETED
+
+    async def main() -> tuple[Any, float, int, int]:
+        async with LocalRuntime(store, on_event=count, loop_window=200) as runtime:
+            task = asyncio.create_task(runtime.run(parse_playbook(MILLION, source=str(tmp_path / "m.yaml"))))
+            await asyncio.sleep(3)
+            execution_id = runtime.root_execution()
+            assert execution_id is not None
+            outstanding, done = issued, completed
+            started = time.monotonic()
+            runtime.cancel(execution_id)
+            outcome = await asyncio.wait_for(task, 10)
+            return outcome, time.monotonic() - started, outstanding, done
+
+    try:
+        outcome, took, outstanding, done = asyncio.run(main())
+    finally:
+        store.close()
+    assert outcome.status == "CANCELLED"
+    assert took < 2.0
+    assert 0 < done < 1_000_000
+    assert outstanding <= done + 200  # never more than the window ahead of what finished
+
+
+def test_server_million_item_loop_answers_at_once_and_cancels_fast(server: ServerProcess) -> None:
+    assert post_json(server.url, "/api/catalog/register", {"content": MILLION})["status"] == "success"
+    started = time.monotonic()
+    answer = post_json(server.url, "/api/execute", {"path": "tests/isolation/million"})
+    assert time.monotonic() - started < 10  # the items run later; execute only issues the first window
+    assert 0 < int(answer["commands_generated"]) <= 1000
+    execution_id = str(answer["execution_id"])
+    time.sleep(3)
+    response = httpx.post(
+        f"{server.url}/api/executions/{execution_id}/cancel", json={}, headers=AUTH, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    cancelled = time.monotonic()
+    status = wait_terminal(server.url, execution_id, 30)
+    assert status["status"] == "CANCELLED" and time.monotonic() - cancelled < 2.0
