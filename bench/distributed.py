@@ -52,6 +52,8 @@ def run_distributed(
     nested: Callable[[int], tuple[str, str]],
     noetl: list[str],
     repeat: int = 3,
+    million: Callable[[int], str] | None = None,
+    million_items: int = 0,
 ) -> dict[str, Any]:
     """Sequential chains with one worker, fan-outs and nested playbooks with two. Durations are
     the executions' own (first to last event in the log, written by the server), so the
@@ -97,7 +99,7 @@ def run_distributed(
             def run(name: str) -> tuple[float, int]:
                 """One execution: its duration in the log (s) and its id."""
                 proc = subprocess.run(
-                    [*noetl, "exec", f"bench/{name}", "--wait", "--json", "--server", url, "--timeout", "900"],
+                    [*noetl, "exec", f"bench/{name}", "--wait", "--json", "--server", url, "--timeout", "7200"],
                     capture_output=True, text=True,
                 )
                 if proc.returncode != 0 or json.loads(proc.stdout)["status"] != "COMPLETED":
@@ -161,6 +163,29 @@ def run_distributed(
             register(parent.replace("bench/nested100", "bench/dnested100"), "dnested100")
             duration, _ = median("dnested100")
             results["nested_100"] = {"seconds": round(duration, 3), "children_per_second": round(100 / duration, 1)}
+
+            if million is not None and million_items:
+                register(million(million_items).replace("bench/million", "bench/dmillion"), "dmillion")
+                before = _peak_rss_mb(server.pid)
+                duration, execution_id = run("dmillion")
+                answer = subprocess.run(
+                    [*noetl, "status", str(execution_id), "--json", "--server", url], capture_output=True, text=True
+                )
+                ordered = json.loads(answer.stdout).get("steps", {}).get("start", {}).get("result", {})
+                if ordered.get("results") != list(range(million_items)):
+                    raise SystemExit("the distributed million-item loop's results are not in order")
+                with psycopg.connect(PG, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT sum(pg_column_size(e.*)) FROM " + schema + ".event e WHERE execution_id = %s",
+                        (execution_id,),
+                    ).fetchone()
+                results["million"] = {
+                    "items": million_items,
+                    "wall_seconds": round(duration, 1),
+                    "items_per_second": round(million_items / duration),
+                    "server_peak_rss_mb": max(before, _peak_rss_mb(server.pid)),
+                    "store_mb": round(int(row[0] or 0) / 1024 / 1024, 1) if row else 0.0,
+                }
         finally:
             for proc in reversed(procs):
                 proc.terminate()

@@ -22,6 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 NOETL = [sys.executable, "-m", "noetl"]
 REPEAT = int(os.environ.get("NOETL_BENCH_REPEAT", "3"))
+# The million-item loop takes a while (locally and on the server): 0 skips it.
+MILLION_ITEMS = int(os.environ.get("NOETL_BENCH_MILLION_ITEMS", "1000000"))
 
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: bench, path: bench/%s}\n"
 
@@ -41,6 +43,57 @@ def fanout(n: int) -> str:
     loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 100}}}}
     tool: {{kind: python, code: 'result = i'}}
 """
+
+
+def million(n: int) -> str:
+    """A parallel loop of no-op python steps without max_in_flight (the default window applies)."""
+    return HEADER % "million" + f"""workflow:
+  - step: start
+    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel}}}}
+    tool: {{kind: python, code: 'result = i'}}
+"""
+
+
+def watched_run(command: list[str], timeout: float = 7200) -> tuple[float, float, str]:
+    """Run a command to its end: (wall seconds, peak RSS of that process in MB, stdout). The
+    peak is the process's own (VmHWM), not its children's (python steps run in processes of
+    their own)."""
+    begin = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    peak = 0.0
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+        time.sleep(0.5)
+        if time.perf_counter() - begin > timeout:
+            proc.kill()
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{out[-2000:]}\n{err[-2000:]}")
+    return time.perf_counter() - begin, round(peak, 1), out
+
+
+def run_million(work: Path, n: int) -> dict[str, Any]:
+    path = work / "million.yaml"
+    path.write_text(million(n))
+    store = work / "million.db"
+    wall, peak, out = watched_run([*NOETL, "run", str(path), "--json", "--quiet", "--store", f"sqlite:///{store}"])
+    outcome = json.loads(out)
+    results = outcome["steps"]["start"]["result"]["results"]
+    if outcome["status"] != "COMPLETED" or results != list(range(n)):
+        raise SystemExit(f"the {n}-item loop did not complete with its results in order")
+    size = sum(p.stat().st_size for p in work.glob("million.db*"))
+    return {
+        "items": n,
+        "wall_seconds": round(wall, 1),
+        "items_per_second": round(n / wall),
+        "peak_rss_mb": peak,
+        "store_mb": round(size / 1024 / 1024, 1),
+    }
 
 
 def nested(n: int) -> tuple[str, str]:
@@ -151,10 +204,13 @@ def main() -> None:
             "children_per_second": round(100 / run["wall"], 1),
         }
 
+        if MILLION_ITEMS:
+            results["million"] = run_million(work, MILLION_ITEMS)
+
     if os.environ.get("NOETL_BENCH_DISTRIBUTED", "1") != "0":
         from distributed import run_distributed
 
-        results["distributed"] = run_distributed(chain, fanout, nested, NOETL, REPEAT)
+        results["distributed"] = run_distributed(chain, fanout, nested, NOETL, REPEAT, million, MILLION_ITEMS)
 
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -175,6 +231,13 @@ def print_table(r: dict[str, Any]) -> None:
         ("event log per step (chain of 400)", f"{r['chain_400']['events_per_step']} events, "
          f"{r['chain_400']['bytes_per_step']} bytes", ""),
     ]
+    m = r.get("million")
+    if m:
+        rows += [
+            (f"parallel loop {m['items']:,} items (no max_in_flight)", f"{m['items_per_second']} items/s, {m['wall_seconds']} s", ""),
+            ("  peak RSS of the runtime process", f"{m['peak_rss_mb']} MB", "<= 300 MB"),
+            ("  store size", f"{m['store_mb']} MB", ""),
+        ]
     d = r.get("distributed")
     if d:
         rows += [
@@ -189,6 +252,13 @@ def print_table(r: dict[str, Any]) -> None:
             ("event log per step (chain of 400)", f"{d['chain_400']['events_per_step']} events, "
              f"{d['chain_400']['bytes_per_step']} bytes", ""),
         ]
+        dm = d.get("million")
+        if dm:
+            rows += [
+                (f"parallel loop {dm['items']:,} items, 2 workers", f"{dm['items_per_second']} items/s, {dm['wall_seconds']} s", ""),
+                ("  peak RSS of the server", f"{dm['server_peak_rss_mb']} MB", "<= 300 MB"),
+                ("  store size (the run's events)", f"{dm['store_mb']} MB", ""),
+            ]
     width = max(len(a) for a, _, _ in rows)
     print(f"{'local mode (embedded SQLite)':<{width}}  {'measured':<24} target")
     for name, value, target in rows:
