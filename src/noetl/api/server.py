@@ -26,6 +26,7 @@ from noetl.runtime.control import ControlPlane
 from noetl.runtime.nodes import RENEW_SECONDS, NodeLease, process_owner
 from noetl.settings import settings
 from noetl.store import open_store
+from noetl.tools.pyprocess import pool
 from noetl.tools.resources import close_tool_resources
 from noetl.worker.inprocess import DEFAULT_WORKERS, InProcessWorker
 
@@ -118,6 +119,7 @@ def serve(
     """Serve the API until SIGINT/SIGTERM; the store is closed on the way out."""
     if workers < 1:
         raise NoetlError("--workers must be at least 1")
+    pool.zygote.fork_early()  # before the store's and the bus's threads start
     publisher, nats_status = open_bus(bus_url)
     store = open_store(store_url)
     try:

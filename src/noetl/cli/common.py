@@ -105,6 +105,14 @@ def server_client(url: str | None) -> ServerClient:
     return ServerClient(url or config.server_url, token=client_token(config.api_token, config.token_file))
 
 
+def fork_tool_zygote() -> None:
+    """Fork the python-tool fork server now, while this process has no other thread (a fork is
+    cheap and safe then; later, the first python step would start a new interpreter)."""
+    from noetl.tools.pyprocess import pool
+
+    pool.zygote.fork_early()
+
+
 # ---------------------------------------------------------------------- workloads
 
 

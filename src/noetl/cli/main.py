@@ -54,6 +54,7 @@ def run(
         common.die(str(exc))
     workload = common.build_workload(payload, set_ or [])
     store_obj = common.open_store(store)
+    common.fork_tool_zygote()
     outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
     from noetl.secrets import masker
 

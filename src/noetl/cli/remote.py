@@ -365,6 +365,7 @@ def worker_start(
     """Run a worker: poll the server for commands, run them, report the events. SIGTERM or
     Ctrl-C stops it gracefully (in-flight commands finish, then it deregisters)."""
     config, bus_url = _worker_settings(log_level, bus)
+    common.fork_tool_zygote()
     from noetl.ids import default_ids
     from noetl.worker.remote import RemoteWorker, default_worker_id
 

@@ -42,13 +42,38 @@ class _Died(Exception):
 
 
 class Zygote:
-    """The parent's side of the fork server (thread-safe; one request at a time)."""
+    """The parent's side of the fork server (thread-safe; one request at a time).
+
+    The zygote is forked from this process by `fork_early` (the CLI does it at start-up, while the
+    process has no threads: a fork costs a millisecond or two and shares the imported modules), or
+    else started as a new interpreter on first use."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._replies = b""
+
+    def fork_early(self) -> None:
+        """Fork the zygote from this process now (call it only while no other thread runs)."""
+        from noetl.tools import pyzygote
+
+        with self._guard:
+            if self._alive():
+                return
+            self._stop()
+            ours, theirs = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:  # the zygote
+                try:
+                    ours.close()
+                    os.setsid()
+                    pyzygote.main(theirs.detach())
+                finally:
+                    os._exit(0)
+            theirs.close()
+            self._pid, self._control, self._replies = pid, ours, b""
 
     def spawn(self, memory_bytes: int | None) -> tuple[int, Connection]:
         """A new tool process: its pid and the parent's end of its channel."""
@@ -88,12 +113,22 @@ class Zygote:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
+    def _alive(self) -> bool:
+        if self._control is None or self._pid is None:
+            return False
+        if self._popen is not None:
+            return self._popen.poll() is None
+        try:
+            return os.waitpid(self._pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
     def _running(self) -> socket.socket:
-        if self._process is not None and self._process.poll() is None and self._control is not None:
+        if self._alive() and self._control is not None:
             return self._control
         self._stop()
         ours, theirs = socket.socketpair()
-        self._process = subprocess.Popen(
+        self._popen = subprocess.Popen(
             [sys.executable, "-c", BOOT, str(theirs.fileno()), json.dumps(sys.path)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
@@ -101,18 +136,22 @@ class Zygote:
             start_new_session=True,  # a Ctrl-C of the terminal is the parent's to handle
         )
         theirs.close()
-        self._control, self._replies = ours, b""
+        self._pid, self._control, self._replies = self._popen.pid, ours, b""
         return ours
 
     def _stop(self) -> None:
         if self._control is not None:
-            self._control.close()
+            self._control.close()  # the zygote ends when its parent hangs up
             self._control = None
-        if self._process is not None:
+        if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            self._process.wait()
-            self._process = None
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                if self._popen is not None:
+                    self._popen.wait()
+                else:
+                    os.waitpid(self._pid, 0)
+        self._pid = self._popen = None
 
     def close(self) -> None:
         with self._guard:
