@@ -119,7 +119,9 @@ def test_active_runs_count_started_ticks_whose_run_is_running(store: Store) -> N
     running, done = ids(), ids()
     for execution_id in (running, done):
         store.append([Event(event_id=ids(), execution_id=execution_id, event_type=PLAYBOOK_STARTED)])
-    store.append([Event(event_id=ids(), execution_id=done, event_type=PLAYBOOK_COMPLETED, status="COMPLETED")])
+    store.append(
+        [Event(event_id=ids(), execution_id=done, event_type=PLAYBOOK_COMPLETED, status="COMPLETED")]
+    )
     store.claim_tick(TickRecord(sid, T0, running, STARTED))
     store.claim_tick(TickRecord(sid, T0 + timedelta(seconds=1), done, STARTED))
     store.claim_tick(TickRecord(sid, T0 + timedelta(seconds=2), ids(), PENDING))
