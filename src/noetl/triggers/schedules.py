@@ -23,7 +23,7 @@ from noetl.errors import Conflict, NotFound, ValidationFailed
 from noetl.runtime.control import ControlPlane
 from noetl.store.ports import CatalogEntry
 from noetl.store.trigger_ports import PENDING, ScheduleRecord, TickRecord
-from noetl.triggers.scheduler import Scheduler, lock_key, utc_now
+from noetl.triggers.scheduler import Scheduler, lock_key
 from noetl.triggers.specs import ScheduleSpec, schedule_spec
 
 DECLARED = "playbook"
@@ -53,7 +53,7 @@ class Schedules:
             spec=spec.to_json(),
             enabled=enabled,
             source=source,
-            next_run_at=spec.timing.next_after(utc_now()),
+            next_run_at=spec.timing.next_after(self.scheduler.clock()),
         )
         return self.store.put_schedule(record)
 
@@ -75,7 +75,7 @@ class Schedules:
             cursor = record.next_run_at
             old_timing = schedule_spec(record.spec).timing
             if spec.timing != old_timing or (enabled and not record.enabled) or cursor is None:
-                cursor = spec.timing.next_after(utc_now())
+                cursor = spec.timing.next_after(self.scheduler.clock())
             updated = replace(
                 record,
                 name=name,
@@ -96,7 +96,9 @@ class Schedules:
         with self.store.trigger_lock(lock_key(schedule_id)):
             record = self.get(schedule_id)
             spec = schedule_spec(record.spec)
-            tick = self.store.claim_tick(TickRecord(schedule_id, utc_now(), self.control.ids(), PENDING))
+            tick = self.store.claim_tick(
+                TickRecord(schedule_id, self.scheduler.clock(), self.control.ids(), PENDING)
+            )
             if tick.status == PENDING and not self.scheduler.start(record, spec, tick, trigger="manual"):
                 failed = next(
                     (t for t in self.store.ticks(schedule_id, limit=5) if t.tick_at == tick.tick_at), tick
