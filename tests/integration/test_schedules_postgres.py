@@ -14,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from tests.support.cluster import Cluster, ServerProcess, post_json
 from tests.support.playbooks import with_header
 
@@ -60,10 +59,11 @@ def schedule(server: ServerProcess, name: str, **spec: Any) -> str:
 
 def pause(server: ServerProcess, sid: str) -> None:
     import httpx
-
     from tests.support.auth import AUTH
 
-    answer = httpx.patch(f"{server.url}/api/schedules/{sid}", json={"enabled": False}, headers=AUTH, timeout=30)
+    answer = httpx.patch(
+        f"{server.url}/api/schedules/{sid}", json={"enabled": False}, headers=AUTH, timeout=30
+    )
     assert answer.status_code == 200, answer.text
 
 
@@ -99,7 +99,9 @@ def gaps(ticks: list[datetime]) -> list[datetime]:
     return missing
 
 
-def test_two_servers_run_a_one_second_schedule_once_per_tick(cluster: Cluster, pg_dsn: str, schema: str) -> None:
+def test_two_servers_run_a_one_second_schedule_once_per_tick(
+    cluster: Cluster, pg_dsn: str, schema: str
+) -> None:
     s1, s2 = start(cluster, "s1"), start(cluster, "s2")
     register(s1)
     created = datetime.now(UTC)
@@ -108,7 +110,9 @@ def test_two_servers_run_a_one_second_schedule_once_per_tick(cluster: Cluster, p
     pause(s2, sid)
     paused = datetime.now(UTC)
     ticks = [tick for tick, _ in runs(pg_dsn, schema, sid)]
-    print(f"two servers: {len(ticks)} runs for {(paused - created).total_seconds():.1f} s, ticks {ticks[0]}..{ticks[-1]}")
+    print(
+        f"two servers: {len(ticks)} runs for {(paused - created).total_seconds():.1f} s, ticks {ticks[0]}..{ticks[-1]}"
+    )
     assert duplicates(pg_dsn, schema, sid) == []
     assert 9 <= len(ticks) <= 11
     assert gaps(ticks) == []
