@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 WORKFLOW = """\
 workflow:
   - step: start
-    tool: {kind: python, code: "result = {'tick': tick}"}
+    tool: {kind: python, input: {tick: "{{ workload.tick }}"}, code: "result = {'tick': tick}"}
 """
 GRACE = 0.5  # NOETL_SCHEDULE_GRACE_SECONDS of these servers
 

@@ -20,7 +20,7 @@ kind: Playbook
 metadata: {name: api-ticked, path: tests/api-ticked}
 workflow:
   - step: start
-    tool: {kind: python, code: "result = {'ok': True}"}
+    tool: {kind: noop}
 """
 
 

@@ -28,7 +28,7 @@ metadata: {name: on-message, path: tests/on-message}
 workload: {message: null}
 workflow:
   - step: start
-    tool: {kind: python, code: "result = {'got': message}"}
+    tool: {kind: python, input: {message: "{{ workload.message }}"}, code: "result = {'got': message}"}
 """
 
 
@@ -105,9 +105,19 @@ async def _publish(
 ) -> int:
     """Publish every item (payload, Nats-Msg-Id or None), retrying each until JetStream acks it
     (across a NATS restart: nats-py reconnects); returns how many retries it took."""
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5)
-    js = nc.jetstream()
     retries = 0
+    while True:  # NATS may be down right now (the restart test): wait for it
+        try:
+            nc = await nats.connect(
+                url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2
+            )
+            break
+        except (nats.errors.Error, OSError):
+            if time.monotonic() > deadline:
+                raise
+            retries += 1
+            await asyncio.sleep(0.5)
+    js = nc.jetstream()
     try:
         for payload, msg_id in items:
             headers = {"Nats-Msg-Id": msg_id} if msg_id else None

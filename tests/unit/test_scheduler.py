@@ -26,7 +26,7 @@ metadata: {name: ticked, path: tests/ticked}
 workload: {n: 0}
 workflow:
   - step: start
-    tool: {kind: python, code: "result = {'n': n}"}
+    tool: {kind: python, input: {n: "{{ workload.n }}"}, code: "result = {'n': n}"}
 """
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
