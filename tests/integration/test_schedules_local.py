@@ -52,7 +52,10 @@ def test_a_laptop_server_on_sqlite_runs_schedules_and_resumes_them(tmp_path: Pat
         wait_for(lambda: len(ticks(sid, url)) >= 3, 30, "three ticks")
         first = ticks(sid, url)[-1]
         done = wait_terminal(url, str(first["execution_id"]), 60)
-        assert done["status"] == "COMPLETED" and done["result"] == {"hello": "cron"}, (done["error"], done["steps"])
+        assert done["status"] == "COMPLETED" and done["result"] == {"hello": "cron"}, (
+            done["error"],
+            done["steps"],
+        )
 
         server.terminate()
         assert server.wait_exit(20), server.tail()
