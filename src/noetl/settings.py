@@ -188,6 +188,16 @@ class Settings:
         "Largest body of `POST /api/events/batch` (a worker's outcomes).",
     )
 
+    schedule_grace_seconds: float = _var(
+        "NOETL_SCHEDULE_GRACE_SECONDS",
+        as_seconds,
+        5.0,
+        "How late a schedule tick may start and still count as on time (older ones follow `catchup`).",
+    )
+    scheduler_interval: float = _var(
+        "NOETL_SCHEDULER_INTERVAL", as_seconds, 0.25, "Seconds between the scheduler's passes."
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """The settings `environ` gives. A value that cannot be used raises `ConfigError` naming

@@ -22,6 +22,8 @@ from noetl.api import (
     routes_events,
     routes_execute,
     routes_executions,
+    routes_schedules,
+    routes_subscriptions,
     routes_tokens,
 )
 from noetl.api.auth import Authenticator, AuthMiddleware
@@ -30,6 +32,7 @@ from noetl.api.limits import BodyLimit
 from noetl.api.routes_workers import RuntimeRegistry
 from noetl.api.routes_workers import router as workers_router
 from noetl.runtime.control import ControlPlane
+from noetl.triggers.schedules import Schedules
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -102,7 +105,19 @@ def create_app(
     app.include_router(workers_router(registry, control))
     app.include_router(routes_credentials.router(control))
     app.include_router(routes_tokens.router(auth))
+    app.include_router(routes_schedules.router(control, declared_schedules(control)))
+    app.include_router(routes_subscriptions.router(control))
     return app
+
+
+def declared_schedules(control: ControlPlane) -> Schedules:
+    """The schedules service, also syncing the schedules playbooks declare when registered
+    (one hook per control plane, however many apps are built over it)."""
+    schedules = Schedules(control)
+    hooks = control.register_hooks
+    hooks[:] = [h for h in hooks if not isinstance(getattr(h, "__self__", None), Schedules)]
+    hooks.append(schedules.declared)
+    return schedules
 
 
 __all__ = ["create_app"]

@@ -28,6 +28,7 @@ from noetl.settings import settings
 from noetl.store import open_store
 from noetl.tools.pyprocess import pool
 from noetl.tools.resources import close_tool_resources
+from noetl.triggers.runner import TriggerRunner
 from noetl.worker.inprocess import DEFAULT_WORKERS, InProcessWorker
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,24 @@ def open_bus(bus_url: str | None) -> tuple[Publisher | None, str]:
 
 
 def build_app(
-    control: ControlPlane, *, admin_token: str, with_worker: bool, workers: int, nats_status: str
+    control: ControlPlane,
+    *,
+    admin_token: str,
+    with_worker: bool,
+    workers: int,
+    nats_status: str,
+    bus_url: str | None = None,
 ) -> FastAPI:
-    """The app `serve` runs; the in-process worker lives as long as the app's lifespan."""
+    """The app `serve` runs; the in-process worker and the triggers (schedules, subscriptions on
+    `bus_url`) live as long as the app's lifespan."""
     if with_worker:
         control.direct_run = False  # the in-process worker takes commands from `pending` at once
 
     lease = None if settings().snowflake_node_id is not None else node_lease(control)
+    config = settings()
+    triggers = TriggerRunner(
+        control, bus_url=bus_url, grace=config.schedule_grace_seconds, interval=config.scheduler_interval
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,9 +95,11 @@ def build_app(
         worker = InProcessWorker(control, workers=workers) if with_worker else None
         if worker is not None:
             worker.start()
+        triggers.start()
         try:
             yield
         finally:
+            await triggers.stop()
             reaper.cancel()
             if worker is not None:
                 await worker.stop()
@@ -95,7 +109,6 @@ def build_app(
                 await asyncio.to_thread(lease.release)
             await close_tool_resources()
 
-    config = settings()
     return create_app(
         control,
         admin_token=admin_token,
@@ -136,6 +149,7 @@ def serve(
             with_worker=with_worker,
             workers=workers,
             nats_status=nats_status,
+            bus_url=bus_url,
         )
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         GracefulServer(config).run()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from noetl import status
-from noetl.cli import common, credential, remote, server
+from noetl.cli import common, credential, remote, schedule, server, subscription
 from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, StoreOption
 
 app = typer.Typer(
@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 app.add_typer(credential.app, name="credential")
 app.add_typer(server.app, name="server")
+app.add_typer(schedule.app, name="schedule", rich_help_panel="Server")
+app.add_typer(subscription.app, name="subscription", rich_help_panel="Server")
 remote.install(app)  # register, exec, status, cancel, catalog, worker
 
 

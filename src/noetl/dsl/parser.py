@@ -6,7 +6,7 @@ go straight to the mistake. Tool configurations are kept raw (unrendered); the p
 checks their shape.
 
 Order of checks: YAML → root keys (apiVersion, kind, metadata, workload, workbook, keychain,
-workflow) → each step in document order (name, forbidden keys, tool, loop, when, set/input/args,
+schedules, workflow) → each step in document order (name, forbidden keys, tool, loop, when, set/input/args,
 next shape) → a `start` step exists → every `next` target exists.
 
 This module reads the document's root; the parts have their own modules: `steps`, `tools`
@@ -45,6 +45,7 @@ def parse_playbook(text: str, *, source: str | None = None) -> Playbook:
     tools = Tools(checks)
     tools.load_workbook(doc)
     keychain = _keychain(checks, doc)
+    _schedules(checks, doc)
     steps = _workflow(checks, tools, doc)
     return Playbook(
         name=name,
@@ -179,6 +180,27 @@ def _keychain(checks: Checks, doc: dict[Any, Any]) -> tuple[dict[str, Any], ...]
             )
         entries.append(cast(dict[str, Any], checks.plain(entry, step=None, field=field, line=line_of(entry))))
     return tuple(entries)
+
+
+def _schedules(checks: Checks, doc: dict[Any, Any]) -> None:
+    """The shape of the top-level `schedules:` list (each entry has `cron` or `every`); the
+    server reads the rest of each entry (`noetl.triggers`) when the playbook is registered."""
+    raw = doc.get("schedules")
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        checks.fail(
+            f"schedules must be a list of schedules (each with 'cron' or 'every'), got {show(raw)}",
+            field="schedules",
+            line=line_of(doc, "schedules"),
+        )
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict) or ("cron" in entry) == ("every" in entry):
+            checks.fail(
+                f"schedules[{index}] must be a mapping with exactly one of 'cron' and 'every', got {show(entry)}",
+                field=f"schedules[{index}]",
+                line=line_of(raw, index),
+            )
 
 
 def _workflow(checks: Checks, tools: Tools, doc: dict[Any, Any]) -> dict[str, Step]:

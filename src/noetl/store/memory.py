@@ -28,9 +28,10 @@ from noetl.store.ports import (
     WorkerRecord,
 )
 from noetl.store.solo import SoloCoordination
+from noetl.store.trigger_memory import MemoryTriggers, TriggerData
 
 
-class MemoryStore(SoloCoordination):
+class MemoryStore(MemoryTriggers, SoloCoordination):
     def __init__(self, url: str = "memory://") -> None:
         super().__init__()
         self.url = url
@@ -42,6 +43,7 @@ class MemoryStore(SoloCoordination):
         self._credentials: dict[str, StoredCredential] = {}
         self._tokens: list[TokenRecord] = []
         self._workers: dict[tuple[str, str], WorkerRecord] = {}
+        self._trigger_data = TriggerData()
 
     def close(self) -> None:
         """Nothing to release; the data stays readable until the object is dropped."""

@@ -18,6 +18,7 @@ from noetl.status import CANCELLED as CANCELLED  # re-exported: adapters and tes
 from noetl.status import COMPLETED as COMPLETED
 from noetl.status import FAILED as FAILED
 from noetl.status import RUNNING as RUNNING
+from noetl.store.trigger_ports import TriggerStore
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,9 @@ class Coordination(Protocol):
     def release_node(self, owner: str) -> None: ...
 
 
-class Store(EventLog, Catalog, CredentialStore, TokenStore, WorkerRegistry, Coordination, Protocol):
+class Store(
+    EventLog, Catalog, CredentialStore, TokenStore, WorkerRegistry, Coordination, TriggerStore, Protocol
+):
     url: str
 
     def close(self) -> None: ...

@@ -59,6 +59,7 @@ from noetl.store.postgres_rows import (
     utc,
 )
 from noetl.store.postgres_sql import EXECUTION_COLUMNS, MIGRATIONS, SCHEMA_VERSION, Statements
+from noetl.store.postgres_triggers import PostgresTriggers
 from noetl.store.solo import free_node
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 Connection = psycopg.Connection[TupleRow]
 
 
-class PostgresStore:
+class PostgresStore(PostgresTriggers):
     """The Store port on PostgreSQL. `url` is a libpq URL (`postgresql://user@host:5432/db`)."""
 
     shared = True  # several server processes may share the database

@@ -157,6 +157,50 @@ CREATE TABLE IF NOT EXISTS {schema}.node_lease (
 );
 """,
     ),
+    (
+        5,
+        "schedules, their ticks, subscriptions and their message claims",
+        """
+CREATE TABLE IF NOT EXISTS {schema}.schedule (
+    schedule_id BIGINT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    path        TEXT NOT NULL,
+    spec        JSONB NOT NULL,
+    enabled     BOOLEAN NOT NULL,
+    source      TEXT NOT NULL,
+    next_run_at TIMESTAMPTZ,
+    created_at  TIMESTAMPTZ NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.schedule_tick (
+    schedule_id  BIGINT NOT NULL,
+    tick_at      TIMESTAMPTZ NOT NULL,
+    execution_id BIGINT,
+    status       TEXT NOT NULL,
+    error        TEXT,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (schedule_id, tick_at)
+);
+CREATE INDEX IF NOT EXISTS schedule_tick_pending_idx ON {schema}.schedule_tick (schedule_id, tick_at)
+    WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS {schema}.subscription (
+    subscription_id BIGINT PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    path            TEXT NOT NULL,
+    spec            JSONB NOT NULL,
+    enabled         BOOLEAN NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.subscription_message (
+    subscription_id BIGINT NOT NULL,
+    message_key     TEXT NOT NULL,
+    execution_id    BIGINT NOT NULL,
+    seen_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription_id, message_key)
+);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 

@@ -34,14 +34,17 @@ from noetl.store.ports import (
     WorkerRecord,
 )
 from noetl.store.solo import SoloCoordination, free_node
+from noetl.store.sqlite_triggers import TRIGGER_SCHEMA, SQLiteTriggers
+from noetl.store.trigger_memory import LocalLocks
 
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: schedules and subscriptions (sqlite_triggers)
 MEMORY = ":memory:"
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS event (
     event_id            INTEGER PRIMARY KEY,
     execution_id        INTEGER NOT NULL,
@@ -127,6 +130,8 @@ CREATE TABLE IF NOT EXISTS worker (
     PRIMARY KEY (kind, name)
 );
 """
+    + TRIGGER_SCHEMA
+)
 
 _EVENT_COLUMNS = ", ".join(COLUMNS)
 _INSERT_EVENT_STRICT = f"INSERT INTO event ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -158,7 +163,7 @@ ON CONFLICT (name) DO UPDATE SET
 """
 
 
-class SQLiteStore(SoloCoordination):
+class SQLiteStore(SQLiteTriggers, SoloCoordination):
     def __init__(
         self,
         path: str | Path = MEMORY,
@@ -173,6 +178,7 @@ class SQLiteStore(SoloCoordination):
         self.url = url or ("sqlite://" if self.path == MEMORY else f"sqlite:///{self.path}")
         self._cipher = cipher
         self._lock = threading.Lock()
+        self._trigger_locks = LocalLocks()
         sync = synchronous.strip().upper()
         if sync not in SYNC_MODES:
             raise StoreError(f"SQLite synchronous mode {synchronous!r} is not one of {', '.join(SYNC_MODES)}")

@@ -29,7 +29,7 @@ from noetl.runtime.control.requests import ExecuteOutcome, ExecuteRequest
 from noetl.runtime.orchestrator import ENGINE_WORKER, IngestOutcome, Launch, Orchestrator
 from noetl.secrets import mask_for, secrets
 from noetl.status import CANCELLED, COMPLETED, FAILED, INITIAL, RUNNING
-from noetl.store.ports import Store, StoredCredential, WorkerRecord
+from noetl.store.ports import CatalogEntry, Store, StoredCredential, WorkerRecord
 from noetl.tools.base import ChildRequest
 from noetl.worker.command import Command, refers_to
 from noetl.worker.credentials import PUBLIC_FIELDS
@@ -74,6 +74,9 @@ class ControlPlane:
         self.leases = Leases(lease_seconds)
         self.claims = Claims(self.orchestrator, self.offers, self.leases, server_url)
         self.recovery = Recovery(self.orchestrator, self.offers, self.leases, self.claims, self.live_workers)
+        # Called with a resource's text before it is stored (raise to refuse it); what each
+        # returns is called with the stored entry (e.g. the schedules a playbook declares).
+        self.register_hooks: list[Callable[[str], Callable[[CatalogEntry], None]]] = []
 
     @property
     def direct_run(self) -> bool:
@@ -115,7 +118,10 @@ class ControlPlane:
 
     def register(self, content: str, resource_type: str = "Playbook") -> dict[str, Any]:
         resource = decode_resource(content, resource_type)
+        after = [hook(resource.text) for hook in self.register_hooks] if resource.kind == "playbook" else []
         entry = self.store.register(resource.text, path=resource.path, kind=resource.kind)
+        for registered in after:
+            registered(entry)
         return {
             "status": "success",
             "message": f"Resource '{entry.path}' version '{entry.version}' registered.",
