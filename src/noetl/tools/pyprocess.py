@@ -158,17 +158,54 @@ class Zygote:
             self._stop()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Process:
     pid: int
     conn: Connection
     memory_mb: int | None
+    # The event loop watching the channel (a reader stays registered between jobs) and the
+    # answer the current job waits for.
+    loop: asyncio.AbstractEventLoop | None = None
+    answer: asyncio.Future[Outcome] | None = None
+
+    async def ask(self, job: Job) -> Outcome:
+        """Send a job and wait for its outcome (_Died when the process ends meanwhile)."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            self._unwatch()
+            loop.add_reader(self.conn.fileno(), self._readable)
+            self.loop = loop
+        self.answer = loop.create_future()
+        self.conn.send(job)
+        try:
+            return await self.answer
+        finally:
+            self.answer = None
+
+    def _readable(self) -> None:
+        try:
+            outcome = self.conn.recv()
+        except (EOFError, OSError):
+            self._unwatch()  # ended: nothing more will come
+            if self.answer is not None and not self.answer.done():
+                self.answer.set_exception(_Died())
+            return
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_result(outcome)
+
+    def _unwatch(self) -> None:
+        if self.loop is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self.loop.remove_reader(self.conn.fileno())
+            self.loop = None
 
     def kill(self) -> None:
         """Kill the process and what it started (it leads its own process group)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        self.conn.close()
+        if not self.conn.closed:
+            self._unwatch()
+            self.conn.close()
 
 
 class ProcessPool:
@@ -216,9 +253,8 @@ class ProcessPool:
         if process is None:
             process = await asyncio.to_thread(self._start, memory_mb)
         try:
-            process.conn.send(job)
             async with asyncio.timeout(timeout):
-                outcome = await _receive(process)
+                outcome = await process.ask(job)
         except TimeoutError:
             await asyncio.to_thread(self._end, process)
             text = f"python code timed out after {timeout:g} s"
@@ -232,7 +268,7 @@ class ProcessPool:
         return outcome
 
     def _death(self, process: _Process, step: str) -> Outcome:
-        process.conn.close()
+        process.kill()
         try:
             code = self.zygote.wait(process.pid)
         except OSError:
@@ -246,26 +282,6 @@ class ProcessPool:
         else:
             text = f"worker process exited with code {code} while running step '{step}'"
         return Outcome("error", error=text, kind=failure.TOOL)
-
-
-async def _receive(process: _Process) -> Outcome:
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[Outcome] = loop.create_future()
-    fd = process.conn.fileno()
-
-    def readable() -> None:
-        if answer.done():
-            return
-        try:
-            answer.set_result(process.conn.recv())
-        except (EOFError, OSError):
-            answer.set_exception(_Died())
-
-    loop.add_reader(fd, readable)
-    try:
-        return await answer
-    finally:
-        loop.remove_reader(fd)
 
 
 pool = ProcessPool()
