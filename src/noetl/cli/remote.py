@@ -351,8 +351,13 @@ def worker_start(
         float, typer.Option("--poll-interval", min=0.01, help="Seconds between polls while busy.")
     ] = 0.2,
     heartbeat_interval: Annotated[
-        float, typer.Option("--heartbeat-interval", min=0.1, help="Seconds between heartbeats.")
-    ] = 15.0,
+        float,
+        typer.Option(
+            "--heartbeat-interval",
+            min=0.1,
+            help="Seconds between heartbeats (they renew leases and bring cancels of running commands).",
+        ),
+    ] = 5.0,
     grace_period: Annotated[
         float,
         typer.Option("--grace-period", min=0, help="On stop, seconds in-flight commands get to finish."),

@@ -68,7 +68,7 @@ class RemoteWorker:
         pools: Sequence[str] = ("shared",),
         concurrency: int = 4,
         poll_interval: float = 0.2,
-        heartbeat_interval: float = 15,
+        heartbeat_interval: float = 5,
         grace_period: float = DEFAULT_GRACE_PERIOD,
         max_idle_interval: float = MAX_IDLE_INTERVAL,
         ids: Callable[[], int] | None = None,
