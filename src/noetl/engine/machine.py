@@ -30,7 +30,7 @@ from noetl.engine.loops import DEFAULT_LOOP_WINDOW, Loops
 from noetl.engine.outbox import Outbox
 from noetl.engine.results import plain
 from noetl.engine.routing import Router
-from noetl.engine.state import RUNNING, CommandState, ExecutionState, StepState
+from noetl.engine.state import DEAD, RUNNING, CommandState, ExecutionState, StepState
 from noetl.errors import EngineError, NoetlError, TemplateError
 
 
@@ -80,6 +80,9 @@ class Engine:
             entered_cycles=self._fold.entered_cycles,
         )
         self._max_attempts = max_attempts
+        for source in self.graph.unreachable:  # dead code: its arcs never fire
+            for target in self.graph.successors.get(source, ()):
+                self.state.edges[(source, target)] = DEAD
 
     # ------------------------------------------------------------------ public API
 
@@ -319,6 +322,11 @@ class Engine:
                 self._fail_run(state.error or "execution failed")
             return
         if not state.commands:
+            stuck = self._router.stuck()
+            if stuck:
+                # Never a false success: nothing can run any more, yet steps are still waiting.
+                self._fail_run(f"the run cannot make progress; stuck steps: {', '.join(stuck)}")
+                return
             self._outbox.emit(
                 ev.PLAYBOOK_COMPLETED,
                 node_id="playbook",

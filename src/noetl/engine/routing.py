@@ -251,6 +251,26 @@ class Router:
         for _, target in graph.exits.get(comp, ()):
             self._ready.append(target)
 
+    def stuck(self) -> list[str]:
+        """With nothing issued or running: the steps that still wait (each with what it waits
+        for). A pending step outside a cycle that ran is stuck unless no arc path from `start`
+        leads to it; a step still marked running is stuck too."""
+        graph = self.graph
+        edges = self.state.edges
+        found: list[str] = []
+        for name, step in self.state.steps.items():
+            if step.status == RUNNING:
+                found.append(f"'{name}' (running, with no command left)")
+                continue
+            if step.status != PENDING or name in graph.unreachable:
+                continue
+            comp = graph.component[name]
+            if comp in graph.cyclic and comp in self.entered_cycles:
+                continue  # a cycle member its cycle did not route to this time
+            waiting = [s for s in graph.forward_in[name] if edges.get((s, name)) is None]
+            found.append(f"'{name}' (waiting for {', '.join(repr(s) for s in waiting) or 'nothing'})")
+        return found
+
     def check_cycle_quiet(self, comp: int) -> None:
         """When no step of a cycle is running, the arcs leaving it that never fired are dead."""
         graph = self.graph
