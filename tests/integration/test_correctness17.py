@@ -16,14 +16,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
+from tests.support.auth import AUTH, TEST_TOKEN
 from tests.support.cli import run_playbook
+from tests.support.stub_api import StubAPI
 
+from noetl.api.app import create_app
 from noetl.dsl import parse_playbook
 from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.engine.graph import analyse
 from noetl.engine.machine import Engine
 from noetl.ids import default_ids
+from noetl.runtime.control import ControlPlane
 from noetl.runtime.local import LocalRuntime, RunOutcome
 from noetl.store import open_store
 from noetl.worker.command import Command, CommandEvents
@@ -168,3 +174,236 @@ def test_item1_safety_net_keeps_dead_path_elimination() -> None:
         "b": "SKIPPED",
         "join": "SKIPPED",
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# item 5: a pipeline step's result is its tasks' results by label, their keys also at the top level
+
+PIPELINE = playbook_text(
+    "pipeline_labels",
+    """\
+    workload: {api: "http://127.0.0.1:1"}
+    workflow:
+      - step: start
+        tool:
+          - name: fetch
+            kind: http
+            url: "{{ workload.api }}/api/v1/assessments"
+            params: {page: 1, pageSize: 3}
+          - name: count
+            kind: python
+            input: {body: "{{ fetch.body }}"}
+            code: "result = {'ids': [i['id'] for i in body['data']], 'status': 'counted'}"
+          - name: save
+            kind: python
+            input: {ids: "{{ count.ids }}"}
+            code: "result = {'saved': len(ids), 'status': 'saved'}"
+        next: [check]
+      - step: check
+        tool:
+          kind: python
+          input:
+            by_label: "{{ start.fetch.status_code }}"
+            flat: "{{ start.status_code }}"
+            ids: "{{ start.count.ids }}"
+            saved: "{{ start.saved }}"
+            status: "{{ start.status }}"
+            body: "{{ start.data.paging.pageSize }}"
+          code: "result = dict(by_label=by_label, flat=flat, ids=ids, saved=saved, status=status, body=body)"
+        next: [rows]
+      - step: rows
+        desc: a pipeline that ends in a list (query rows) results in that list
+        tool:
+          - name: prepare
+            kind: python
+            code: "result = {'n': 3}"
+          - name: query
+            kind: python
+            input: {n: "{{ prepare.n }}"}
+            code: "result = [{'id': i} for i in range(n)]"
+        next: [last]
+      - step: last
+        tool: {kind: python, input: {r: "{{ rows }}"}, code: "result = {'first': r[0], 'count': len(r)}"}
+    """,
+)
+
+# `start.data` is the http task's own `data` key (its JSON body), flattened like any other key.
+PIPELINE_CHECK = {"by_label": 200, "flat": 200, "ids": [1, 2, 3], "saved": 3, "status": "saved", "body": 3}
+
+
+def check_pipeline(outcome: dict[str, Any]) -> None:
+    assert outcome["status"] == "COMPLETED", outcome
+    got = results(outcome)
+    assert got["check"] == PIPELINE_CHECK
+    start = got["start"]
+    assert list(start)[-3:] == ["fetch", "count", "save"]  # the labels (after the flattened keys)
+    assert start["fetch"]["status_code"] == start["status_code"] == 200
+    assert [item["id"] for item in start["fetch"]["body"]["data"]] == [1, 2, 3]
+    assert start["count"] == {"ids": [1, 2, 3], "status": "counted"}
+    assert start["save"] == {"saved": 3, "status": "saved"}
+    assert (start["ids"], start["saved"], start["status"]) == ([1, 2, 3], 3, "saved")  # later task wins
+    assert got["rows"] == [{"id": 0}, {"id": 1}, {"id": 2}]
+    assert got["last"] == {"first": {"id": 0}, "count": 3}
+
+
+def test_item5_pipeline_results_by_label_local(tmp_path: Path, stub_api: StubAPI) -> None:
+    outcome = cli_run(tmp_path, PIPELINE, "--set", f"api={stub_api.base_url}")
+    check_pipeline(outcome)
+
+
+def test_item5_pipeline_task_run_again_by_a_jump_counts_once_in_order() -> None:
+    text = playbook_text(
+        "pipeline_jump",
+        """\
+        workflow:
+          - step: start
+            tool:
+              - name: bump
+                kind: python
+                input: {n: "{{ iter.n | default(0) }}"}
+                code: "result = {'n': n + 1, 'who': 'bump'}"
+                set: {iter.n: "{{ output.n }}"}
+              - name: gate
+                kind: python
+                input: {n: "{{ iter.n }}"}
+                code: "result = {'who': 'gate', 'seen': n}"
+                spec:
+                  policy:
+                    rules:
+                      - when: "{{ output.data.seen < 2 }}"
+                        then: {do: jump, to: bump}
+        """,
+    )
+    outcome = in_process(text)
+    assert outcome.status == "COMPLETED", outcome.error
+    result = outcome.steps["start"].result
+    assert result == {
+        "n": 2,
+        "who": "gate",
+        "seen": 2,
+        "bump": {"n": 2, "who": "bump"},
+        "gate": {"who": "gate", "seen": 2},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# item 6: the start step's loop.in must render to a JSON array
+
+START_LOOP = playbook_text(
+    "start_loop",
+    """\
+    workload: {items: [1, 2]}
+    workflow:
+      - step: start
+        loop: {in: "{{ workload.items }}", iterator: n}
+        tool: {kind: python, input: {n: "{{ n }}"}, code: "result = n * 10"}
+        next: [later]
+      - step: later
+        desc: after the start step, a number still iterates 0..n-1 (upstream coercion)
+        loop: {in: "{{ workload.count | default(2) }}", iterator: i}
+        tool: {kind: python, input: {i: "{{ i }}"}, code: "result = i"}
+    """,
+)
+
+
+@pytest.mark.parametrize(
+    ("items", "kind"),
+    [("3", "number"), ('{"a": 1}', "object"), ('"a,b"', "string"), ("null", "null"), ("true", "bool")],
+)
+def test_item6_start_loop_must_be_an_array_local(tmp_path: Path, items: str, kind: str) -> None:
+    outcome = cli_run(tmp_path, START_LOOP, "--payload", f'{{"items": {items}}}')
+    assert outcome["status"] == "FAILED"
+    assert outcome["error"] == f"start step loop.in must resolve to a JSON array, got: {kind}"
+    assert statuses(outcome) == {"start": "PENDING", "later": "PENDING"}  # nothing ran
+
+
+def test_item6_start_loop_array_runs_and_later_loops_still_coerce(tmp_path: Path) -> None:
+    outcome = cli_run(tmp_path, START_LOOP, "--payload", '{"count": 3}')
+    assert outcome["status"] == "COMPLETED", outcome
+    assert results(outcome)["start"]["results"] == [10, 20]
+    assert results(outcome)["later"]["results"] == [0, 1, 2]
+
+
+def test_item6_execute_api_refuses_a_start_loop_that_is_not_an_array() -> None:
+    control = ControlPlane(open_store("memory://"))
+    with TestClient(create_app(control, admin_token=TEST_TOKEN), headers=AUTH) as client:
+        registered = client.post("/api/catalog/register", json={"content": START_LOOP})
+        assert registered.status_code == 200, registered.text
+        path = "tests/c17/start_loop"
+        for items, kind in ((3, "number"), ({"a": 1}, "object"), ("1,2", "string"), (None, "null")):
+            answer = client.post("/api/execute", json={"path": path, "payload": {"items": items}})
+            assert answer.status_code == 422, answer.text
+            assert answer.json() == {
+                "error": f"start step loop.in must resolve to a JSON array, got: {kind}",
+                "status": 422,
+            }
+        listed = client.get("/api/executions")
+        assert listed.status_code == 200 and listed.json() == []  # no run was created
+        answer = client.post("/api/execute", json={"path": path, "workload": {"items": [4, 5, 6]}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["commands_generated"] == 1  # a sequential loop: its first iteration
+
+
+# ---------------------------------------------------------------------------------------------------
+# item 7: loop statistics
+
+LOOP_STATS = playbook_text(
+    "loop_stats",
+    """\
+    workload: {xs: [1, 0, 4, 0, 5]}
+    workflow:
+      - step: start
+        tool: {kind: noop}
+        next: [invert]
+      - step: invert
+        loop: {in: "{{ workload.xs }}", iterator: x, spec: {mode: parallel, max_in_flight: 2}}
+        tool:
+          kind: python
+          input: {x: "{{ x }}"}
+          code: "result = {'inv': 1 / x}"
+          spec:
+            policy:
+              rules:
+                - when: "{{ output.status == 'error' }}"
+                  then: {do: continue}
+        next: [report]
+      - step: report
+        tool:
+          kind: python
+          input:
+            total: "{{ invert.stats.total }}"
+            completed: "{{ invert.stats.completed }}"
+            failed: "{{ invert.stats.failed }}"
+            count: "{{ invert.count }}"
+          code: "result = dict(total=total, completed=completed, failed=failed, count=count)"
+    """,
+)
+
+
+def test_item7_loop_stats_count_iterations_a_policy_continued_past_as_failed(tmp_path: Path) -> None:
+    outcome = cli_run(tmp_path, LOOP_STATS)
+    assert outcome["status"] == "COMPLETED", outcome
+    got = results(outcome)
+    assert got["invert"]["stats"] == {"total": 5, "completed": 3, "failed": 2}
+    assert got["invert"]["results"][0] == {"inv": 1.0} and got["invert"]["results"][2] == {"inv": 0.25}
+    assert got["report"] == {"total": 5, "completed": 3, "failed": 2, "count": 5}
+
+
+def test_item7_loop_stats_of_an_empty_and_a_clean_loop() -> None:
+    text = playbook_text(
+        "loop_stats_clean",
+        """\
+        workflow:
+          - step: start
+            loop: {in: "{{ [] }}", iterator: x}
+            tool: {kind: python, code: "result = x"}
+            next: [clean]
+          - step: clean
+            loop: {in: "{{ [1, 2, 3] }}", iterator: x}
+            tool: {kind: python, input: {x: "{{ x }}"}, code: "result = x"}
+        """,
+    )
+    outcome = in_process(text)
+    assert outcome.status == "COMPLETED", outcome.error
+    assert outcome.steps["start"].result["stats"] == {"total": 0, "completed": 0, "failed": 0}
+    assert outcome.steps["clean"].result["stats"] == {"total": 3, "completed": 3, "failed": 0}

@@ -121,7 +121,7 @@ class Engine:
             },
             meta=started_meta,
         )
-        self._guarded(lambda: self._router.dispatch("start", check_guard=False))
+        self._guarded(lambda: self._router.dispatch("start", launch=True))
         return self._outbox.flush()
 
     def react(self, event: Event) -> list[Event]:

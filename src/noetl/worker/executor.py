@@ -129,7 +129,6 @@ class Executor:
         scope["iter"] = dict(scope.get("iter") or {})
         ctx_updates: dict[str, Any] = {}
         results: dict[str, Any] = {}
-        last: Any = None
         position = 0
         runs = 0
         status = "success"
@@ -172,8 +171,8 @@ class Executor:
                     {},
                 )
             data = attempted.result.data
+            results.pop(label, None)  # a task run again (a jump) moves to the end
             results[label] = data
-            last = data
             scope[label] = view_of(data)
             if not attempted.result.ok:
                 status, last_error = "error", attempted.result.error
@@ -193,8 +192,9 @@ class Executor:
                 position = index_of[str(target)]
                 continue
             position += 1
-        # The step's result is the last task's; every task's result stays reachable by label.
-        return last, status, last_error, ctx_updates, {"tasks": results}
+        # The tasks' results by label, and the labels in the order the tasks ran; the engine adds
+        # their keys at the top level (`noetl.engine.results.pipeline_result`).
+        return results, status, last_error, ctx_updates, {"labels": list(results)}
 
     async def _attempt(
         self,
