@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from tests.support.stub_api import StubAPI
 
 from noetl.api.app import create_app
 from noetl.dsl import parse_playbook
+from noetl.dsl.kinds import TOOL_KINDS
 from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.engine.graph import analyse
@@ -33,6 +36,7 @@ from noetl.runtime.control import ControlPlane
 from noetl.runtime.local import LocalRuntime, RunOutcome
 from noetl.store import open_store
 from noetl.worker.command import Command, CommandEvents
+from noetl.worker.executor import Executor
 
 HEADER = "apiVersion: noetl.io/v2\nkind: Playbook\n"
 RUN_TIMEOUT = 120.0
@@ -407,3 +411,125 @@ def test_item7_loop_stats_of_an_empty_and_a_clean_loop() -> None:
     assert outcome.status == "COMPLETED", outcome.error
     assert outcome.steps["start"].result["stats"] == {"total": 0, "completed": 0, "failed": 0}
     assert outcome.steps["clean"].result["stats"] == {"total": 3, "completed": 3, "failed": 0}
+
+
+# ---------------------------------------------------------------------------------------------------
+# executor and engine hooks: large results kept in the result store, SQL files rendered with the
+# workload and ctx, tool timeouts of kind `timeout`
+
+BIG_RESULT = playbook_text(
+    "big_result",
+    """\
+    workflow:
+      - step: start
+        tool:
+          kind: python
+          code: "result = {'rows': list(range(500)), 'status': 'big'}"
+          output: {inline_max_bytes: 200}
+        next: [load]
+      - step: load
+        tool:
+          kind: artifact
+          input: {result_ref: "{{ start._ref }}"}
+        next: [use]
+      - step: use
+        tool:
+          kind: python
+          input: {rows: "{{ load.data.rows }}", status: "{{ start.status }}", size: "{{ start._size_bytes }}"}
+          code: "result = {'n': len(rows), 'last': rows[-1], 'status': status, 'size': size}"
+    """,
+)
+
+
+def test_large_result_is_kept_in_the_result_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOETL_RESULT_STORE_DIR", str(tmp_path / "results"))
+    outcome = cli_run(tmp_path, BIG_RESULT)
+    assert outcome["status"] == "COMPLETED", outcome
+    start = results(outcome)["start"]
+    assert start["_ref"]["ref"].startswith(f"noetl://execution/{outcome['execution_id']}/result/start/")
+    assert start["status"] == "big"  # a top-level scalar stays readable
+    assert "rows" not in start  # the list itself is in the store, not in the event log
+    size = start["_size_bytes"]
+    assert size > 200
+    assert results(outcome)["use"] == {"n": 500, "last": 499, "status": "big", "size": size}
+    assert any((tmp_path / "results").rglob("*")), "nothing was written to the result store"
+
+
+SQL_FILE = playbook_text(
+    "sql_file",
+    """\
+    workload: {greeting: hello, folder: "."}
+    workflow:
+      - step: start
+        tool: {kind: noop}
+        set: {ctx.factor: 7}
+        next: [query]
+      - step: query
+        tool: {kind: duckdb, script: {uri: "file://{{ workload.folder }}/q.sql"}}
+        next: [per_item]
+      - step: per_item
+        loop: {in: "{{ [2, 3] }}", iterator: x}
+        tool: {kind: duckdb, script: {uri: "file://{{ workload.folder }}/item.sql"}}
+    """,
+)
+
+
+def test_sql_file_renders_workload_ctx_and_iteration_values(tmp_path: Path) -> None:
+    (tmp_path / "q.sql").write_text(
+        "SELECT '{{ workload.greeting }}' AS greeting, {{ ctx.factor }} * 6 AS answer", encoding="utf-8"
+    )
+    (tmp_path / "item.sql").write_text(
+        "SELECT {{ iter.x }} * {{ ctx.factor }} AS product, '{{ workload.greeting }}' AS g", encoding="utf-8"
+    )
+    outcome = cli_run(tmp_path, SQL_FILE, "--payload", json.dumps({"folder": str(tmp_path)}))
+    assert outcome["status"] == "COMPLETED", outcome
+    got = results(outcome)
+    assert got["query"] == [{"greeting": "hello", "answer": 42}]
+    assert got["per_item"]["results"] == [[{"product": 14, "g": "hello"}], [{"product": 21, "g": "hello"}]]
+
+
+class SleepyTool:
+    """A tool that ignores its time limit (sleeps 30 s) or raises a TimeoutError of its own."""
+
+    kind = "c17_sleepy"
+
+    async def run(self, config: dict[str, Any], ctx: Any) -> Any:
+        if config.get("raise"):
+            raise TimeoutError("the backend did not answer")
+        await asyncio.sleep(30)
+        raise AssertionError("the executor did not stop the tool")
+
+
+def _sleepy_command(config: dict[str, Any]) -> Command:
+    rules = [
+        {
+            "when": "{{ output.error.kind == 'timeout' and output.error.retryable }}",
+            "then": {"do": "continue"},
+        }
+    ]
+    return Command(
+        execution_id=1,
+        event_id=2,
+        command_id="1:slow:2",
+        step="slow",
+        kind="c17_sleepy",
+        tool_config={**config, "spec": {"policy": {"rules": rules}}},
+    )
+
+
+@pytest.mark.parametrize("config", [{"timeout": 0.2}, {"raise": True}], ids=["past-its-limit", "raises"])
+def test_tool_timeout_is_an_error_of_kind_timeout(
+    monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]
+) -> None:
+    """The policy rule continues only when `output.error.kind` is `timeout` (and retryable): the
+    command then completes with status `error`; any other kind fails it."""
+    monkeypatch.setitem(TOOL_KINDS, "c17_sleepy", f"{__name__}:SleepyTool")
+    executor = Executor(ids=default_ids)
+    began = time.monotonic()
+    reported = asyncio.run(executor.execute(_sleepy_command(config)))
+    assert time.monotonic() - began < 10
+    kinds = [e.event_type for e in reported]
+    assert kinds == [ev.CALL_DONE, ev.COMMAND_COMPLETED], reported
+    done = reported[0].payload["result"]
+    assert done["status"] == "error"
+    assert "timed out" in done["context"]["error"]

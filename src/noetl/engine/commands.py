@@ -18,6 +18,7 @@ from noetl.template import referenced_names, render_value
 # Keys of a single tool's config that the worker evaluates (with `output` in scope), not the engine.
 _DEFERRED_SINGLE = ("spec", "set")
 _ALWAYS_IN_SNAPSHOT = ("execution_id", "catalog_id", "path", "workload", "ctx")
+_FILE_KEYS = ("script", "source")  # a tool config naming a file the worker reads and renders
 _ITERATION_KEYS = ("iter", "_index", "_total", "loop_index")
 
 
@@ -113,7 +114,8 @@ class Commands:
 
 def _single_config(spec: Step, ctx: Mapping[str, Any], index: int | None) -> tuple[Any, dict[str, Any]]:
     """A single tool's config: rendered now, except the keys the worker evaluates (`spec`, `set`).
-    A python tool in a loop also gets the iteration's variables as inputs."""
+    A python tool in a loop also gets the iteration's variables as inputs. The snapshot is empty
+    unless the worker renders something itself (deferred keys, a script file)."""
     assert spec.tool is not None
     raw = spec.tool.config
     deferred = {k: raw[k] for k in _DEFERRED_SINGLE if k in raw}
@@ -132,7 +134,11 @@ def _single_config(spec: Step, ctx: Mapping[str, Any], index: int | None) -> tup
                 tool_input[key] = plain(ctx[key])
         rendered["input"] = tool_input
     rendered.update(deferred)
-    return rendered, _snapshot(ctx, referenced_names(deferred)) if deferred else {}
+    # The worker renders what it evaluates itself, and a SQL file named by `script`/`source`
+    # (`{{ workload.x }}` inside it): only those commands carry a context snapshot.
+    if deferred or any(key in raw for key in _FILE_KEYS):
+        return rendered, _snapshot(ctx, referenced_names(deferred))
+    return rendered, {}
 
 
 def _snapshot(ctx: Mapping[str, Any], names: set[str]) -> dict[str, Any]:

@@ -22,7 +22,10 @@ from noetl.errors import NoetlError, TemplateError
 from noetl.secrets import enter_execution, leave_execution
 from noetl.status import COMPLETED
 from noetl.template import render_value
-from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool
+from noetl.tools import failure
+from noetl.tools.base import ChildRequest, ToolContext, ToolResult, get_tool, timeout_seconds
+from noetl.tools.base import failed as failed_result
+from noetl.tools.results import RefError, externalize, output_policy
 from noetl.worker import policy
 from noetl.worker.command import Command, CommandEvents, child_request
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _MAX_TASK_RUNS = 10_000  # guards pipelines whose `jump` rules loop forever
 _OUTPUT_LIMIT = 64 * 1024
+_TIMEOUT_GRACE = 2.0  # seconds past a tool's own time limit before the executor stops it
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Executor:
             data, status, error, ctx_updates, extra = None, "error", f"{type(exc).__name__}: {exc}", {}, {}
         finally:
             leave_execution(current)
+        if status != "failed":
+            data, status, error = _externalized(command, data, status, error)
         duration_ms = round((time.perf_counter() - begin) * 1000, 3)
         if status == "failed":
             notes.extend(self.events.failed(command, str(error)))
@@ -257,19 +263,35 @@ class Executor:
             run_child=self.run_child,
             base_path=self.base_path,
         )
+        limit = None if kind == "playbook" else timeout_seconds(config, ctx)
         try:
             if kind == "playbook":
                 result = await self._run_playbook(config, ctx)
-            else:
+            elif limit is None:
                 result = await get_tool(kind).run(config, ctx)
+            else:
+                # Tools stop at their time limit themselves; this is the net for one that does not.
+                result = await asyncio.wait_for(get_tool(kind).run(config, ctx), limit + _TIMEOUT_GRACE)
+        except TimeoutError as exc:
+            text = f"the {kind} tool timed out" + (f" after {limit:g} s" if limit is not None else "")
+            detail = str(exc)
+            result = failed_result(failure.TIMEOUT, f"{text}: {detail}" if detail else text, status="timeout")
         except NoetlError as exc:
-            retryable = bool(getattr(exc, "retryable", False))
+            kind_of = failure.classify_exception(exc)
             result = ToolResult(
-                status="error", error=str(exc), retryable=retryable, data=getattr(exc, "data", None)
+                status="error",
+                error=str(exc),
+                retryable=bool(getattr(exc, "retryable", False)),
+                data=getattr(exc, "data", None),
+                error_kind=None if kind_of == failure.TOOL else kind_of,
             )
         except Exception as exc:
             log.exception("tool %s crashed in %s", kind, command.command_id)
-            result = ToolResult(status="error", error=f"{type(exc).__name__}: {exc}")
+            result = ToolResult(
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+                error_kind=failure.classify_exception(exc),
+            )
         if not result.duration_ms:
             result.duration_ms = round((time.perf_counter() - begin) * 1000, 3)
         return result
@@ -324,6 +346,19 @@ def _failure_text(attempted: Attempted) -> str:
     if attempted.attempts > 1:
         text += f" (after {attempted.attempts} attempts)"
     return text
+
+
+def _externalized(command: Command, data: Any, status: str, error: str | None) -> tuple[Any, str, str | None]:
+    """The command's data, kept in the result store when it is over the inline limit (or the
+    tool's `output` asks for it): the event then carries its reference envelope."""
+    select, threshold = output_policy(command.tool_config if isinstance(command.tool_config, dict) else None)
+    try:
+        kept = externalize(
+            data, execution_id=command.execution_id, step=command.step, select=select, threshold=threshold
+        )
+    except RefError as exc:
+        return None, "failed", f"the result could not be stored: {exc}"
+    return kept, status, error
 
 
 def _process_output(result: ToolResult) -> dict[str, Any]:
