@@ -15,13 +15,19 @@ import json
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from tests.support.auth import AUTH, TEST_TOKEN
 from tests.support.cli import run_playbook
+from tests.support.cluster import Cluster, ServerProcess, events_of, post_json, wait_terminal
+from tests.support.credentials import KEY_ENV, add_credential, fresh_encryption_key, pg_credential_data
 from tests.support.stub_api import StubAPI
 
 from noetl.api.app import create_app
@@ -31,6 +37,7 @@ from noetl.engine import events as ev
 from noetl.engine.events import Event
 from noetl.engine.graph import analyse
 from noetl.engine.machine import Engine
+from noetl.errors import PlaybookError
 from noetl.ids import default_ids
 from noetl.runtime.control import ControlPlane
 from noetl.runtime.local import LocalRuntime, RunOutcome
@@ -533,3 +540,371 @@ def test_tool_timeout_is_an_error_of_kind_timeout(
     done = reported[0].payload["result"]
     assert done["status"] == "error"
     assert "timed out" in done["context"]["error"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# item 9: cursor loops (a PostgreSQL work queue claimed frame by frame)
+
+CURSOR = playbook_text(
+    "cursor",
+    """\
+    workload: {schema: public, pause: 0.2}
+    workflow:
+      - step: start
+        desc: claims up to 3 rows at a time, 2 rows in flight, until the claim returns none
+        loop:
+          iterator: job
+          cursor:
+            kind: postgres
+            auth: pg_local
+            claim: |
+              UPDATE {{ workload.schema }}.queue SET state = 'claimed', claimed_by = '{{ execution_id }}'
+              WHERE id IN (SELECT id FROM {{ workload.schema }}.queue WHERE state = 'new' ORDER BY id
+                           LIMIT {{ __frame_max_rows }} FOR UPDATE SKIP LOCKED)
+              RETURNING id, payload
+          spec:
+            mode: cursor
+            frame: {max_rows: 3, row_concurrency: 2, lease_seconds: 60}
+        tool:
+          - name: work
+            kind: python
+            input: {id: "{{ iter.job.id }}", payload: "{{ job.payload }}", pause: "{{ workload.pause }}"}
+            code: |
+              import time
+              began = time.time()
+              time.sleep(pause)
+              result = {"id": id, "doubled": id * 2, "payload": payload, "began": began, "ended": time.time()}
+          - name: save
+            kind: postgres
+            auth: pg_local
+            command: |
+              INSERT INTO {{ workload.schema }}.done
+                VALUES ({{ iter.job.id }}, '{{ execution_id }}', {{ __cursor_frame }}, {{ __cursor_row }}, {{ work.doubled }});
+              UPDATE {{ workload.schema }}.queue SET state = 'done' WHERE id = {{ iter.job.id }}
+        next:
+          arcs:
+            - step: report
+              when: "{{ event.name == 'loop.done' }}"
+      - step: report
+        tool:
+          kind: python
+          input:
+            count: "{{ start.count }}"
+            frames: "{{ start.frames }}"
+            cursor: "{{ start.cursor }}"
+            stats: "{{ start.stats }}"
+            ids: "{{ start.results | map(attribute='id') | list }}"
+          code: "result = dict(count=count, frames=frames, cursor=cursor, stats=stats, ids=sorted(ids))"
+    """,
+)
+
+
+def make_queue(dsn: str, schema: str, n: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(
+            f"CREATE TABLE {schema}.queue (id int PRIMARY KEY, payload text, state text NOT NULL DEFAULT 'new',"
+            " claimed_by text)"
+        )
+        conn.execute(
+            f"CREATE TABLE {schema}.done (id int PRIMARY KEY, execution text, frame int, row int, doubled int)"
+        )
+        conn.execute(
+            f"INSERT INTO {schema}.queue (id, payload) SELECT g, 'item-' || g FROM generate_series(1, {n}) g"
+        )
+
+
+def table(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def schema(pg_dsn: str) -> Iterator[str]:
+    name = f"c17_{uuid.uuid4().hex[:10]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@dataclass
+class Local:
+    """`noetl run --json` on a SQLite store of the test holding the `pg_local` credential."""
+
+    tmp: Path
+    store: str
+
+    def run(self, text: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return cli_run(self.tmp, text, "--payload", json.dumps(payload), store=self.store)
+
+
+@pytest.fixture
+def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_dsn: str) -> Local:
+    monkeypatch.setenv(KEY_ENV, fresh_encryption_key())  # inherited by the `noetl` subprocesses
+    store = f"sqlite:///{tmp_path}/noetl.db"
+    add_credential(store, "pg_local", "postgres", pg_credential_data(pg_dsn))
+    return Local(tmp_path, store)
+
+
+def check_cursor(outcome: dict[str, Any], dsn: str, schema: str, n: int) -> None:
+    assert outcome["status"] == "COMPLETED", outcome
+    got = results(outcome)
+    frames = -(-n // 3)  # frames of 3 rows that returned rows; the next claim returned none
+    assert got["report"] == {
+        "count": n,
+        "frames": frames,
+        "cursor": "drained",
+        "stats": {"total": n, "completed": n, "failed": 0},
+        "ids": list(range(1, n + 1)),
+    }
+    drained = got["start"]
+    assert (drained["cursor"], drained["frames"], drained["count"]) == ("drained", frames, n)
+    rows = drained["results"]
+    assert sorted(r["work"]["id"] for r in rows) == list(range(1, n + 1))
+    assert all(r["doubled"] == 2 * r["id"] and r["payload"] == f"item-{r['id']}" for r in rows)
+    # The database: every row processed once, by this run, frame by frame.
+    assert table(dsn, f"SELECT state, count(*) FROM {schema}.queue GROUP BY state") == [("done", n)]
+    done = table(dsn, f"SELECT id, execution, frame, row, doubled FROM {schema}.done ORDER BY id")
+    assert [(d[0], d[4]) for d in done] == [(i, 2 * i) for i in range(1, n + 1)]
+    assert {d[1] for d in done} == {outcome["execution_id"]}
+    by_frame: dict[int, list[int]] = {}
+    for _, _, frame, row, _ in done:
+        by_frame.setdefault(frame, []).append(row)
+    assert sorted(by_frame) == list(range(frames))
+    assert all(sorted(r) == list(range(len(r))) and len(r) <= 3 for r in by_frame.values())
+    # At most row_concurrency (2) rows in flight, and 2 at once did happen.
+    spans = [(r["began"], r["ended"]) for r in rows]
+    assert max_overlap(spans) == 2
+    # A frame is claimed only once every row of the previous one is done.
+    frame_of = {d[0]: d[2] for d in done}
+    for earlier in range(frames - 1):
+        last_end = max(r["ended"] for r in rows if frame_of[r["id"]] == earlier)
+        first_start = min(r["began"] for r in rows if frame_of[r["id"]] == earlier + 1)
+        assert last_end <= first_start
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = current = 0
+    for _, delta in points:
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def test_item9_cursor_loop_drains_the_queue_local(local: Local, pg_dsn: str, schema: str) -> None:
+    make_queue(pg_dsn, schema, 7)
+    check_cursor(local.run(CURSOR, {"schema": schema}), pg_dsn, schema, 7)
+
+
+def test_item9_empty_queue_drains_at_once_local(local: Local, pg_dsn: str, schema: str) -> None:
+    make_queue(pg_dsn, schema, 0)
+    outcome = local.run(CURSOR, {"schema": schema})
+    assert outcome["status"] == "COMPLETED", outcome
+    assert results(outcome)["start"] == {
+        "results": [],
+        "count": 0,
+        "stats": {"total": 0, "completed": 0, "failed": 0},
+        "cursor": "drained",
+        "frames": 0,
+    }
+    assert results(outcome)["report"]["cursor"] == "drained"
+
+
+def test_item9_claim_that_returns_no_rows_fails_the_run_local(local: Local, pg_dsn: str, schema: str) -> None:
+    make_queue(pg_dsn, schema, 2)
+    text = CURSOR.replace("RETURNING id, payload", "")
+    assert text != CURSOR
+    outcome = local.run(text, {"schema": schema})
+    assert outcome["status"] == "FAILED"
+    assert outcome["error"] == (
+        "step 'start': loop.cursor: the claim query returned no rows "
+        "(it must return them: SELECT ... or ... RETURNING ...)"
+    )
+
+
+CURSOR_CYCLE = playbook_text(
+    "cursor_cycle",
+    """\
+    workload: {schema: public}
+    workflow:
+      - step: start
+        tool: {kind: noop}
+        next: [drain]
+      - step: drain
+        loop:
+          iterator: job
+          cursor:
+            auth: pg_local
+            claim: |
+              UPDATE {{ workload.schema }}.queue SET state = 'done'
+              WHERE id IN (SELECT id FROM {{ workload.schema }}.queue WHERE state = 'new' ORDER BY id
+                           LIMIT {{ __frame_max_rows }} FOR UPDATE SKIP LOCKED)
+              RETURNING id
+          spec: {frame: {max_rows: 2, row_concurrency: 2}}
+        tool: {kind: python, input: {id: "{{ job.id }}", row: "{{ iter._index }}"}, code: "result = {'id': id, 'row': row}"}
+        next: [refill]
+      - step: refill
+        desc: the first time, three more rows arrive and the cursor loop runs again
+        tool:
+          kind: postgres
+          auth: pg_local
+          command: |
+            INSERT INTO {{ workload.schema }}.queue (id, payload)
+            SELECT g, 'late-' || g FROM generate_series(101, 103) g
+            WHERE NOT EXISTS (SELECT 1 FROM {{ workload.schema }}.queue WHERE id > 100)
+            RETURNING id
+        next:
+          arcs:
+            - {step: drain, when: "{{ output.row_count > 0 }}"}
+            - {step: report, when: "{{ output.row_count == 0 }}"}
+      - step: report
+        tool:
+          kind: python
+          input: {ids: "{{ drain.results | map(attribute='id') | list }}", frames: "{{ drain.frames }}"}
+          code: "result = {'ids': sorted(ids), 'frames': frames}"
+    """,
+)
+
+
+def test_item9_cursor_loop_entered_again_through_a_cycle_starts_afresh(
+    local: Local, pg_dsn: str, schema: str
+) -> None:
+    make_queue(pg_dsn, schema, 3)
+    outcome = local.run(CURSOR_CYCLE, {"schema": schema})
+    assert outcome["status"] == "COMPLETED", outcome
+    # The second run of `drain` saw only the late rows: 2 frames (2 + 1 rows), results reset.
+    assert results(outcome)["report"] == {"ids": [101, 102, 103], "frames": 2}
+    assert [r["row"] for r in results(outcome)["drain"]["results"]] == [0, 1, 0]
+    assert table(pg_dsn, f"SELECT count(*) FROM {schema}.queue WHERE state = 'done'") == [(6,)]
+
+
+def test_item9_cursor_loop_dsl() -> None:
+    step = parse_playbook(CURSOR).steps["start"]
+    loop = step.loop
+    assert loop is not None and loop.cursor is not None
+    assert (loop.mode, loop.iterator, loop.max_rows, loop.row_concurrency) == ("cursor", "job", 3, 2)
+    assert (loop.cursor.kind, loop.cursor.config) == ("postgres", {"auth": "pg_local"})
+    assert "FOR UPDATE SKIP LOCKED" in loop.cursor.claim
+    implied = parse_playbook(CURSOR_CYCLE).steps["drain"].loop  # a cursor block without a mode
+    assert implied is not None and implied.mode == "cursor" and implied.cursor is not None
+    assert implied.cursor.kind == "postgres"
+
+    def error_of(loop_yaml: str) -> PlaybookError:
+        text = playbook_text(
+            "bad", "workflow:\n  - step: start\n    tool: {kind: noop}\n    loop:\n" + loop_yaml
+        )
+        with pytest.raises(PlaybookError) as caught:
+            parse_playbook(text)
+        return caught.value
+
+    claim = "      cursor: {claim: 'SELECT 1 AS id'}\n"
+    err = error_of("      iterator: r\n      cursor: {kind: postgres}\n")
+    assert err.field == "loop.cursor.claim" and "loop.cursor.claim is required" in err.message
+    err = error_of("      iterator: r\n" + claim + "      spec: {mode: parallel}\n")
+    assert (
+        err.field == "loop.spec.mode"
+        and err.message == "loop.cursor needs loop.spec.mode: cursor, got 'parallel'"
+    )
+    err = error_of(
+        "      iterator: r\n" + claim + "      spec: {mode: cursor, frame: {row_concurrency: 0}}\n"
+    )
+    assert err.field == "loop.spec.frame.row_concurrency"
+    assert err.message == "loop.spec.frame.row_concurrency must be a positive integer, got 0"
+    err = error_of("      iterator: r\n      cursor: {kind: nosuchtool, claim: x}\n")
+    assert err.field == "loop.cursor.kind"
+
+
+# ---------------------------------------------------------------------------------------------------
+# items 1, 5 and 9 on `noetl server start --with-worker` (PostgreSQL store, a schema of its own)
+
+
+@dataclass
+class Server:
+    cluster: Cluster
+    process: ServerProcess
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def start(self, text: str, payload: dict[str, Any] | None = None) -> str:
+        registered = post_json(self.url, "/api/catalog/register", {"content": text})
+        assert registered["status"] == "success", registered
+        path = yaml.safe_load(text)["metadata"]["path"]
+        started = post_json(self.url, "/api/execute", {"path": path, "payload": payload or {}})
+        return str(started["execution_id"])
+
+    def outcome(self, execution_id: str) -> dict[str, Any]:
+        """The terminal status, shaped like `noetl run --json`."""
+        status = wait_terminal(self.url, execution_id, RUN_TIMEOUT, details=self.cluster.logs)
+        return {
+            "execution_id": execution_id,
+            "status": status["status"],
+            "error": status["error"],
+            "steps": status["steps"],
+        }
+
+    def run(self, text: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.outcome(self.start(text, payload))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> Iterator[Server]:
+    store_schema = f"noetl_c17_{uuid.uuid4().hex[:8]}"
+    tmp = tmp_path_factory.mktemp("c17-server")
+    env = {KEY_ENV: fresh_encryption_key(), "NOETL_RESULT_STORE_DIR": str(tmp / "results")}
+    try:
+        with Cluster(tmp, f"{pg_dsn}?schema={store_schema}", env=env) as cluster:
+            process = cluster.start_server("c17", extra_args=["--with-worker", "--workers", "8"])
+            credential = {"name": "pg_local", "type": "postgres", "data": pg_credential_data(pg_dsn)}
+            post_json(process.url, "/api/credentials", credential)
+            yield Server(cluster, process)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{store_schema}" CASCADE')
+
+
+def test_item1_arc_from_an_unreachable_step_is_dead_on_a_server(server: Server) -> None:
+    check_orphan(server.run(ORPHAN))
+
+
+def test_item5_pipeline_results_by_label_on_a_server(server: Server, stub_api: StubAPI) -> None:
+    check_pipeline(server.run(PIPELINE, {"api": stub_api.base_url}))
+
+
+def test_item9_cursor_loop_drains_the_queue_on_a_server(server: Server, pg_dsn: str, schema: str) -> None:
+    make_queue(pg_dsn, schema, 7)
+    outcome = server.run(CURSOR, {"schema": schema})
+    check_cursor(outcome, pg_dsn, schema, 7)
+    claims = [
+        e
+        for e in events_of(server.url, outcome["execution_id"])
+        if e["event_type"] == "command.issued" and (e["meta"].get("cursor") or {}).get("phase") == "claim"
+    ]
+    assert [c["meta"]["cursor"]["frame"] for c in claims] == [0, 1, 2, 3]  # the last one returned no rows
+    assert {c["node_type"] for c in claims} == {"postgres"}
+
+
+def test_item9_two_runs_share_one_queue_and_each_row_is_done_once(
+    server: Server, pg_dsn: str, schema: str
+) -> None:
+    """Two executions drain the same queue at once: the claim's FOR UPDATE SKIP LOCKED hands each
+    row to exactly one of them, and both end when the queue is empty."""
+    n = 24
+    make_queue(pg_dsn, schema, n)
+    first, second = (server.start(CURSOR, {"schema": schema, "pause": 0.05}) for _ in range(2))
+    outcomes = [server.outcome(first), server.outcome(second)]
+    assert [o["status"] for o in outcomes] == ["COMPLETED", "COMPLETED"], outcomes
+    done = table(pg_dsn, f"SELECT id, execution FROM {schema}.done ORDER BY id")
+    assert [d[0] for d in done] == list(range(1, n + 1))  # every row once (id is the primary key)
+    per_run = {o["execution_id"]: sorted(results(o)["report"]["ids"]) for o in outcomes}
+    assert sorted(per_run[first] + per_run[second]) == list(range(1, n + 1))
+    for execution_id, ids in per_run.items():
+        assert ids == [d[0] for d in done if d[1] == execution_id]
+        assert results(next(o for o in outcomes if o["execution_id"] == execution_id))["report"][
+            "count"
+        ] == len(ids)
+    assert table(pg_dsn, f"SELECT state, count(*) FROM {schema}.queue GROUP BY state") == [("done", n)]

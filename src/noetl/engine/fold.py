@@ -310,12 +310,16 @@ def _succeeded(event: Event, payload: Mapping[str, Any]) -> bool:
 
 def _claimed(loop: LoopState, data: Any) -> None:
     """A cursor claim completed: its rows become the loop's next items (a new frame); no rows
-    drains the cursor. Anything but a list of rows is left for the decision to reject."""
+    drains the cursor. Anything but a list of rows is noted for the decision to reject."""
     cursor = loop.cursor
     assert cursor is not None
     cursor.claiming = False
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
+    rows = data if isinstance(data, list) else data.get("rows") if isinstance(data, dict) else None
+    no_result_set = isinstance(data, dict) and data.get("columns") == [] and not rows
+    if not isinstance(rows, list) or no_result_set:
+        cursor.error = (
+            "the claim query returned no rows (it must return them: SELECT ... or ... RETURNING ...)"
+        )
         return
     if not rows:
         cursor.drained = True

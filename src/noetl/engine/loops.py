@@ -53,6 +53,9 @@ class Loops:
         render to a list (the start step at launch), no coercion."""
         loop = spec.loop
         assert loop is not None
+        if loop.cursor is not None:
+            self._enter_cursor(spec, base, arc_args)
+            return True
         raw = render_loop_in(spec, base)
         items = array_items(raw) if strict else coerce_items(raw, step=spec.name, expression=loop.in_)
         context: dict[str, Any] = {
@@ -75,12 +78,53 @@ class Loops:
         self.fill(self.state.steps[spec.name], arc_args)
         return True
 
+    def _enter_cursor(self, spec: Step, base: Mapping[str, Any], arc_args: Mapping[str, Any] | None) -> None:
+        """A cursor loop starts with the claim of its first frame."""
+        loop = spec.loop
+        assert loop is not None
+        context: dict[str, Any] = {
+            "__cursor_loop": True,
+            "iterator_var": loop.iterator,
+            "mode": "cursor",
+            "max_rows": loop.max_rows,
+            "row_concurrency": loop.row_concurrency,
+        }
+        if arc_args:
+            context["args"] = dict(arc_args)
+        self.outbox.emit(
+            ev.STEP_ENTER,
+            node_name=spec.name,
+            status="ENTERED",
+            result={"status": "ENTERED", "context": context},
+        )
+        self.commands.claim(spec, base, 0)
+
+    def advance_cursor(self, step: StepState) -> bool:
+        """A cursor loop after a claim or a row finished: run the frame's next rows, or claim the
+        next frame once every row is done. True when the cursor is drained (the step is done)."""
+        loop = step.loop
+        assert loop is not None and loop.cursor is not None
+        cursor = loop.cursor
+        if cursor.error is not None:
+            raise EngineError(f"step '{step.name}': loop.cursor: {cursor.error}")
+        if cursor.claiming:
+            return False
+        if loop.done < loop.total:
+            self.fill(step)
+            return False
+        if cursor.drained:
+            return True
+        self.commands.claim(self.playbook.steps[step.name], self.contexts.current(), cursor.frame + 1)
+        return False
+
     def fill(self, step: StepState, arc_args: Mapping[str, Any] | None = None) -> None:
         """Issue iterations until the loop's limit of commands in flight is reached."""
         loop = step.loop
         assert loop is not None
         spec = self.playbook.steps[step.name]
-        if loop.mode == "parallel":
+        if loop.cursor is not None:
+            limit = loop.cursor.row_concurrency
+        elif loop.mode == "parallel":
             limit = loop.max_in_flight or self.window
         else:
             limit = 1
@@ -142,7 +186,7 @@ def check_start_loop(
     """Before a run starts: raise StartLoopError when the start step's `loop.in`, rendered as the
     engine will render it, is not a JSON array. A template error is left to the run itself."""
     spec = playbook.steps.get("start")
-    if spec is None or spec.loop is None:
+    if spec is None or spec.loop is None or spec.loop.cursor is not None:
         return
     state = ExecutionState(
         execution_id=execution_id,

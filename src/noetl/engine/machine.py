@@ -281,11 +281,14 @@ class Engine:
                     result={"status": "COMPLETED", "context": {"fired": [], "halted": True}},
                 )
             return
-        if command.index is not None and step.loop is not None:
+        loop = step.loop
+        if loop is not None and (command.index is not None or command.frame is not None):
             if step.status != RUNNING:
                 return
-            loop = step.loop
-            if loop.done >= loop.total:
+            if loop.cursor is not None:
+                if self._loops.advance_cursor(step):
+                    self._router.complete_step(step)
+            elif loop.done >= loop.total:
                 self._router.complete_step(step)
             else:
                 self._loops.fill(step)
@@ -297,6 +300,9 @@ class Engine:
         spec = self.playbook.steps[command.step]
         step = self.state.steps[command.step]
         ctx: Mapping[str, Any] = self.context()
+        if command.frame is not None:
+            self._commands.claim(spec, ctx, command.frame, attempt=command.attempt + 1)
+            return
         if command.index is not None and step.loop is not None:
             ctx = iteration_context(ctx, step.loop, command.index)
         self._commands.issue(spec, ctx, command.index, attempt=command.attempt + 1)

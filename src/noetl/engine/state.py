@@ -28,6 +28,7 @@ class CursorState:
     frame_start: int = 0  # loop index of the current frame's first row
     claiming: bool = False  # a claim command is outstanding
     drained: bool = False  # a claim returned no rows
+    error: str | None = None  # a claim's result had no list of rows
 
 
 @dataclass
