@@ -38,7 +38,7 @@ def chain(n: int) -> str:
 def fanout(n: int) -> str:
     return HEADER % f"fanout{n}" + f"""workflow:
   - step: start
-    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 100}}}}
+    loop: {{in: "{{{{ range({n}) | list }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 100}}}}
     tool: {{kind: python, code: 'result = i'}}
 """
 
@@ -50,7 +50,7 @@ def nested(n: int) -> tuple[str, str]:
 """
     parent = HEADER % f"nested{n}" + f"""workflow:
   - step: start
-    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 50}}}}
+    loop: {{in: "{{{{ range({n}) | list }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 50}}}}
     tool: {{kind: playbook, path: bench/child, input: {{x: "{{{{ i }}}}"}}}}
 """
     return parent, child

@@ -122,7 +122,7 @@ class Fold:
         step = state.steps[command.step]
         loop = step.loop
         if command.frame is not None and loop is not None and loop.cursor is not None:
-            _claimed(loop, data)
+            _claim_rows(loop, data)
         elif command.index is not None and loop is not None:
             if 0 <= command.index < loop.total:
                 loop.results[command.index] = data
@@ -308,7 +308,7 @@ def _succeeded(event: Event, payload: Mapping[str, Any]) -> bool:
     return str(status or "success").lower() not in _FAILED_STATUSES
 
 
-def _claimed(loop: LoopState, data: Any) -> None:
+def _claim_rows(loop: LoopState, data: Any) -> None:
     """A cursor claim completed: its rows become the loop's next items (a new frame); no rows
     drains the cursor. Anything but a list of rows is noted for the decision to reject."""
     cursor = loop.cursor
