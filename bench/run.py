@@ -40,7 +40,7 @@ def chain(n: int) -> str:
 def fanout(n: int) -> str:
     return HEADER % f"fanout{n}" + f"""workflow:
   - step: start
-    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 100}}}}
+    loop: {{in: "{{{{ range({n}) | list }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 100}}}}
     tool: {{kind: python, code: 'result = i'}}
 """
 
@@ -103,7 +103,7 @@ def nested(n: int) -> tuple[str, str]:
 """
     parent = HEADER % f"nested{n}" + f"""workflow:
   - step: start
-    loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 50}}}}
+    loop: {{in: "{{{{ range({n}) | list }}}}", iterator: i, spec: {{mode: parallel, max_in_flight: 50}}}}
     tool: {{kind: playbook, path: bench/child, input: {{x: "{{{{ i }}}}"}}}}
 """
     return parent, child

@@ -380,7 +380,11 @@ def test_server_restarted_mid_parallel_loop_completes_with_200_results(
     second = cluster.restart_server(first, "r-server-2")  # same store, bus, port and environment
     final = wait_terminal(second.url, execution_id, RUN_TIMEOUT, details=cluster.logs)
     assert final["status"] == "COMPLETED", f"{final}\n{cluster.logs()}"
-    assert final["steps"]["fan"]["result"] == {"results": [{"i": i} for i in range(200)], "count": 200}
+    assert final["steps"]["fan"]["result"] == {
+        "results": [{"i": i} for i in range(200)],
+        "count": 200,
+        "stats": {"total": 200, "completed": 200, "failed": 0},
+    }
     assert final["result"] == {"count": 200}
 
     rows = sql(
@@ -530,7 +534,11 @@ def test_nats_outage_mid_run_workers_poll_and_complete(
         final = wait_terminal(server.url, execution_id, RUN_TIMEOUT, details=cluster.logs)
         assert not port_open("127.0.0.1", 4222), "NATS came back before the run ended"
         assert final["status"] == "COMPLETED", f"{final}\n{cluster.logs()}"
-        assert final["steps"]["walk"]["result"] == {"results": [{"i": i} for i in range(20)], "count": 20}
+        assert final["steps"]["walk"]["result"] == {
+            "results": [{"i": i} for i in range(20)],
+            "count": 20,
+            "stats": {"total": 20, "completed": 20, "failed": 0},
+        }
         assert final["result"] == {"count": 20}
         assert walked() == 20  # each iteration completed once
         assert all(w.alive() for w in cluster.workers.values()), cluster.logs()

@@ -78,7 +78,12 @@ def test_a1_hello_world(group_a: GroupA, runner: Runner) -> None:
 
 
 def test_a2_args_passing_keeps_native_types(group_a: GroupA, runner: Runner) -> None:
-    assert completed(group_a, "a2", runner).results["use_vars"] == {"status": "success", "result": 300}
+    # A pipeline step: its task's result by label, and the task's keys at the top level.
+    assert completed(group_a, "a2", runner).results["use_vars"] == {
+        "compute": {"status": "success", "result": 300},
+        "status": "success",
+        "result": 300,
+    }
 
 
 def test_a3_end_with_action(group_a: GroupA, runner: Runner) -> None:

@@ -97,11 +97,13 @@ def test_s4_max_iterations(runner: Runner, stub_api: StubAPI) -> None:
 def test_s5_pipeline_simple(runner: Runner, stub_api: StubAPI) -> None:
     results = run_ok(runner, "pagination/pipeline/test_pipeline_simple.yaml", stub_api).results
     assert results["report_result"]["status"] == "passed"
-    assert results["run_pipeline"] == {
-        "status": "passed",
-        "message": "Task sequence executed successfully",
-        "items_processed": 5,
-    }
+    pipeline = results["run_pipeline"]  # the tasks' results by label, their keys also at the top
+    validated = {"status": "passed", "message": "Task sequence executed successfully", "items_processed": 5}
+    assert pipeline["validate"] == validated
+    assert {key: pipeline[key] for key in validated} == validated
+    assert pipeline["transform"] == {"count": 5, "ids": [1, 2, 3, 4, 5], "has_more": True}
+    assert pipeline["fetch"]["status_code"] == pipeline["status_code"] == 200
+    assert [item["id"] for item in pipeline["fetch"]["body"]["data"]] == [1, 2, 3, 4, 5]
 
 
 def test_s6_pagination_retry(runner: Runner, stub_api: StubAPI) -> None:

@@ -126,7 +126,10 @@ def check_children(
 
 def check_results(steps: dict[str, Any]) -> None:
     assert steps["native"]["results"] == [{"echo": c} for c in ITEMS]
-    assert steps["piped"]["results"] == [{"echo": c} for c in ITEMS]
+    # Pipeline iterations: each task's result by label, and their keys at the top level.
+    assert steps["piped"]["results"] == [
+        {"run_child": {"echo": c}, "after": {"echo": c}, "echo": c} for c in ITEMS
+    ]
 
 
 # ---------------------------------------------------------------------------------- local

@@ -47,7 +47,14 @@ workflow:
 """,
     )
     assert outcome["status"] == "COMPLETED"
-    assert outcome["steps"]["start"]["result"] == {"final": 3}
+    # The tasks' results by label (in the order they last ran), their keys also at the top level.
+    assert outcome["steps"]["start"]["result"] == {
+        "count": {"n": 3},
+        "check": {"n": 3},
+        "done": {"final": 3},
+        "n": 3,
+        "final": 3,
+    }
 
 
 def test_break_stops_a_pipeline_successfully(tmp_path: Path) -> None:
@@ -74,7 +81,7 @@ workflow:
 """,
     )
     assert outcome["status"] == "COMPLETED"
-    assert outcome["steps"]["after"]["result"] == {"stop": True}
+    assert outcome["steps"]["after"]["result"] == {"first": {"stop": True}, "stop": True}  # `never` never ran
 
 
 def test_fail_rule_fails_the_step_even_when_the_tool_succeeded(tmp_path: Path) -> None:
@@ -99,8 +106,9 @@ workflow:
 
 
 def test_loop_input_coercion(tmp_path: Path) -> None:
-    """Upstream coercion: a map iterates {key, value} pairs in key order, a string splits on
-    commas and newlines, a number n iterates 0..n-1."""
+    """Upstream coercion (after the start step, whose `loop.in` must be a list): a map iterates
+    {key, value} pairs in key order, a string splits on commas and newlines, a number n iterates
+    0..n-1."""
     outcome = run(
         tmp_path,
         """
@@ -109,6 +117,9 @@ workload:
   csv: "x, y,,z"
 workflow:
   - step: start
+    tool: {kind: noop}
+    next: pairs
+  - step: pairs
     loop: {in: "{{ colours }}", iterator: kv}
     tool: {kind: python, code: "result = kv['key'] + str(kv['value'])"}
     next: words
@@ -123,7 +134,7 @@ workflow:
     )
     assert outcome["status"] == "COMPLETED"
     steps = outcome["steps"]
-    assert steps["start"]["result"]["results"] == ["a1", "b2"]
+    assert steps["pairs"]["result"]["results"] == ["a1", "b2"]
     assert steps["words"]["result"]["results"] == ["x", "y", "z"]
     assert steps["count"]["result"]["results"] == [0, 10, 20]
 
@@ -134,10 +145,13 @@ def test_loop_over_null_fails_with_a_clear_message(tmp_path: Path) -> None:
         """
 workflow:
   - step: start
+    tool: {kind: noop}
+    next: later
+  - step: later
     loop: {in: "{{ missing }}", iterator: x}
     tool: {kind: python, code: "result = x"}
 """,
     )
     assert outcome["status"] == "FAILED"
     assert "loop.in must evaluate to a list, got null" in outcome["error"]
-    assert "start" in outcome["error"]
+    assert "later" in outcome["error"]

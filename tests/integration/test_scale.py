@@ -14,7 +14,7 @@ kind: Playbook
 metadata: {name: scale, path: tests/scale}
 workflow:
   - step: start
-    loop: {in: "{{ 10000 }}", iterator: i, spec: {mode: parallel, max_in_flight: 100}}
+    loop: {in: "{{ range(10000) | list }}", iterator: i, spec: {mode: parallel, max_in_flight: 100}}
     tool: {kind: python, code: "result = i"}
     next: check
   - step: check

@@ -353,7 +353,11 @@ def test_parallel_loop_results_in_index_order(tmp_path: Path) -> None:
         )
     )
     expected = [{"i": i, "square": i * i} for i in range(n)]
-    assert results(outcome)["fan"] == {"results": expected, "count": n}
+    assert results(outcome)["fan"] == {
+        "results": expected,
+        "count": n,
+        "stats": {"total": n, "completed": n, "failed": 0},
+    }
     assert results(outcome)["read"] == {"results": expected, "data": expected, "count": n}
     # The items really finished in reverse order, so the index order is the engine's doing.
     log = events(outcome)
@@ -464,7 +468,11 @@ def test_empty_loop_completes_and_routes(tmp_path: Path) -> None:
             """,
         )
     )
-    assert results(outcome)["start"] == {"results": [], "count": 0}
+    assert results(outcome)["start"] == {
+        "results": [],
+        "count": 0,
+        "stats": {"total": 0, "completed": 0, "failed": 0},
+    }
     assert statuses(outcome)["after"] == "COMPLETED"
     assert results(outcome)["after"] == {"count": 0, "results": []}
     log = events(outcome)
@@ -713,7 +721,11 @@ def test_nested_playbooks_in_a_loop(tmp_path: Path) -> None:
     write(tmp_path, CHILD, name="child", file="child.yaml")
     outcome = completed(run(tmp_path, parent_body("[1, 2, 3]", "sequential"), name="parent"))
     expected = [{"doubled": 2}, {"doubled": 4}, {"doubled": 6}]
-    assert results(outcome)["start"] == {"results": expected, "count": 3}
+    assert results(outcome)["start"] == {
+        "results": expected,
+        "count": 3,
+        "stats": {"total": 3, "completed": 3, "failed": 0},
+    }
     assert results(outcome)["check"] == {"seen": expected}
     parent_id = outcome.execution_id
 
@@ -759,7 +771,11 @@ def test_parallel_children_with_one_worker_slot_do_not_deadlock(tmp_path: Path) 
     outcome = completed(
         run(tmp_path, parent_body("[1, 2, 3, 4, 5]", "parallel"), name="parent", concurrency=1)
     )
-    assert results(outcome)["start"] == {"results": [{"doubled": 2 * i} for i in range(1, 6)], "count": 5}
+    assert results(outcome)["start"] == {
+        "results": [{"doubled": 2 * i} for i in range(1, 6)],
+        "count": 5,
+        "stats": {"total": 5, "completed": 5, "failed": 0},
+    }
     assert len(children_of(outcome, outcome.execution_id)) == 5
 
 

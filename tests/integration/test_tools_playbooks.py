@@ -473,7 +473,7 @@ workflow:
       kind: python
       input:
         data: "{{ lazy_load_full_data.data }}"
-        reloaded: "{{ reload }}"
+        reloaded: "{{ reload.combine }}"
       code: |
         result = {"total_items": len(data["items"]),
                   "active_items": sum(1 for i in data["items"] if i["status"] == "active"),
@@ -486,12 +486,9 @@ def test_item11_artifact_get_put_and_result_ref_local(local: Local) -> None:
     result, outcome = local.run("artifact", ARTIFACT)
     assert result.code == 0, result.stdout + result.stderr
     got = results(outcome)
-    assert got["verify_extracted_fields"] == {
-        "status": "success",
-        "count": 1000,
-        "has_ref": True,
-        "inline_items": False,
-    }
+    verified = {"status": "success", "count": 1000, "has_ref": True, "inline_items": False}
+    # A pipeline step: its task's result by label, and the task's keys at the top level.
+    assert got["verify_extracted_fields"] == {**verified, "verify": verified}
     assert got["start"]["_ref"]["kind"] == "result_ref"
     assert got["start"]["_ref"]["ref"].startswith(
         f"noetl://execution/{outcome['execution_id']}/result/start/"

@@ -83,7 +83,11 @@ def test_expired_lease_reissues_and_the_stale_result_is_ignored(store: Any) -> N
     assert len(accepted) == 4  # one per iteration: the superseded attempt's late report was not stored
     assert victim["command_id"] not in {e.command_id for e in accepted}
     assert [e.event_type for e in log].count("command.expired") == 1
-    assert control.engine(execution_id).step_data("start") == {"results": [10, 20, 30, 40], "count": 4}
+    assert control.engine(execution_id).step_data("start") == {
+        "results": [10, 20, 30, 40],
+        "count": 4,
+        "stats": {"total": 4, "completed": 4, "failed": 0},
+    }
 
 
 def test_heartbeat_keeps_the_lease(store: Any) -> None:

@@ -751,12 +751,12 @@ def test_loop_bad_mode_and_cursor() -> None:
     text = _loop_doc("in: '{{ xs }}'\niterator: x\nspec: {mode: async}\n")
     err = error(text)
     assert err.field == "loop.spec.mode" and err.line == line_of(text, "spec: {mode: async}")
-    assert "'sequential' or 'parallel', got 'async'" in err.message
+    assert "'sequential', 'parallel' or 'cursor', got 'async'" in err.message
     text = _loop_doc("iterator: x\nspec:\n  mode: cursor\n")
     err = error(text)
-    assert err.step == "start" and err.field == "loop.spec.mode"
+    assert err.step == "start" and err.field == "loop.cursor"
     assert err.line == line_of(text, "mode: cursor")
-    assert "cursor loops are not supported" in err.message
+    assert "loop.spec.mode=cursor requires a loop.cursor block with a claim query" in err.message
 
 
 def test_loop_max_in_flight_must_be_positive_int() -> None:

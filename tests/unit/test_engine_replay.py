@@ -94,7 +94,11 @@ def test_cycle_runs_until_its_condition_and_loop_sees_durable_ctx() -> None:
     state = live.state
     assert state.steps["count"].runs == 4
     assert state.ctx["n"] == 4
-    assert live.step_data("done") == {"results": [4, 8, 12], "count": 3}
+    assert live.step_data("done") == {
+        "results": [4, 8, 12],
+        "count": 3,
+        "stats": {"total": 3, "completed": 3, "failed": 0},
+    }
 
 
 def test_engine_is_pure_and_emits_the_start_command() -> None:
@@ -173,4 +177,8 @@ def test_expired_loop_iteration_is_reissued_with_its_index() -> None:
     for event in (iterations[0], iterations[2], again):
         _feed(engine, _worker_events(event, event.meta["iteration_index"] * 10, ids))
     assert engine.state.status == "COMPLETED"
-    assert engine.step_data("done") == {"results": [0, 10, 20], "count": 3}
+    assert engine.step_data("done") == {
+        "results": [0, 10, 20],
+        "count": 3,
+        "stats": {"total": 3, "completed": 3, "failed": 0},
+    }

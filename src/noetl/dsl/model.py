@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 NextMode = Literal["exclusive", "inclusive"]
-LoopMode = Literal["sequential", "parallel"]
+LoopMode = Literal["sequential", "parallel", "cursor"]
 PolicyAction = Literal["continue", "retry", "fail", "jump", "break"]
 Backoff = Literal["fixed", "linear", "exponential"]
 
@@ -52,13 +52,26 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
-class Loop:
-    """`loop: {in, iterator, spec: {mode, max_in_flight}}`."""
+class Cursor:
+    """`loop.cursor: {kind, auth, claim}`: the query that claims a frame of work rows."""
 
-    in_: Any  # a template string, or a literal list/map/number
+    claim: str  # SQL (a template; `{{ __frame_max_rows }}` is the frame's max_rows)
+    kind: str = "postgres"  # the tool that runs the claim
+    config: dict[str, Any] = field(default_factory=dict)  # the rest (auth, connection, ...), raw
+
+
+@dataclass(frozen=True)
+class Loop:
+    """`loop: {in, iterator, spec: {mode, max_in_flight}}`, or a cursor loop
+    `loop: {cursor, iterator, spec: {mode: cursor, frame: {max_rows, row_concurrency}}}`."""
+
+    in_: Any  # a template string, or a literal list/map/number (None for a cursor loop)
     iterator: str
     mode: LoopMode = "sequential"
     max_in_flight: int | None = None
+    cursor: Cursor | None = None
+    max_rows: int = 1  # cursor: rows one claim may return
+    row_concurrency: int = 1  # cursor: rows of a frame in flight at once
 
 
 @dataclass(frozen=True)

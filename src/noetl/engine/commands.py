@@ -4,6 +4,7 @@ worker needs for the rest, and the routing metadata (pool, attempt, iterator, tr
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,12 +14,13 @@ from noetl.engine.outbox import Outbox
 from noetl.engine.results import plain
 from noetl.engine.state import ExecutionState
 from noetl.errors import EngineError, TemplateError
-from noetl.template import referenced_names, render_value
+from noetl.template import referenced_names, render_text, render_value
 
 # Keys of a single tool's config that the worker evaluates (with `output` in scope), not the engine.
 _DEFERRED_SINGLE = ("spec", "set")
 _ALWAYS_IN_SNAPSHOT = ("execution_id", "catalog_id", "path", "workload", "ctx")
-_ITERATION_KEYS = ("iter", "_index", "_total", "loop_index")
+_FILE_KEYS = ("script", "source")  # a tool config naming a file the worker reads and renders
+_ITERATION_KEYS = ("iter", "_index", "_total", "loop_index", "__cursor_frame", "__cursor_row")
 
 
 def pool_for(path: str | None, override: str | None = None) -> str:
@@ -64,6 +66,32 @@ class Commands:
             event_id=event_id,
         )
 
+    def claim(self, spec: Step, ctx: Mapping[str, Any], frame: int, *, attempt: int = 1) -> None:
+        """Emit the `command.issued` of a cursor loop's claim of frame `frame`: the claim query,
+        rendered with `__frame_max_rows`, run by the cursor's tool kind."""
+        loop = spec.loop
+        assert loop is not None and loop.cursor is not None
+        cursor = loop.cursor
+        scope = ChainMap({"__frame_max_rows": loop.max_rows}, ctx)  # type: ignore[arg-type]
+        try:
+            config = plain(render_value(cursor.config, scope)) if cursor.config else {}
+            config["command"] = render_text(cursor.claim, scope)
+        except TemplateError as exc:
+            raise EngineError(f"step '{spec.name}': loop.cursor: {exc}") from exc
+        event_id = self.ids()
+        command_id = f"{self.state.execution_id}:{spec.name}:{event_id}"
+        meta = self._meta(spec, command_id, cursor.kind, None, attempt)
+        meta["cursor"] = {"phase": "claim", "step": spec.name, "frame": frame}
+        self.outbox.emit(
+            ev.COMMAND_ISSUED,
+            node_name=spec.name,
+            node_type=cursor.kind,
+            status="PENDING",
+            context={"tool_config": config, "args": {}, "render_context": {}},
+            meta=meta,
+            event_id=event_id,
+        )
+
     def _meta(
         self, spec: Step, command_id: str, kind: str, index: int | None, attempt: int
     ) -> dict[str, Any]:
@@ -89,6 +117,11 @@ class Commands:
                 item_var=loop.iterator,
                 iterator_item=loop.items[index],
             )
+            cursor = loop.cursor
+            if cursor is not None:  # a row of a cursor loop's frame
+                row = index - cursor.frame_start
+                meta["iteration_total"] = loop.total - cursor.frame_start
+                meta["cursor"] = {"phase": "body", "step": spec.name, "frame": cursor.frame, "row": row}
         trace = state.meta.get("trace")
         if trace:
             meta["trace"] = trace
@@ -113,7 +146,8 @@ class Commands:
 
 def _single_config(spec: Step, ctx: Mapping[str, Any], index: int | None) -> tuple[Any, dict[str, Any]]:
     """A single tool's config: rendered now, except the keys the worker evaluates (`spec`, `set`).
-    A python tool in a loop also gets the iteration's variables as inputs."""
+    A python tool in a loop also gets the iteration's variables as inputs. The snapshot is empty
+    unless the worker renders something itself (deferred keys, a script file)."""
     assert spec.tool is not None
     raw = spec.tool.config
     deferred = {k: raw[k] for k in _DEFERRED_SINGLE if k in raw}
@@ -132,7 +166,11 @@ def _single_config(spec: Step, ctx: Mapping[str, Any], index: int | None) -> tup
                 tool_input[key] = plain(ctx[key])
         rendered["input"] = tool_input
     rendered.update(deferred)
-    return rendered, _snapshot(ctx, referenced_names(deferred)) if deferred else {}
+    # The worker renders what it evaluates itself, and a SQL file named by `script`/`source`
+    # (`{{ workload.x }}` inside it): only those commands carry a context snapshot.
+    if deferred or any(key in raw for key in _FILE_KEYS):
+        return rendered, _snapshot(ctx, referenced_names(deferred))
+    return rendered, {}
 
 
 def _snapshot(ctx: Mapping[str, Any], names: set[str]) -> dict[str, Any]:

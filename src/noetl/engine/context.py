@@ -83,13 +83,16 @@ class RenderContext:
 
 
 def iteration_context(base: Mapping[str, Any], loop: LoopState, index: int) -> Mapping[str, Any]:
-    """`base` with loop iteration `index` bound: the iterator variable, `iter`, `_index`..."""
+    """`base` with loop iteration `index` bound: the iterator variable, `iter`, `_index`... In a
+    cursor loop `_index`/`_total` are the row and the row count of its frame, and
+    `__cursor_frame`/`__cursor_row` say where the row came from."""
     item = loop.items[index]
-    bindings = {
-        loop.iterator: item,
-        "_index": index,
-        "_total": loop.total,
-        "loop_index": index,
-    }
-    bindings["iter"] = {loop.iterator: item, "_index": index, "_total": loop.total, "index": index}
+    position, total = index, loop.total
+    bindings: dict[str, Any] = {loop.iterator: item, "loop_index": index}
+    cursor = loop.cursor
+    if cursor is not None:
+        position, total = index - cursor.frame_start, loop.total - cursor.frame_start
+        bindings.update(__cursor_frame=cursor.frame, __cursor_row=position)
+    bindings.update(_index=position, _total=total)
+    bindings["iter"] = {loop.iterator: item, "_index": position, "_total": total, "index": index}
     return ChainMap(bindings, base)  # type: ignore[arg-type]

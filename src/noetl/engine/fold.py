@@ -13,7 +13,7 @@ from noetl.engine import events as ev
 from noetl.engine.context import RenderContext
 from noetl.engine.events import Event
 from noetl.engine.graph import Graph
-from noetl.engine.results import loop_view, view_of
+from noetl.engine.results import loop_view, pipeline_result, view_of
 from noetl.engine.state import (
     COMPLETED,
     DEAD,
@@ -22,6 +22,7 @@ from noetl.engine.state import (
     RUNNING,
     SKIPPED,
     CommandState,
+    CursorState,
     ExecutionState,
     LoopState,
 )
@@ -74,18 +75,26 @@ class Fold:
         cid = str(meta.get("command_id"))
         name = event.node_name or ""
         index = meta.get("iteration_index")
+        cursor = meta.get("cursor")
+        claim = isinstance(cursor, dict) and cursor.get("phase") == "claim"
+        frame = int(cursor.get("frame") or 0) if claim and isinstance(cursor, dict) else None
         self.state.commands[cid] = CommandState(
             command_id=cid,
             step=name,
             event_id=event.event_id,
             kind=str(meta.get("tool_kind") or event.node_type or ""),
             index=index,
+            frame=frame,
             attempt=int(meta.get("attempt", 1)),
         )
         step = self.state.steps.get(name)
-        if step is not None and step.loop is not None and index is not None:
-            step.loop.issued = max(step.loop.issued, int(index) + 1)
-            step.loop.in_flight += 1
+        loop = step.loop if step is not None else None
+        if loop is not None and loop.cursor is not None and frame is not None:
+            loop.cursor.claiming = True
+            loop.cursor.frame = frame
+        elif loop is not None and index is not None:
+            loop.issued = max(loop.issued, int(index) + 1)
+            loop.in_flight += 1
 
     def _claimed(self, event: Event) -> None:
         cid = event.command_id
@@ -109,17 +118,23 @@ class Fold:
         if command is None:  # unknown, duplicate or superseded: ignore
             return
         payload = state.call_results.pop(command.command_id, {})
-        data, labels = _payload_data(payload)
+        data = _payload_data(payload, pipeline=command.kind == "task_sequence")
         step = state.steps[command.step]
-        if command.index is not None and step.loop is not None:
-            loop = step.loop
+        loop = step.loop
+        if command.frame is not None and loop is not None and loop.cursor is not None:
+            _claim_rows(loop, data)
+        elif command.index is not None and loop is not None:
             if 0 <= command.index < loop.total:
                 loop.results[command.index] = data
             loop.done += 1
             loop.in_flight -= 1
+            if _succeeded(event, payload):
+                loop.succeeded += 1
+            else:
+                loop.failed += 1
         else:
             step.data = data
-            step.view = view_of(data, labels)
+            step.view = view_of(data)
             step.has_result = True
             self.contexts.changed(step=step.name)
         step.completed_event_id = event.event_id
@@ -137,6 +152,7 @@ class Fold:
         step = state.steps[command.step]
         if step.loop is not None and command.index is not None:
             step.loop.in_flight -= 1
+            step.loop.failed += 1
             error = f"iteration {command.index}: {error}"
         step.status = FAILED
         step.error = str(error)
@@ -165,7 +181,16 @@ class Fold:
         step.runs += 1
         step.error = None
         context = event.payload
-        if "iterations_expected" in context:
+        if context.get("__cursor_loop"):
+            step.loop = LoopState(
+                items=[],
+                iterator=str(context.get("iterator_var", "item")),
+                mode="cursor",
+                max_in_flight=None,
+                results=[],
+                cursor=CursorState(row_concurrency=int(context.get("row_concurrency") or 1)),
+            )
+        elif "iterations_expected" in context:
             items = context.get("items")
             total = int(context["iterations_expected"])
             if not isinstance(items, list) or len(items) != total:
@@ -188,7 +213,7 @@ class Fold:
             return
         step.status = COMPLETED
         if step.loop is not None:
-            step.data = loop_view(step.loop.results)
+            step.data = loop_view(step.loop)
             step.view = step.data
             step.has_result = True
         state.last_completed = step.name
@@ -250,14 +275,56 @@ class Fold:
         state.error = state.error or f"cancelled: {reason or 'no reason given'}"
 
 
-def _payload_data(payload: Mapping[str, Any]) -> tuple[Any, dict[str, Any] | None]:
-    """The tool's data inside a `call.done` payload (`result.context.data`), and a pipeline's
-    results by task label (`result.context.tasks`)."""
+def _payload_data(payload: Mapping[str, Any], *, pipeline: bool) -> Any:
+    """The tool's data inside a `call.done` payload (`result.context.data`). A pipeline reports
+    its tasks' results by label (`labels` names them in the order they ran); logs written before
+    that carry them in `result.context.tasks`."""
     result = payload.get("result")
-    if isinstance(result, dict):
-        context = result.get("context")
-        if isinstance(context, dict):
-            tasks = context.get("tasks")
-            return context.get("data"), tasks if isinstance(tasks, dict) else None
-        return result.get("data"), None
-    return payload.get("data"), None
+    if not isinstance(result, dict):
+        return payload.get("data")
+    context = result.get("context")
+    if not isinstance(context, dict):
+        return result.get("data")
+    tasks = context.get("tasks")
+    if isinstance(tasks, dict):
+        return pipeline_result(tasks)
+    data = context.get("data")
+    if pipeline:
+        order = context.get("labels")
+        return pipeline_result(data, order if isinstance(order, list) else None)
+    return data
+
+
+_FAILED_STATUSES = frozenset({"error", "failed", "timeout"})
+
+
+def _succeeded(event: Event, payload: Mapping[str, Any]) -> bool:
+    """Whether a completed command's tool succeeded (a policy rule may continue past an error:
+    the command completes with status `error`)."""
+    status = event.payload.get("status")
+    if status is None:
+        result = payload.get("result")
+        status = result.get("status") if isinstance(result, dict) else None
+    return str(status or "success").lower() not in _FAILED_STATUSES
+
+
+def _claim_rows(loop: LoopState, data: Any) -> None:
+    """A cursor claim completed: its rows become the loop's next items (a new frame); no rows
+    drains the cursor. Anything but a list of rows is noted for the decision to reject."""
+    cursor = loop.cursor
+    assert cursor is not None
+    cursor.claiming = False
+    rows = data if isinstance(data, list) else data.get("rows") if isinstance(data, dict) else None
+    no_result_set = isinstance(data, dict) and data.get("columns") == [] and not rows
+    if not isinstance(rows, list) or no_result_set:
+        cursor.error = (
+            "the claim query returned no rows (it must return them: SELECT ... or ... RETURNING ...)"
+        )
+        return
+    if not rows:
+        cursor.drained = True
+        return
+    cursor.frames += 1
+    cursor.frame_start = len(loop.items)
+    loop.items.extend(rows)
+    loop.results.extend([None] * len(rows))

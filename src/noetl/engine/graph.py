@@ -4,6 +4,9 @@ Steps inside a cycle (a strongly connected component with more than one step, or
 arc to itself) may run many times; every other step runs at most once. The barrier of a step
 counts only *forward* incoming arcs, i.e. arcs from outside its component, so back-edges never
 block it. Arcs that leave a cycle are decided when the cycle goes quiet.
+
+A step no chain of arcs leads to from `start` never runs (dead code): its arcs are dead from the
+start, so they never hold up the steps they lead to.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class Graph:
     cyclic: frozenset[int]  # components that form a cycle
     forward_in: dict[str, tuple[str, ...]]  # sources of arcs from other components
     exits: dict[int, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # cyclic comp -> arcs out
+    unreachable: frozenset[str] = frozenset()  # steps no arc path from `start` leads to
 
     def in_cycle(self, step: str) -> bool:
         return self.component[step] in self.cyclic
@@ -61,7 +65,22 @@ def analyse(playbook: Playbook) -> Graph:
         cyclic=frozenset(cyclic),
         forward_in={name: tuple(sources) for name, sources in forward.items()},
         exits={comp: tuple(arcs) for comp, arcs in exits.items()},
+        unreachable=frozenset(steps) - _reachable("start", successors),
     )
+
+
+def _reachable(root: str, successors: dict[str, tuple[str, ...]]) -> set[str]:
+    """The steps a path of arcs leads to from `root` (itself included, when it exists)."""
+    if root not in successors:
+        return set()
+    seen = {root}
+    todo = [root]
+    while todo:
+        for target in successors.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
 
 
 def _tarjan(nodes: list[str], successors: dict[str, tuple[str, ...]]) -> dict[str, int]:

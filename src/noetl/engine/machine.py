@@ -30,7 +30,7 @@ from noetl.engine.loops import DEFAULT_LOOP_WINDOW, Loops
 from noetl.engine.outbox import Outbox
 from noetl.engine.results import plain
 from noetl.engine.routing import Router
-from noetl.engine.state import RUNNING, CommandState, ExecutionState, StepState
+from noetl.engine.state import DEAD, RUNNING, CommandState, ExecutionState, StepState
 from noetl.errors import EngineError, NoetlError, TemplateError
 
 
@@ -80,6 +80,9 @@ class Engine:
             entered_cycles=self._fold.entered_cycles,
         )
         self._max_attempts = max_attempts
+        for source in self.graph.unreachable:  # dead code: its arcs never fire
+            for target in self.graph.successors.get(source, ()):
+                self.state.edges[(source, target)] = DEAD
 
     # ------------------------------------------------------------------ public API
 
@@ -118,7 +121,7 @@ class Engine:
             },
             meta=started_meta,
         )
-        self._guarded(lambda: self._router.dispatch("start", check_guard=False))
+        self._guarded(lambda: self._router.dispatch("start", launch=True))
         return self._outbox.flush()
 
     def react(self, event: Event) -> list[Event]:
@@ -278,11 +281,14 @@ class Engine:
                     result={"status": "COMPLETED", "context": {"fired": [], "halted": True}},
                 )
             return
-        if command.index is not None and step.loop is not None:
+        loop = step.loop
+        if loop is not None and (command.index is not None or command.frame is not None):
             if step.status != RUNNING:
                 return
-            loop = step.loop
-            if loop.done >= loop.total:
+            if loop.cursor is not None:
+                if self._loops.advance_cursor(step):
+                    self._router.complete_step(step)
+            elif loop.done >= loop.total:
                 self._router.complete_step(step)
             else:
                 self._loops.fill(step)
@@ -294,6 +300,9 @@ class Engine:
         spec = self.playbook.steps[command.step]
         step = self.state.steps[command.step]
         ctx: Mapping[str, Any] = self.context()
+        if command.frame is not None:
+            self._commands.claim(spec, ctx, command.frame, attempt=command.attempt + 1)
+            return
         if command.index is not None and step.loop is not None:
             ctx = iteration_context(ctx, step.loop, command.index)
         self._commands.issue(spec, ctx, command.index, attempt=command.attempt + 1)
@@ -319,6 +328,11 @@ class Engine:
                 self._fail_run(state.error or "execution failed")
             return
         if not state.commands:
+            stuck = self._router.stuck()
+            if stuck:
+                # Never a false success: nothing can run any more, yet steps are still waiting.
+                self._fail_run(f"the run cannot make progress; stuck steps: {', '.join(stuck)}")
+                return
             self._outbox.emit(
                 ev.PLAYBOOK_COMPLETED,
                 node_id="playbook",

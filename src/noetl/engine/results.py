@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from noetl.engine.state import LoopState
 from noetl.errors import EngineError
 
 
 class StepView(dict[str, Any]):
     """A step's map result as templates see it: `{{ s.x }}` and `{{ s.data.x }}` read the same
-    value when the result has no `data` key of its own, and a pipeline's task results are reachable
-    by label (`{{ s.fetch.status_code }}`). The aliases are not real keys, so they never show up when
-    the result is serialised or iterated."""
+    value when the result has no `data` key of its own. The alias is not a real key, so it never
+    shows up when the result is serialised or iterated."""
 
-    __slots__ = ("labels",)
-
-    def __init__(self, data: dict[str, Any], labels: dict[str, Any] | None = None) -> None:
-        super().__init__(data)
-        self.labels = labels or {}
+    __slots__ = ()
 
     def __missing__(self, key: str) -> Any:
-        if key in self.labels:
-            return view_of(self.labels[key])
         if key == "data":
             return self
         raise KeyError(key)
 
 
 class LoopView(dict[str, Any]):
-    """A loop step's result `{results, count}`; `data` reads as an alias of `results`."""
+    """A loop step's result `{results, count, stats}`; `data` reads as an alias of `results`."""
 
     __slots__ = ()
 
@@ -40,19 +34,52 @@ class LoopView(dict[str, Any]):
         raise KeyError(key)
 
 
-def view_of(data: Any, labels: dict[str, Any] | None = None) -> Any:
-    """What templates see for a result: maps get the `data` alias and pipeline labels."""
-    if (
-        isinstance(data, dict)
-        and not isinstance(data, (StepView, LoopView))
-        and ("data" not in data or labels)
-    ):
-        return StepView(data, labels)
+def view_of(data: Any) -> Any:
+    """What templates see for a result: a map without a `data` key gets the `data` alias."""
+    if isinstance(data, dict) and not isinstance(data, (StepView, LoopView)) and "data" not in data:
+        return StepView(data)
     return data
 
 
-def loop_view(results: list[Any]) -> LoopView:
-    return LoopView(results=results, count=len(results))
+def pipeline_result(tasks: Any, order: Sequence[str] | None = None) -> Any:
+    """A pipeline step's result from its tasks' results by label (`{label: data}`, in the order
+    the tasks ran): every label, plus the keys of every map result at the top level (a later
+    task's key wins over an earlier one's; a label wins over a task's key). So
+    `{{ s.fetch.status_code }}` and `{{ s.status_code }}` both read the `fetch` task's value.
+
+    A pipeline whose last task returned a list or a scalar results in that value (a pipeline that
+    ends in a query yields its rows, as real playbooks expect). A result kept outside the log (an
+    envelope with `_ref`) is left as it is. `order` is the labels in the order the tasks ran (a
+    JSONB column does not keep the order of keys)."""
+    if not isinstance(tasks, dict) or not tasks or "_ref" in tasks:
+        return tasks
+    if order is not None and set(order) == set(tasks):
+        tasks = {label: tasks[label] for label in order}
+    last = next(reversed(tasks.values()))
+    if last is not None and not isinstance(last, dict):
+        return last
+    merged: dict[str, Any] = {}
+    for data in tasks.values():
+        if isinstance(data, dict):
+            merged.update(data)
+    merged.update(tasks)
+    return merged
+
+
+def loop_view(loop: LoopState) -> LoopView:
+    """A loop step's result: the iterations' results in index order, their count, and
+    `stats: {total, completed, failed}` (`failed` counts iterations that failed, those a policy
+    rule continued past included). A cursor loop adds `cursor: "drained"` and `frames` (the
+    claims that returned rows)."""
+    view = LoopView(
+        results=loop.results,
+        count=len(loop.results),
+        stats={"total": loop.total, "completed": loop.succeeded, "failed": loop.failed},
+    )
+    if loop.cursor is not None:
+        view["cursor"] = "drained" if loop.cursor.drained else "open"
+        view["frames"] = loop.cursor.frames
+    return view
 
 
 def plain(value: Any) -> Any:

@@ -56,18 +56,23 @@ class Router:
     # -- entering a step
 
     def dispatch(
-        self, name: str, *, arc_args: Mapping[str, Any] | None = None, check_guard: bool = True
+        self,
+        name: str,
+        *,
+        arc_args: Mapping[str, Any] | None = None,
+        launch: bool = False,
     ) -> None:
-        """Enter step `name` (skip it when its `when` is false) and issue its command(s)."""
+        """Enter step `name` (skip it when its `when` is false) and issue its command(s).
+        `launch`: the start step as the run starts (no guard; its `loop.in` must be a list)."""
         spec = self.playbook.steps[name]
         base: Mapping[str, Any] = self.contexts.current()
         if arc_args:
             base = ChainMap(dict(arc_args), base)  # type: ignore[arg-type]
-        if check_guard and spec.when is not None and not condition(spec.when, base, name, "when"):
+        if not launch and spec.when is not None and not condition(spec.when, base, name, "when"):
             self._guard_skip(spec, base)
             return
         if spec.loop is not None:
-            if not self.loops.enter(spec, base, arc_args):
+            if not self.loops.enter(spec, base, arc_args, strict=launch):
                 self.complete_step(self.state.steps[spec.name])
             return
         enter_ctx: dict[str, Any] | None = {"args": dict(arc_args)} if arc_args else None
@@ -97,7 +102,7 @@ class Router:
         event_name = "loop.done" if spec.loop is not None else "call.done"
         if spec.loop is not None and step.loop is not None:
             # Make the aggregate visible to this step's own `set` and arcs.
-            step.data = loop_view(step.loop.results)
+            step.data = loop_view(step.loop)
             step.view = step.data
             step.has_result = True
             self.contexts.changed(step=step.name)
@@ -114,6 +119,8 @@ class Router:
         context: dict[str, Any] = {"fired": fired}
         if step.loop is not None:
             context["count"] = step.loop.total
+            if step.loop.cursor is not None:
+                context["__cursor_drained"] = step.loop.cursor.drained
         self.outbox.emit(
             ev.STEP_EXIT,
             node_name=step.name,
@@ -250,6 +257,26 @@ class Router:
                 )
         for _, target in graph.exits.get(comp, ()):
             self._ready.append(target)
+
+    def stuck(self) -> list[str]:
+        """With nothing issued or running: the steps that still wait (each with what it waits
+        for). A pending step outside a cycle that ran is stuck unless no arc path from `start`
+        leads to it; a step still marked running is stuck too."""
+        graph = self.graph
+        edges = self.state.edges
+        found: list[str] = []
+        for name, step in self.state.steps.items():
+            if step.status == RUNNING:
+                found.append(f"'{name}' (running, with no command left)")
+                continue
+            if step.status != PENDING or name in graph.unreachable:
+                continue
+            comp = graph.component[name]
+            if comp in graph.cyclic and comp in self.entered_cycles:
+                continue  # a cycle member its cycle did not route to this time
+            waiting = [s for s in graph.forward_in[name] if edges.get((s, name)) is None]
+            found.append(f"'{name}' (waiting for {', '.join(repr(s) for s in waiting) or 'nothing'})")
+        return found
 
     def check_cycle_quiet(self, comp: int) -> None:
         """When no step of a cycle is running, the arcs leaving it that never fired are dead."""

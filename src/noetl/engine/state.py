@@ -19,6 +19,19 @@ DEAD = "dead"
 
 
 @dataclass
+class CursorState:
+    """A cursor loop's claims: one frame at a time, each a claim command then its rows' bodies."""
+
+    row_concurrency: int = 1
+    frame: int = 0  # the frame being claimed or worked on
+    frames: int = 0  # claims that returned rows
+    frame_start: int = 0  # loop index of the current frame's first row
+    claiming: bool = False  # a claim command is outstanding
+    drained: bool = False  # a claim returned no rows
+    error: str | None = None  # a claim's result had no list of rows
+
+
+@dataclass
 class LoopState:
     items: list[Any]
     iterator: str
@@ -28,6 +41,9 @@ class LoopState:
     issued: int = 0  # iterations dispatched so far (the next index to dispatch)
     done: int = 0  # iterations finished
     in_flight: int = 0
+    succeeded: int = 0  # iterations whose tool succeeded
+    failed: int = 0  # iterations that failed (a policy rule may have continued past them)
+    cursor: CursorState | None = None  # a cursor loop (its items grow as frames are claimed)
 
     @property
     def total(self) -> int:
@@ -54,6 +70,7 @@ class CommandState:
     event_id: int
     kind: str
     index: int | None = None  # loop iteration
+    frame: int | None = None  # a cursor loop's claim: the frame it claims
     status: str = "issued"  # issued | claimed | started | completed | failed
     worker_id: str | None = None
     attempt: int = 1

@@ -126,13 +126,14 @@ class ToolLimits:
 
     timeout_seconds: float = 3600.0
     memory_mb: int = 2048
+    inline_max_bytes: int = 10 * 1024 * 1024  # larger results are stored aside (`result_ref`)
 
     @classmethod
     def from_settings(cls) -> ToolLimits:
         from noetl.settings import settings
 
         config = settings()
-        return cls(config.tool_timeout_seconds, config.tool_memory_mb)
+        return cls(config.tool_timeout_seconds, config.tool_memory_mb, config.result_inline_max_bytes)
 
 
 def timeout_seconds(config: Mapping[str, Any], ctx: ToolContext) -> float | None:

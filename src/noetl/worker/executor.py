@@ -22,16 +22,19 @@ from noetl.errors import NoetlError, TemplateError
 from noetl.secrets import enter_execution, leave_execution
 from noetl.status import COMPLETED
 from noetl.template import render_value
-from noetl.tools.base import ChildRequest, ToolContext, ToolLimits, ToolResult, get_tool
+from noetl.tools import failure
+from noetl.tools.base import ChildRequest, ToolContext, ToolLimits, ToolResult, get_tool, timeout_seconds
+from noetl.tools.base import failed as failed_result
+from noetl.tools.results import RefError, externalize, output_policy
 from noetl.worker import policy
 from noetl.worker.command import Command, CommandEvents, child_request
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_LIMITS = ToolLimits()
-_TIMEOUT_GRACE = 5.0  # seconds a tool gets past its limit to stop on its own before it is cut off
 _MAX_TASK_RUNS = 10_000  # guards pipelines whose `jump` rules loop forever
 _OUTPUT_LIMIT = 64 * 1024
+_TIMEOUT_GRACE = 2.0  # seconds past a tool's own time limit before the executor stops it
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Executor:
             data, status, error, ctx_updates, extra = None, "error", f"{type(exc).__name__}: {exc}", {}, {}
         finally:
             leave_execution(current)
+        if status != "failed":
+            data, status, error = _externalized(command, data, status, error, self.limits.inline_max_bytes)
         duration_ms = round((time.perf_counter() - begin) * 1000, 3)
         if status == "failed":
             notes.extend(self.events.failed(command, str(error)))
@@ -133,7 +138,6 @@ class Executor:
         scope["iter"] = dict(scope.get("iter") or {})
         ctx_updates: dict[str, Any] = {}
         results: dict[str, Any] = {}
-        last: Any = None
         position = 0
         runs = 0
         status = "success"
@@ -176,8 +180,8 @@ class Executor:
                     {},
                 )
             data = attempted.result.data
+            results.pop(label, None)  # a task run again (a jump) moves to the end
             results[label] = data
-            last = data
             scope[label] = view_of(data)
             if not attempted.result.ok:
                 status, last_error = "error", attempted.result.error
@@ -197,8 +201,9 @@ class Executor:
                 position = index_of[str(target)]
                 continue
             position += 1
-        # The step's result is the last task's; every task's result stays reachable by label.
-        return last, status, last_error, ctx_updates, {"tasks": results}
+        # The tasks' results by label, and the labels in the order the tasks ran; the engine adds
+        # their keys at the top level (`noetl.engine.results.pipeline_result`).
+        return results, status, last_error, ctx_updates, {"labels": list(results)}
 
     async def _attempt(
         self,
@@ -267,25 +272,36 @@ class Executor:
             memory_mb=_memory_mb(config.pop("max_memory_mb", None)),
             default_memory_mb=self.limits.memory_mb,
         )
+        limit = None if kind == "playbook" else timeout_seconds(config, ctx)
         try:
             if kind == "playbook":
                 result = await self._run_playbook(config, ctx)
+            elif limit is None:
+                result = await get_tool(kind).run(config, ctx)
             else:
-                # Every tool stops at its time limit (a tool that does not watch it is cut off).
-                async with asyncio.timeout(timeout + _TIMEOUT_GRACE):
+                # Tools stop at their time limit themselves; this is the net for one that does not.
+                async with asyncio.timeout(limit + _TIMEOUT_GRACE):
                     result = await get_tool(kind).run(config, ctx)
-        except TimeoutError:
-            result = ToolResult(
-                status="error", error=f"{kind} tool timed out after {timeout:g} s", retryable=True
-            )
+        except TimeoutError as exc:
+            text = f"the {kind} tool timed out" + (f" after {limit:g} s" if limit is not None else "")
+            detail = str(exc)
+            result = failed_result(failure.TIMEOUT, f"{text}: {detail}" if detail else text, status="timeout")
         except NoetlError as exc:
-            retryable = bool(getattr(exc, "retryable", False))
+            kind_of = failure.classify_exception(exc)
             result = ToolResult(
-                status="error", error=str(exc), retryable=retryable, data=getattr(exc, "data", None)
+                status="error",
+                error=str(exc),
+                retryable=bool(getattr(exc, "retryable", False)),
+                data=getattr(exc, "data", None),
+                error_kind=None if kind_of == failure.TOOL else kind_of,
             )
         except Exception as exc:
             log.exception("tool %s crashed in %s", kind, command.command_id)
-            result = ToolResult(status="error", error=f"{type(exc).__name__}: {exc}")
+            result = ToolResult(
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+                error_kind=failure.classify_exception(exc),
+            )
         if not result.duration_ms:
             result.duration_ms = round((time.perf_counter() - begin) * 1000, 3)
         return result
@@ -363,6 +379,23 @@ def _failure_text(attempted: Attempted) -> str:
     if attempted.attempts > 1:
         text += f" (after {attempted.attempts} attempts)"
     return text
+
+
+def _externalized(
+    command: Command, data: Any, status: str, error: str | None, inline_max_bytes: int
+) -> tuple[Any, str, str | None]:
+    """The command's data, kept in the result store when it is over the inline limit (or the
+    tool's `output` asks for it): the event then carries its reference envelope."""
+    select, threshold = output_policy(command.tool_config if isinstance(command.tool_config, dict) else None)
+    if threshold is None:
+        threshold = inline_max_bytes
+    try:
+        kept = externalize(
+            data, execution_id=command.execution_id, step=command.step, select=select, threshold=threshold
+        )
+    except RefError as exc:
+        return None, "failed", f"the result could not be stored: {exc}"
+    return kept, status, error
 
 
 def _process_output(result: ToolResult) -> dict[str, Any]:

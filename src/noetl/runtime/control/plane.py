@@ -17,7 +17,7 @@ from typing import Any
 from noetl.dsl.resource import decode_resource
 from noetl.engine import events as ev
 from noetl.engine.events import Event
-from noetl.engine.loops import DEFAULT_LOOP_WINDOW
+from noetl.engine.loops import DEFAULT_LOOP_WINDOW, StartLoopError, check_start_loop
 from noetl.engine.machine import Engine
 from noetl.errors import Forbidden, NotFound, ValidationFailed
 from noetl.ids import Snowflake, default_ids
@@ -155,6 +155,12 @@ class ControlPlane:
             )
             raise NotFound(what)
         playbook = self.orchestrator.engines.playbook(entry)
+        try:  # upstream's strict start-step loop typing: refused before the run exists
+            check_start_loop(
+                playbook, request.payload, execution_id=execution_id, catalog_id=entry.catalog_id
+            )
+        except StartLoopError as exc:
+            raise ValidationFailed(str(exc)) from exc
         if request.dedup is not None:  # after resolving: a 404/422 must not hold the key for the window
             existing = self._claim_dedup(request, execution_id)
             if existing is not None:
