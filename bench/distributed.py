@@ -171,7 +171,7 @@ def run_distributed(
                 answer = subprocess.run(
                     [*noetl, "status", str(execution_id), "--json", "--server", url], capture_output=True, text=True
                 )
-                ordered = json.loads(answer.stdout).get("steps", {}).get("start", {}).get("result", {})
+                ordered = json.loads(answer.stdout).get("steps", {}).get("big", {}).get("result", {})
                 if ordered.get("results") != list(range(million_items)):
                     raise SystemExit("the distributed million-item loop's results are not in order")
                 with psycopg.connect(PG, autocommit=True) as conn:

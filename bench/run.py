@@ -46,9 +46,12 @@ def fanout(n: int) -> str:
 
 
 def million(n: int) -> str:
-    """A parallel loop of no-op python steps without max_in_flight (the default window applies)."""
+    """A parallel loop of no-op python steps without max_in_flight (the default window applies),
+    over a number (a loop after the start step may loop over a count)."""
     return HEADER % "million" + f"""workflow:
   - step: start
+    next: [{{step: big}}]
+  - step: big
     loop: {{in: "{{{{ {n} }}}}", iterator: i, spec: {{mode: parallel}}}}
     tool: {{kind: python, code: 'result = i'}}
 """
@@ -83,7 +86,7 @@ def run_million(work: Path, n: int) -> dict[str, Any]:
     store = work / "million.db"
     wall, peak, out = watched_run([*NOETL, "run", str(path), "--json", "--quiet", "--store", f"sqlite:///{store}"])
     outcome = json.loads(out)
-    results = outcome["steps"]["start"]["result"]["results"]
+    results = outcome["steps"]["big"]["result"]["results"]
     if outcome["status"] != "COMPLETED" or results != list(range(n)):
         raise SystemExit(f"the {n}-item loop did not complete with its results in order")
     size = sum(p.stat().st_size for p in work.glob("million.db*"))
