@@ -618,7 +618,8 @@ def test_event_batch_inherits_the_envelope(client: TestClient, control: ControlP
     assert len(answer["event_ids"]) == 3
     by_id = {e.event_id: e for e in control.store.read(int(started["execution_id"]))}
     for event_id in answer["event_ids"]:
-        event = by_id[event_id]
+        assert isinstance(event_id, str)
+        event = by_id[int(event_id)]
         assert event.worker_id == "batch-worker"
         assert event.execution_id == int(started["execution_id"])
     assert [c["step"] for c in pending(client)] == ["end"]  # command.completed moved the run on

@@ -17,9 +17,9 @@ from typing import Any
 import anyio.to_thread
 import orjson
 
-from noetl.api.errors import MalformedRequest, error_body, status_of
+from noetl.api.errors import MalformedRequest, error_body, json_error, status_of
 from noetl.api.limits import BodyTooLarge, declared_length, read_body
-from noetl.errors import NoetlError
+from noetl.errors import NoetlError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -87,4 +87,5 @@ def _decode(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"Invalid JSON body: {exc}") from exc
+        message, status = json_error(str(exc))
+        raise (ValidationFailed(message) if status == 422 else MalformedRequest(message)) from exc
