@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from noetl import status
-from noetl.cli import common, credential, remote, server
+from noetl.cli import common, credential, remote, server, token
 from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, StoreOption
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(credential.app, name="credential")
 app.add_typer(server.app, name="server")
+app.add_typer(token.app, name="token")
 remote.install(app)  # register, exec, status, cancel, catalog, worker
 
 
