@@ -4,6 +4,7 @@ form of events and commands in answers (every id a string)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from noetl.api.common import iso
 from noetl.api.models import MAX_EXECUTE_BATCH, EventItem, ExecuteBody
 from noetl.engine.events import Event, utcnow
 from noetl.errors import Forbidden, NoetlError, ValidationFailed
+from noetl.ids import EPOCH_MS
 from noetl.runtime.control import ControlPlane, DedupSpec, ExecuteRequest
 
 
@@ -79,11 +81,26 @@ def execute_batch(control: ControlPlane, items: list[ExecuteBody]) -> dict[str, 
     }
 
 
+FUTURE_SKEW_MS = 10_000  # how far ahead of this server's clock a client's event id may be
+
+
+def client_id(event_id: int, ids: Callable[[], int]) -> int:
+    """A client-minted event id, unless it lies in the id space the server mints from: its own
+    snowflake node, or a time ahead of its clock. Ids planted there would collide with the ids
+    the server mints next, and refuse its own writes (new runs would not start)."""
+    node = getattr(ids, "node", None)
+    if isinstance(node, int) and (event_id >> 12) & 0x3FF == node:
+        raise ValidationFailed(f"event_id {event_id} is in the server's id space (snowflake node {node})")
+    if (event_id >> 22) + EPOCH_MS > time.time() * 1000 + FUTURE_SKEW_MS:
+        raise ValidationFailed(f"event_id {event_id} lies in the future")
+    return event_id
+
+
 def event_from_item(
     item: EventItem, ids: Callable[[], int], *, execution_id: int | None = None, worker_id: str | None = None
 ) -> Event:
     """A worker-posted event; `execution_id` and `worker_id` are the batch's, for items that
-    name none."""
+    name none. A client-minted `event_id` must not lie in the server's id space (`client_id`)."""
     execution = item.execution_id if item.execution_id is not None else execution_id
     if execution is None:
         raise ValidationFailed("Invalid execution_id")
@@ -101,7 +118,7 @@ def event_from_item(
         result["context"] = dict(payload)
     step = item.step
     return Event(
-        event_id=item.event_id or ids(),
+        event_id=client_id(item.event_id, ids) if item.event_id else ids(),
         execution_id=execution,
         event_type=event_type,
         node_name=step,
