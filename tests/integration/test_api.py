@@ -281,10 +281,25 @@ def test_openapi_docs_list_every_route(client: TestClient) -> None:
         "/api/worker/pools": {"get"},
         "/api/credentials": {"get", "post"},
         "/api/credentials/{name}": {"get", "delete"},
+        "/api/tokens": {"get", "post"},
+        "/api/tokens/{name}": {"delete"},
     }
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
+    # Bodies are typed (a model each, never "any JSON"), answers too, and errors are documented.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if body:
+                schema = body["schema"]
+                refs = [schema.get("$ref")] + [s.get("$ref") for s in schema.get("anyOf", [])]
+                assert any(refs), (method, path, schema)
+            answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert answer, (method, path)
+            if path.startswith("/api/") and path != "/api/health":
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+                assert operation["security"] == [{"bearer": []}]
 
 
 def test_error_bodies(client: TestClient) -> None:

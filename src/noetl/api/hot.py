@@ -4,8 +4,9 @@
 of the FastAPI app, without the framework's per-request machinery (middleware stack, routing,
 parameter validation, response encoding), which costs about a millisecond of CPU a request on a
 small machine: as much as the orchestration work behind it. The handlers are the routes' own
-(`noetl.api.routes_events`), so both paths answer alike, errors included (`{"error", "status"}`,
-as in `noetl.api.errors`); every other request goes to the app.
+(`noetl.api.routes_events`), which validate with the same models the OpenAPI document shows
+(`noetl.api.models`), so both paths answer alike, errors included (`{"error", "status"}`, as in
+`noetl.api.errors`); every other request goes to the app.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ named. The JSON schema of each type says the same, so the OpenAPI document is ex
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Strict, WithJsonSchema
@@ -145,26 +144,11 @@ Name = Annotated[
 ]
 
 
-def check_json(value: Any) -> Any:
-    """JSON data whose strings (keys too) are valid Unicode; NUL characters are allowed here (the
-    stores keep them), lone surrogates are not (no store can encode them)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise error("text must be valid Unicode (no lone surrogates)") from exc
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            check_json(key)
-            check_json(item)
-    elif isinstance(value, list):
-        for item in value:
-            check_json(item)
-    return value
-
-
-JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
-JsonValue = Annotated[Any, AfterValidator(check_json)]
+# JSON data as it comes: every body is decoded by orjson (noetl.api.routing, noetl.api.hot), which
+# refuses text that is not valid Unicode, so no walk over (possibly large) data is needed here.
+# NUL characters inside data are allowed: the stores keep them.
+JsonObject = dict[str, Any]
+JsonValue = Any
 
 
 def id_text(value: Any) -> str | None:
