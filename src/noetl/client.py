@@ -1,9 +1,9 @@
 """A synchronous HTTP client for the control-plane API (`docs/api.md`), used by the CLI and by
 remote workers.
 
-Every non-2xx answer becomes a `noetl.errors.NoetlError` subclass chosen by status (404
-`NotFound`, 409 `Conflict`, 422 `ValidationFailed`, anything else `ServerError`) carrying the
-server's `error` message. A server that cannot be reached raises `ServerUnreachable`.
+Every non-2xx answer becomes a `noetl.errors.NoetlError` subclass chosen by status (403
+`Forbidden`, 404 `NotFound`, 409 `Conflict`, 422 `ValidationFailed`, anything else `ServerError`)
+carrying the server's `error` message. Ids in answers are strings. A server that cannot be reached raises `ServerUnreachable`.
 
 Retries: calls that are safe to repeat (reads, claims, event posts, which the server
 de-duplicates on `event_id`, and worker lifecycle upserts) are retried on transport errors and
@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from noetl.engine.events import Event
-from noetl.errors import Conflict, NoetlError, NotFound, ValidationFailed
+from noetl.errors import Conflict, Forbidden, NoetlError, NotFound, ValidationFailed
 from noetl.settings import DEFAULT_SERVER_URL
 from noetl.status import TERMINAL
 
@@ -409,6 +409,19 @@ class ServerClient:
         params = {"include_data": "true", "worker_id": worker_id, "command_id": command_id}
         return self._object("GET", f"/api/credentials/{quote(name, safe='')}", params=params)
 
+    # ------------------------------------------------------------------ tokens (admin)
+
+    def token_create(self, name: str, scope: str) -> dict[str, Any]:
+        """A new API token: the answer holds `token` (shown only this once), `name`, `scope`."""
+        return self._object("POST", "/api/tokens", json={"name": name, "scope": scope}, idempotent=False)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        rows = self._json("GET", "/api/tokens")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def token_revoke(self, name: str) -> dict[str, Any]:
+        return self._object("DELETE", f"/api/tokens/{quote(name, safe='')}", idempotent=False)
+
     # ------------------------------------------------------------------ worker pools
 
     def worker_register(
@@ -476,6 +489,8 @@ def _error_from(method: str, path: str, status: int, content: bytes) -> NoetlErr
     if not message:
         text = content.decode("utf-8", "replace").strip()[:500]
         message = text or f"HTTP {status} from {method} {path}"
+    if status == 403:
+        return Forbidden(message)
     if status == 404:
         return NotFound(message)
     if status == 409:

@@ -27,6 +27,7 @@ from tests.support.auth import AUTH, TEST_TOKEN
 from noetl.api.app import create_app
 from noetl.api.server import build_app, open_bus, public_url
 from noetl.errors import NoetlError
+from noetl.ids import Snowflake
 from noetl.runtime.control import ControlPlane
 from noetl.store import open_store
 
@@ -156,6 +157,12 @@ def client(control: ControlPlane) -> Iterator[TestClient]:
         yield test_client
 
 
+def worker_ids(control: ControlPlane) -> Snowflake:
+    """The id generator of a worker: another snowflake node than the server's (the server refuses
+    client event ids in its own id space)."""
+    return Snowflake((getattr(control.ids, "node", 0) + 1) % 1024)
+
+
 def ok(response: httpx.Response, status: int = 200) -> Any:
     assert response.status_code == status, response.text
     return response.json()
@@ -274,10 +281,25 @@ def test_openapi_docs_list_every_route(client: TestClient) -> None:
         "/api/worker/pools": {"get"},
         "/api/credentials": {"get", "post"},
         "/api/credentials/{name}": {"get", "delete"},
+        "/api/tokens": {"get", "post"},
+        "/api/tokens/{name}": {"delete"},
     }
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
+    # Bodies are typed (a model each, never "any JSON"), answers too, and errors are documented.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            if body:
+                schema = body["schema"]
+                refs = [schema.get("$ref")] + [s.get("$ref") for s in schema.get("anyOf", [])]
+                assert any(refs), (method, path, schema)
+            answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert answer, (method, path)
+            if path.startswith("/api/") and path != "/api/health":
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+                assert operation["security"] == [{"bearer": []}]
 
 
 def test_error_bodies(client: TestClient) -> None:
@@ -556,7 +578,7 @@ def test_event_ingest_is_idempotent(client: TestClient, control: ControlPlane) -
     started = execute(client)
     command = pending(client)[0]
     ok(claim(client, command["event_id"]))
-    event_id = control.ids()
+    event_id = worker_ids(control)()  # a worker mints ids on its own snowflake node
     body = {
         "execution_id": started["execution_id"],
         "step": "start",
@@ -618,7 +640,8 @@ def test_event_batch_inherits_the_envelope(client: TestClient, control: ControlP
     assert len(answer["event_ids"]) == 3
     by_id = {e.event_id: e for e in control.store.read(int(started["execution_id"]))}
     for event_id in answer["event_ids"]:
-        event = by_id[event_id]
+        assert isinstance(event_id, str)
+        event = by_id[int(event_id)]
         assert event.worker_id == "batch-worker"
         assert event.execution_id == int(started["execution_id"])
     assert [c["step"] for c in pending(client)] == ["end"]  # command.completed moved the run on

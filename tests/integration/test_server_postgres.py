@@ -39,6 +39,7 @@ from tests.integration.test_api import claim, error, execute, ok, pending, regis
 from tests.support.auth import AUTH, TEST_TOKEN
 
 from noetl.api.app import create_app
+from noetl.ids import Snowflake
 from noetl.runtime.control import ControlPlane
 from noetl.store import open_store
 from noetl.store.crypto import KEY_ENV
@@ -247,7 +248,7 @@ def test_posting_an_event_twice_stores_one_row(
     started = execute(client)
     command = pending(client)[0]
     ok(claim(client, command["event_id"]))
-    event_id = control.ids()
+    event_id = Snowflake((getattr(control.ids, "node", 0) + 1) % 1024)()  # a worker's own node
     body = {
         "execution_id": started["execution_id"],
         "step": "start",

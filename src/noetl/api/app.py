@@ -29,6 +29,8 @@ from noetl.api import (
 from noetl.api.auth import Authenticator, AuthMiddleware
 from noetl.api.hot import MAX_BODY_BYTES, HotRoutes
 from noetl.api.limits import BodyLimit
+from noetl.api.models import ApiHealth, Health
+from noetl.api.openapi import install_openapi
 from noetl.api.routes_workers import RuntimeRegistry
 from noetl.api.routes_workers import router as workers_router
 from noetl.runtime.control import ControlPlane
@@ -62,13 +64,18 @@ def create_app(
     started = time.monotonic()
     errors.install(app)
 
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], response_model=Health)
     def health() -> dict[str, Any]:
         """Liveness: always ok while the process serves requests."""
         return {"status": "ok"}
 
-    @app.get("/api/health", tags=["health"], response_model=None)
-    def api_health() -> dict[str, Any] | JSONResponse:
+    @app.get(
+        "/api/health",
+        tags=["health"],
+        response_model=ApiHealth,
+        responses={503: {"model": ApiHealth, "description": "The store does not answer."}},
+    )
+    def api_health() -> Any:
         """Readiness: the store answers; reports the bus and the uptime."""
         body: dict[str, Any] = {
             "status": "ok",
@@ -107,6 +114,7 @@ def create_app(
     app.include_router(routes_tokens.router(auth))
     app.include_router(routes_schedules.router(control, declared_schedules(control)))
     app.include_router(routes_subscriptions.router(control))
+    install_openapi(app)
     return app
 
 

@@ -7,6 +7,7 @@ any other NoETL error (and any bug) 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from noetl.api.types import ID_ERROR
 from noetl.errors import Conflict, Forbidden, NoetlError, NotFound, PlaybookError, ValidationFailed
 from noetl.secrets import masker
 
@@ -65,16 +67,37 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors: list[Any] = list(exc.errors())
     for error in errors:
         if isinstance(error, dict) and error.get("type") == "json_invalid":
-            detail = (error.get("ctx") or {}).get("error") or error.get("msg") or "JSON decode error"
-            return error_response(f"Invalid JSON body: {detail}", 400)
-    return error_response("; ".join(_describe(e) for e in errors) or "Invalid request", 422)
+            detail = str((error.get("ctx") or {}).get("error") or error.get("msg") or "JSON decode error")
+            return error_response(*json_error(detail))
+    return error_response(describe(errors), 422)
+
+
+def json_error(detail: str) -> tuple[str, int]:
+    """The message and status for a body that does not decode: 422 when its text is not valid
+    Unicode (a lone surrogate, bytes that are not UTF-8), 400 for any other JSON error."""
+    if "surrogate" in detail or "UTF-8" in detail:
+        return f"The request body holds text that is not valid Unicode: {detail}", 422
+    return f"Invalid JSON body: {detail}", 400
+
+
+def describe(errors: Sequence[Any]) -> str:
+    """One message for pydantic's validation errors: `field: what is wrong`, joined by '; '."""
+    return "; ".join(_describe(e) for e in errors) or "Invalid request"
+
+
+_LOCATIONS = frozenset({"body", "query", "path"})
 
 
 def _describe(error: Any) -> str:
     if not isinstance(error, dict):
         return str(error)
-    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-    message = str(error.get("msg") or "invalid value")
+    loc = [str(part) for part in error.get("loc", ()) if part not in _LOCATIONS]
+    if error.get("type") == ID_ERROR:
+        field = next((part for part in reversed(loc) if not part.isdigit()), "id")
+        detail = str(error.get("msg") or "")
+        return f"Invalid {field}" + (f": {detail}" if detail else "")
+    message = str(error.get("msg") or "invalid value").removeprefix("Value error, ")
+    where = ".".join(loc)
     return f"{where}: {message}" if where else message
 
 
@@ -83,7 +106,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     response = error_response(str(exc.detail), exc.status_code)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:  # every method of the path, not only those of the route tried first
+        response.headers["allow"] = ", ".join(allowed_methods(request))
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app serves on the request's path (its literal routes first: a path like
+    `/api/commands/claim` is no `/api/commands/{event_id}`)."""
+    path = request.url.path
+    routes = [r for r in request.app.routes if getattr(r, "include_in_schema", True)]
+    matching = [r for r in routes if getattr(r, "path", None) == path] or [
+        r for r in routes if getattr(r, "path_regex", None) is not None and r.path_regex.match(path)
+    ]
+    return sorted({method for route in matching for method in getattr(route, "methods", None) or ()})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

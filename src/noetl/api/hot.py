@@ -4,8 +4,9 @@
 of the FastAPI app, without the framework's per-request machinery (middleware stack, routing,
 parameter validation, response encoding), which costs about a millisecond of CPU a request on a
 small machine: as much as the orchestration work behind it. The handlers are the routes' own
-(`noetl.api.routes_events`), so both paths answer alike, errors included (`{"error", "status"}`,
-as in `noetl.api.errors`); every other request goes to the app.
+(`noetl.api.routes_events`), which validate with the same models the OpenAPI document shows
+(`noetl.api.models`), so both paths answer alike, errors included (`{"error", "status"}`, as in
+`noetl.api.errors`); every other request goes to the app.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import anyio.to_thread
 import orjson
 
-from noetl.api.errors import MalformedRequest, error_body, status_of
+from noetl.api.errors import MalformedRequest, error_body, json_error, status_of
 from noetl.api.limits import BodyTooLarge, declared_length, read_body
-from noetl.errors import NoetlError
+from noetl.errors import NoetlError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -87,4 +88,5 @@ def _decode(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"Invalid JSON body: {exc}") from exc
+        message, status = json_error(str(exc))
+        raise (ValidationFailed(message) if status == 422 else MalformedRequest(message)) from exc

@@ -8,19 +8,19 @@ command_id=C`, for the worker W that holds the running command C when C refers t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from noetl.api.auth import principal_of
-from noetl.api.common import iso, json_object, optional_str, required_str
-from noetl.errors import Forbidden, NotFound, ValidationFailed
+from noetl.api.common import iso
+from noetl.api.models import CredentialBody, CredentialOut, Credentials, Deleted
+from noetl.api.routing import BODY_ERRORS, api_router, errors
+from noetl.api.types import Text
+from noetl.errors import Forbidden, NotFound
 from noetl.runtime.control import ControlPlane
 from noetl.store.ports import StoredCredential
 from noetl.tokens import WORKER
-
-JsonBody = Annotated[Any, Body()]
 
 
 def credential_json(credential: StoredCredential, *, include_data: bool = False) -> dict[str, Any]:
@@ -38,26 +38,21 @@ def credential_json(credential: StoredCredential, *, include_data: bool = False)
     return body
 
 
-def parse_credential(doc: Mapping[str, Any]) -> StoredCredential:
-    name = required_str(doc, "name").strip()
-    type_ = required_str(doc, "type").strip()
-    data = doc.get("data")
-    if not isinstance(data, Mapping):
-        raise ValidationFailed("'data' is required and must be a JSON object")
-    tags = doc.get("tags") or []
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ValidationFailed("'tags' must be an array of strings")
+def parse_credential(doc: CredentialBody) -> StoredCredential:
     return StoredCredential(
-        name=name,
-        type=type_,
-        data=dict(data),
-        description=optional_str(doc, "description"),
-        tags=tuple(tags),
+        name=doc.name.strip(),
+        type=doc.type.strip(),
+        data=dict(doc.data),
+        description=doc.description,
+        tags=tuple(doc.tags or ()),
     )
 
 
+CredentialName = Annotated[Text, Path(description="The credential's name.")]
+
+
 def router(control: ControlPlane) -> APIRouter:
-    api = APIRouter(prefix="/api/credentials", tags=["credentials"])
+    api = api_router("/api/credentials", "credentials")
     store = control.store
 
     def lookup(name: str) -> StoredCredential:
@@ -66,17 +61,17 @@ def router(control: ControlPlane) -> APIRouter:
             raise NotFound(f"Credential '{name}' not found")
         return credential
 
-    @api.post("")
-    def put_credential(body: JsonBody = None) -> dict[str, Any]:
+    @api.post("", response_model=CredentialOut, responses=errors(*BODY_ERRORS))
+    def put_credential(body: CredentialBody) -> dict[str, Any]:
         """Create or replace a credential by name (data is encrypted at rest, never echoed)."""
-        credential = parse_credential(json_object(body))
+        credential = parse_credential(body)
         store.put_credential(credential)
         return credential_json(lookup(credential.name))
 
-    @api.get("")
+    @api.get("", response_model=Credentials, responses=errors(422))
     def list_credentials(
-        type: Annotated[str | None, Query(description="Only credentials of this type")] = None,
-        q: Annotated[str | None, Query(description="Substring of the name or description")] = None,
+        type: Annotated[Text | None, Query(description="Only credentials of this type")] = None,
+        q: Annotated[Text | None, Query(description="Substring of the name or description")] = None,
     ) -> dict[str, Any]:
         """Credentials without their data."""
         items = store.list_credentials()
@@ -90,14 +85,14 @@ def router(control: ControlPlane) -> APIRouter:
             answer["filter"] = {k: v for k, v in (("type", type), ("q", q)) if v}
         return answer
 
-    @api.get("/{name}")
+    @api.get("/{name}", response_model=CredentialOut, responses=errors(404, 422))
     def get_credential(
         request: Request,
-        name: str,
+        name: CredentialName,
         include_data: bool = False,
-        worker_id: Annotated[str | None, Query(description="The worker asking (with include_data)")] = None,
+        worker_id: Annotated[Text | None, Query(description="The worker asking (with include_data)")] = None,
         command_id: Annotated[
-            str | None, Query(description="The command it runs (with include_data)")
+            Text | None, Query(description="The command it runs (with include_data)")
         ] = None,
     ) -> dict[str, Any]:
         """One credential; `data` only for a worker holding a command that uses it."""
@@ -113,8 +108,8 @@ def router(control: ControlPlane) -> APIRouter:
         credential = control.release_secret(name, worker_id=worker_id, command_id=command_id)
         return credential_json(credential, include_data=True)
 
-    @api.delete("/{name}")
-    def delete_credential(name: str) -> dict[str, Any]:
+    @api.delete("/{name}", response_model=Deleted, responses=errors(404, 422))
+    def delete_credential(name: CredentialName) -> dict[str, Any]:
         """Delete a credential."""
         if not store.delete_credential(name):
             raise NotFound(f"Credential '{name}' not found")

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
 
-from noetl.api.common import json_object, raw_json
-from noetl.api.wire import execute_batch as start_batch
-from noetl.api.wire import execute_request
+from noetl.api.auth import principal_of
+from noetl.api.models import BatchStarted, ExecuteBatchBody, ExecuteBody, Started
+from noetl.api.routing import BODY_ERRORS, api_router, errors
+from noetl.api.wire import check_child, execute_batch, execute_request
 from noetl.runtime.control import ControlPlane
-
-JsonBody = Annotated[Any, Body()]
+from noetl.tokens import ADMIN
 
 
 def router(control: ControlPlane) -> APIRouter:
-    api = APIRouter(prefix="/api/execute", tags=["execute"])
+    api = api_router("/api/execute", "execute")
 
-    @api.post("")
-    def execute(body: JsonBody = None) -> dict[str, Any]:
-        """Start an execution of a catalog playbook (`path` or `catalog_id`)."""
-        request = execute_request(raw_json(body))
-        return control.execute(request).to_json()
+    @api.post("", response_model=Started, responses=errors(404, *BODY_ERRORS))
+    def execute(request: Request, body: ExecuteBody) -> dict[str, Any]:
+        """Start an execution of a catalog playbook (`path` or `catalog_id`). A worker token may
+        start only the child of a command it runs (a pipeline's playbook task)."""
+        principal = principal_of(request.state)
+        if principal is None or not principal.may(ADMIN):
+            check_child(control, body)
+        return control.execute(execute_request(body)).to_json()
 
-    @api.post("/batch")
-    def execute_batch(body: JsonBody = None) -> dict[str, Any]:
+    @api.post("/batch", response_model=BatchStarted, responses=errors(*BODY_ERRORS))
+    def start_batch(body: ExecuteBatchBody) -> dict[str, Any]:
         """Start up to 1000 executions; each item succeeds or fails on its own."""
-        doc = json_object(body)
-        return start_batch(control, doc.get("executions"))
+        return execute_batch(control, body.executions)
 
     return api

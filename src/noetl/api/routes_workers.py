@@ -7,21 +7,21 @@ at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Query
 
-from noetl.api.common import iso, json_object, optional_str, required_str
+from noetl.api.common import iso
+from noetl.api.models import Heartbeat, HeartbeatAck, Message, RegisterRuntime, RuntimeBody, RuntimeOut
+from noetl.api.routing import BODY_ERRORS, api_router, errors
+from noetl.api.types import Text
 from noetl.engine.events import utcnow
-from noetl.errors import NotFound, ValidationFailed
+from noetl.errors import NotFound
 from noetl.runtime.control import ControlPlane
 from noetl.runtime.nodes import NODE_TTL_SECONDS
 from noetl.store.ports import Store, WorkerRecord
-
-JsonBody = Annotated[Any, Body()]
-KINDS = ("worker_pool", "server_api", "broker")
 
 
 class RuntimeRegistry:
@@ -33,43 +33,41 @@ class RuntimeRegistry:
         self._ids = ids
         self._clock = clock
 
-    def register(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        name = required_str(doc, "name")
-        kind = _kind(doc)
+    def register(self, doc: RegisterRuntime) -> dict[str, Any]:
+        kind = doc.runtime_kind
         info = {
-            "uri": optional_str(doc, "uri"),
-            "labels": _object(doc, "labels"),
-            "capabilities": doc.get("capabilities"),
-            "capacity": doc.get("capacity"),
-            "runtime": doc.get("runtime"),  # upstream sends an object, some workers a plain string
-            "hostname": optional_str(doc, "hostname"),
+            "uri": doc.uri,
+            "labels": doc.labels,
+            "capabilities": doc.capabilities,
+            "capacity": doc.capacity,
+            "runtime": doc.runtime,  # upstream sends an object, some workers a plain string
+            "hostname": doc.hostname,
         }
-        known = {(w.kind, w.name): w for w in self._store.workers(kind)}.get((kind, name))
+        known = {(w.kind, w.name): w for w in self._store.workers(kind)}.get((kind, doc.name))
         info["runtime_id"] = (known.info.get("runtime_id") if known else None) or self._ids()
         # The worker's snowflake node: its event ids never collide with another process's.
-        info["node_id"] = self._store.lease_node(node_owner(kind, name), NODE_TTL_SECONDS)
+        info["node_id"] = self._store.lease_node(node_owner(kind, doc.name), NODE_TTL_SECONDS)
         record = self._store.upsert_worker(
             WorkerRecord(
-                name=name,
+                name=doc.name,
                 kind=kind,
-                status=optional_str(doc, "status") or "active",
+                status=doc.status or "active",
                 heartbeat=self._clock(),
                 info=info,
             )
         )
         return _row(record)
 
-    def heartbeat(self, doc: Mapping[str, Any]) -> None:
-        name = required_str(doc, "name")
-        kind = _kind(doc)
-        if not self._store.touch_worker(name, kind):
-            raise NotFound(f"Runtime '{name}' ({kind}) is not registered")
-        self._store.lease_node(node_owner(kind, name), NODE_TTL_SECONDS)  # renewed while it lives
+    def heartbeat(self, doc: RuntimeBody) -> None:
+        kind = doc.runtime_kind
+        if not self._store.touch_worker(doc.name, kind):
+            raise NotFound(f"Runtime '{doc.name}' ({kind}) is not registered")
+        self._store.lease_node(node_owner(kind, doc.name), NODE_TTL_SECONDS)  # renewed while it lives
 
-    def deregister(self, doc: Mapping[str, Any]) -> bool:
-        name, kind = required_str(doc, "name"), _kind(doc)
-        self._store.release_node(node_owner(kind, name))
-        return self._store.remove_worker(name, kind)
+    def deregister(self, doc: RuntimeBody) -> bool:
+        kind = doc.runtime_kind
+        self._store.release_node(node_owner(kind, doc.name))
+        return self._store.remove_worker(doc.name, kind)
 
     def rows(
         self, kind: str | None = None, status: str | None = None, name: str | None = None
@@ -89,91 +87,78 @@ def node_owner(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _row(record: WorkerRecord) -> dict[str, Any]:
     info = record.info
     created = iso(record.created_at) if record.created_at else iso(record.heartbeat)
+    labels = info.get("labels")
     return {
-        "runtime_id": info.get("runtime_id"),
-        "node_id": info.get("node_id"),
+        "runtime_id": _text(info.get("runtime_id")),
+        "node_id": _text(info.get("node_id")),
         "name": record.name,
         "kind": record.kind,
         "component_type": record.kind,
-        "uri": info.get("uri"),
+        "uri": _text(info.get("uri")),
         "status": record.status,
-        "labels": info.get("labels"),
+        "labels": labels if isinstance(labels, dict) else None,
         "capabilities": info.get("capabilities"),
         "capacity": info.get("capacity"),
         "runtime": info.get("runtime"),
-        "hostname": info.get("hostname"),
+        "hostname": _text(info.get("hostname")),
         "heartbeat": iso(record.heartbeat),
         "created_at": created,
         "updated_at": iso(record.heartbeat),
     }
 
 
-def _kind(doc: Mapping[str, Any]) -> str:
-    kind = doc.get("kind") or doc.get("component_type") or "worker_pool"
-    if kind not in KINDS:
-        raise ValidationFailed(f"Invalid component type {kind!r}: use one of {', '.join(KINDS)}")
-    return str(kind)
-
-
-def _object(doc: Mapping[str, Any], key: str) -> dict[str, Any] | None:
-    value = doc.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationFailed(f"'{key}' must be a JSON object")
-    return dict(value)
-
-
 def router(registry: RuntimeRegistry, control: ControlPlane) -> APIRouter:
-    api = APIRouter(prefix="/api/worker", tags=["workers"])
+    api = api_router("/api/worker", "workers")
 
-    @api.post("/pool/register")
-    def register(body: JsonBody = None) -> dict[str, Any]:
+    @api.post("/pool/register", response_model=RuntimeOut, responses=errors(*BODY_ERRORS))
+    def register(body: RegisterRuntime) -> dict[str, Any]:
         """Register (or refresh) a worker pool; answers the runtime row."""
-        return registry.register(json_object(body))
+        return registry.register(body)
 
-    @api.post("/pool/heartbeat")
-    def heartbeat(body: JsonBody = None) -> dict[str, Any]:
+    @api.post("/pool/heartbeat", response_model=HeartbeatAck, responses=errors(404, *BODY_ERRORS))
+    def heartbeat(body: Heartbeat) -> dict[str, Any]:
         """Record a heartbeat and renew the worker's command leases; 404 when the pool is not
         registered (after a server restart: it must register again; its leases are still renewed)."""
-        doc = json_object(body)
-        raw_ids = doc.get("command_ids")
-        command_ids = [str(c) for c in raw_ids] if isinstance(raw_ids, list) else None
-        control.heartbeat(required_str(doc, "name"), command_ids)
-        registry.heartbeat(doc)
+        command_ids = body.command_ids
+        control.heartbeat(body.name, command_ids)
+        registry.heartbeat(body)
         answer: dict[str, Any] = {"status": "ok", "message": "Heartbeat recorded"}
         if command_ids:
             # Commands of cancelled (or ended) executions: the worker stops running them.
             answer["stop"] = control.stopped_commands(command_ids)
         return answer
 
-    def deregister(body: Any) -> dict[str, Any]:
-        doc = json_object(body)
-        removed = registry.deregister(doc)
-        control.release_worker(required_str(doc, "name"))  # its unfinished commands are issued again
+    def deregister(body: RuntimeBody) -> dict[str, Any]:
+        removed = registry.deregister(body)
+        control.release_worker(body.name)  # its unfinished commands are issued again
         message = "Runtime deregistered" if removed else "Runtime was not registered"
         return {"status": "ok", "message": message}
 
-    @api.post("/pool/deregister")
-    def deregister_post(body: JsonBody = None) -> dict[str, Any]:
+    @api.post("/pool/deregister", response_model=Message, responses=errors(*BODY_ERRORS))
+    def deregister_post(body: RuntimeBody) -> dict[str, Any]:
         """Remove a registration (POST, as the Rust worker sends it)."""
         return deregister(body)
 
-    @api.delete("/pool/deregister")
-    def deregister_delete(body: JsonBody = None) -> dict[str, Any]:
+    @api.delete("/pool/deregister", response_model=Message, responses=errors(*BODY_ERRORS))
+    def deregister_delete(body: RuntimeBody) -> dict[str, Any]:
         """Remove a registration (DELETE, as the Rust server routes it)."""
         return deregister(body)
 
-    @api.get("/pools")
+    @api.get("/pools", response_model=list[RuntimeOut], responses=errors(422))
     def pools(
         kind: Annotated[
-            str | None, Query(description="worker_pool (default), server_api or broker")
+            Literal["worker_pool", "server_api", "broker", ""] | None,
+            Query(description="worker_pool (default), server_api or broker; empty for every kind"),
         ] = "worker_pool",
-        status: str | None = None,
-        name: Annotated[str | None, Query(description="Substring of the name")] = None,
+        status: Text | None = None,
+        name: Annotated[Text | None, Query(description="Substring of the name")] = None,
     ) -> list[dict[str, Any]]:
         """Registered runtimes."""
         return registry.rows(kind or None, status, name)

@@ -1,68 +1,66 @@
-"""Decoding request bodies into the control plane's terms: worker-posted events (the upstream
-`POST /api/events` shape) and execute requests (the seed's `POST /api/execute` shape)."""
+"""From validated request bodies (`noetl.api.models`) to the control plane's terms, and back:
+execute requests, worker-posted events (the upstream `POST /api/events` shape), and the wire
+form of events and commands in answers (every id a string)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from noetl.api.common import iso
+from noetl.api.models import MAX_EXECUTE_BATCH, EventItem, ExecuteBody
 from noetl.engine.events import Event, utcnow
-from noetl.errors import NoetlError, ValidationFailed
-from noetl.runtime.control import (
-    DEFAULT_DEDUP_WINDOW_SECS,
-    MAX_BATCH_ITEMS,
-    ControlPlane,
-    DedupSpec,
-    ExecuteRequest,
-)
+from noetl.errors import Forbidden, NoetlError, ValidationFailed
+from noetl.ids import EPOCH_MS
+from noetl.runtime.control import ControlPlane, DedupSpec, ExecuteRequest
 
 
-def execute_request(body: Any) -> ExecuteRequest:
+def execute_request(body: ExecuteBody) -> ExecuteRequest:
     """An `ExecuteRequest` from a `POST /api/execute` body (`payload` or its alias `workload`)."""
-    if not isinstance(body, Mapping):
-        raise ValidationFailed("the request body must be a JSON object")
-    payload = body.get("payload", body.get("workload")) or {}
-    if not isinstance(payload, Mapping):
-        raise ValidationFailed("'payload' must be a JSON object")
-    trace = body.get("trace")
-    if trace is not None and not isinstance(trace, Mapping):
-        raise ValidationFailed("'trace' must be an object")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise ValidationFailed("'metadata' must be an object")
+    payload = body.payload if body.payload is not None else body.workload
     request = ExecuteRequest(
-        metadata=dict(metadata) if metadata else None,
-        path=_opt_str(body.get("path")),
-        catalog_id=_opt_int(body.get("catalog_id"), "catalog_id"),
-        payload=dict(payload),
-        parent_execution_id=_opt_int(body.get("parent_execution_id"), "parent_execution_id"),
-        execution_pool=_opt_str(body.get("execution_pool")),
-        trace=dict(trace) if trace else None,
-        dedup=_dedup(body.get("dedup")),
-        version=_opt_int(body.get("version"), "version"),
+        metadata=dict(body.metadata) if body.metadata else None,
+        path=body.path or None,
+        catalog_id=body.catalog_id,
+        payload=dict(payload or {}),
+        parent_execution_id=body.parent_execution_id,
+        execution_pool=body.execution_pool or None,
+        trace=dict(body.trace) if body.trace else None,
+        dedup=DedupSpec(body.dedup.key, body.dedup.window_secs) if body.dedup else None,
+        version=body.version,
     )
     request.validate()
     return request
 
 
-def _dedup(raw: Any) -> DedupSpec | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("key"), str):
-        raise ValidationFailed("'dedup' must be an object with a string 'key'")
-    window = raw.get("window_secs", DEFAULT_DEDUP_WINDOW_SECS)
-    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
-        raise ValidationFailed("'dedup.window_secs' must be a non-negative integer")
-    return DedupSpec(raw["key"], window)
+def check_child(control: ControlPlane, body: ExecuteBody) -> None:
+    """What a worker token may start: the child of an open command of a running execution (a
+    pipeline's `kind: playbook` task), named by `parent_execution_id` and
+    `metadata.parent_command_id`; never a playbook of its choosing."""
+    command_id = (body.metadata or {}).get("parent_command_id")
+    parent = body.parent_execution_id
+    refusal = Forbidden(
+        "a worker token starts only the child of a command it runs "
+        "(parent_execution_id and metadata.parent_command_id of an open command)"
+    )
+    if parent is None or not isinstance(command_id, str) or not command_id.startswith(f"{parent}:"):
+        raise refusal
+    engine = control.orchestrator.engines.get(parent)
+    command = engine.state.commands.get(command_id) if engine is not None else None
+    if engine is None or engine.state.terminal or command is None:
+        raise refusal
+    if command.status not in ("issued", "claimed", "started"):
+        raise refusal
 
 
-def execute_batch(control: ControlPlane, items: Any) -> dict[str, Any]:
+def execute_batch(control: ControlPlane, items: list[ExecuteBody]) -> dict[str, Any]:
     """`POST /api/execute/batch`: each item starts (or fails) on its own."""
-    if not isinstance(items, list) or not items:
+    if not items:
         raise ValidationFailed("execute batch requires a non-empty 'executions' array")
-    if len(items) > MAX_BATCH_ITEMS:
-        raise ValidationFailed(f"execute batch size {len(items)} exceeds the {MAX_BATCH_ITEMS} cap")
+    if len(items) > MAX_EXECUTE_BATCH:
+        raise ValidationFailed(f"execute batch size {len(items)} exceeds the {MAX_EXECUTE_BATCH} cap")
     results: list[dict[str, Any]] = []
     counts = {"started": 0, "duplicate": 0, "error": 0}
     for index, body in enumerate(items):
@@ -83,59 +81,66 @@ def execute_batch(control: ControlPlane, items: Any) -> dict[str, Any]:
     }
 
 
-def event_from_json(body: Mapping[str, Any], ids: Callable[[], int]) -> Event:
-    """A worker-posted event (`POST /api/events`), in the upstream request shape."""
-    try:
-        execution_id = int(body["execution_id"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValidationFailed("Invalid execution_id") from exc
-    event_type = body.get("event_type") or body.get("name")
-    if not isinstance(event_type, str) or not event_type:
-        raise ValidationFailed("'event_type' (or 'name') is required")
-    step = body.get("step")
-    payload = body.get("payload", body.get("context"))
-    status = body.get("status") or _status_from_name(event_type)
-    raw_id = body.get("event_id")
-    try:
-        event_id = int(raw_id) if raw_id not in (None, "", 0) else ids()
-    except (TypeError, ValueError) as exc:
-        raise ValidationFailed("Invalid event_id") from exc
-    raw_meta = body.get("meta") or {}
-    if not isinstance(raw_meta, Mapping):
-        raise ValidationFailed("'meta' must be an object")
-    meta = dict(raw_meta)
-    worker_id = body.get("worker_id")
-    meta.setdefault("actionable", body.get("actionable", True))
-    meta.setdefault("informative", body.get("informative", True))
-    if worker_id:
-        meta["worker_id"] = worker_id
-    result: dict[str, Any] = {"status": str(status)}
+FUTURE_SKEW_MS = 10_000  # how far ahead of this server's clock a client's event id may be
+
+
+def client_id(event_id: int, ids: Callable[[], int]) -> int:
+    """A client-minted event id, unless it lies in the id space the server mints from: its own
+    snowflake node, or a time ahead of its clock. Ids planted there would collide with the ids
+    the server mints next, and refuse its own writes (new runs would not start)."""
+    node = getattr(ids, "node", None)
+    if isinstance(node, int) and (event_id >> 12) & 0x3FF == node:
+        raise ValidationFailed(f"event_id {event_id} is in the server's id space (snowflake node {node})")
+    if (event_id >> 22) + EPOCH_MS > time.time() * 1000 + FUTURE_SKEW_MS:
+        raise ValidationFailed(f"event_id {event_id} lies in the future")
+    return event_id
+
+
+def event_from_item(
+    item: EventItem, ids: Callable[[], int], *, execution_id: int | None = None, worker_id: str | None = None
+) -> Event:
+    """A worker-posted event; `execution_id` and `worker_id` are the batch's, for items that
+    name none. A client-minted `event_id` must not lie in the server's id space (`client_id`)."""
+    execution = item.execution_id if item.execution_id is not None else execution_id
+    if execution is None:
+        raise ValidationFailed("Invalid execution_id")
+    event_type = str(item.event_type or item.name)
+    payload = item.payload if item.payload is not None else item.context
+    status = item.status or _status_from_name(event_type)
+    worker = item.worker_id or worker_id
+    meta = dict(item.meta or {})
+    meta.setdefault("actionable", item.actionable if item.actionable is not None else True)
+    meta.setdefault("informative", item.informative if item.informative is not None else True)
+    if worker:
+        meta["worker_id"] = worker
+    result: dict[str, Any] = {"status": status}
     if isinstance(payload, Mapping):
         result["context"] = dict(payload)
-    created = body.get("created_at")
-    created_at = utcnow()
-    if isinstance(created, str):
-        try:
-            created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
-            if created_at.tzinfo is None:
-                created_at = created_at.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    parent_event_id = _opt_int(body.get("parent_event_id"), "parent_event_id")
+    step = item.step
     return Event(
-        event_id=event_id,
-        execution_id=execution_id,
+        event_id=client_id(item.event_id, ids) if item.event_id else ids(),
+        execution_id=execution,
         event_type=event_type,
-        node_name=str(step) if step is not None else None,
-        node_id=str(step) if step is not None else None,
-        node_type=body.get("node_type"),
-        status=str(status),
+        node_name=step,
+        node_id=step,
+        node_type=item.node_type,
+        status=status,
         result=result,
         meta=meta,
-        worker_id=str(worker_id) if worker_id else None,
-        parent_event_id=parent_event_id,
-        created_at=created_at,
+        worker_id=worker or None,
+        parent_event_id=item.parent_event_id,
+        created_at=_created_at(item.created_at),
     )
+
+
+def _created_at(text: str | None) -> datetime:
+    if text:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return utcnow()
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return utcnow()
 
 
 def _status_from_name(name: str) -> str:
@@ -147,16 +152,31 @@ def _status_from_name(name: str) -> str:
     return "RUNNING"
 
 
-def _opt_str(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
+def _id(value: int | None) -> str | None:
+    return None if value is None else str(value)
 
 
-def _opt_int(value: Any, name: str) -> int | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, bool):
-        raise ValidationFailed(f"'{name}' must be an integer")
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationFailed(f"'{name}' must be an integer") from exc
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as answers carry it: every id a string."""
+    return {
+        "event_id": str(event.event_id),
+        "execution_id": str(event.execution_id),
+        "parent_event_id": _id(event.parent_event_id),
+        "parent_execution_id": _id(event.parent_execution_id),
+        "catalog_id": _id(event.catalog_id),
+        "event_type": event.event_type,
+        "node_id": event.node_id,
+        "node_name": event.node_name,
+        "node_type": event.node_type,
+        "status": event.status,
+        "context": event.context,
+        "meta": event.meta,
+        "result": event.result,
+        "worker_id": event.worker_id,
+        "created_at": iso(event.created_at),
+    }
+
+
+def command_json(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A command (a claim's answer, `GET /api/commands/{id}`) with its ids as strings."""
+    return {**body, "event_id": str(body["event_id"]), "execution_id": str(body["execution_id"])}

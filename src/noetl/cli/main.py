@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from noetl import status
-from noetl.cli import common, credential, remote, schedule, server, subscription
+from noetl.cli import common, credential, remote, schedule, server, subscription, token
 from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, StoreOption
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(credential.app, name="credential")
 app.add_typer(server.app, name="server")
 app.add_typer(schedule.app, name="schedule", rich_help_panel="Server")
 app.add_typer(subscription.app, name="subscription", rich_help_panel="Server")
+app.add_typer(token.app, name="token", rich_help_panel="Server")
 remote.install(app)  # register, exec, status, cancel, catalog, worker
 
 

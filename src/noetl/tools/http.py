@@ -214,6 +214,8 @@ def _apply_auth(auth: Any, ctx: ToolContext, headers: dict[str, str]) -> httpx.B
         if username is None or password is None:
             raise HttpConfigError(f"{who} of type 'basic' needs 'username' and 'password' in its data")
         masker.add(password)
+        # The header value is the base64 of `user:password`: an echoing server returns it.
+        masker.add(base64.b64encode(f"{username}:{password}".encode()).decode("ascii"))
         return httpx.BasicAuth(str(username), str(password))
     shown = ctype or "(none)"
     raise HttpConfigError(

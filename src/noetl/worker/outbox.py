@@ -11,7 +11,7 @@ from typing import Any
 
 from noetl.client import ServerClient
 from noetl.engine.events import Event
-from noetl.errors import NoetlError, NotFound, ValidationFailed
+from noetl.errors import Forbidden, NoetlError, NotFound, ValidationFailed
 from noetl.secrets import masked
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Outbox:
                     self.client.report_events, batch, worker_id=self.worker_id
                 )
                 return STORED, rejected
-            except (NotFound, ValidationFailed) as exc:  # the server will never take these
+            except (NotFound, ValidationFailed, Forbidden) as exc:  # never taken, however often sent
                 log.error("the server refused the events: %s", exc, extra={"command_id": command_id})
                 return REFUSED, set()
             except NoetlError as exc:

@@ -137,9 +137,9 @@ class RemoteWorker:
                 hostname=socket.gethostname(),
                 runtime={"kind": "python", "pid": os.getpid()},
             )
-            node = answer.get("node_id")
-            if self.leased_node and isinstance(self.ids, Snowflake) and isinstance(node, int):
-                self.ids.use_node(node)
+            node = str(answer.get("node_id") or "")  # a string (ids are, in answers)
+            if self.leased_node and isinstance(self.ids, Snowflake) and node.isdigit():
+                self.ids.use_node(int(node))
             log.info("worker registered", extra={"worker_id": self.worker_id, "server": self.client.base_url})
         except NoetlError as exc:
             log.warning(
