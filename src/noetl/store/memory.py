@@ -127,6 +127,9 @@ class MemoryStore(SoloCoordination):
         parent_execution_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        path: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[ExecutionSummary]:
         with self._lock:
             found = [
@@ -134,6 +137,9 @@ class MemoryStore(SoloCoordination):
                 for summary in self._executions.values()
                 if (status is None or summary.status == status)
                 and (parent_execution_id is None or summary.parent_execution_id == parent_execution_id)
+                and (path is None or summary.path == path)
+                and (started_after is None or summary.started_at >= started_after)
+                and (started_before is None or summary.started_at < started_before)
             ]
         found.sort(key=lambda s: (s.started_at, s.execution_id), reverse=True)
         return found[offset : offset + limit]

@@ -157,6 +157,16 @@ CREATE TABLE IF NOT EXISTS {schema}.node_lease (
 );
 """,
     ),
+    (
+        5,
+        "run listing by status or playbook, newest first",
+        """
+CREATE INDEX IF NOT EXISTS execution_status_started_idx
+    ON {schema}.execution (status, started_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS execution_path_started_idx
+    ON {schema}.execution (path, started_at DESC, execution_id DESC);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 

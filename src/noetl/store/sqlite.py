@@ -76,6 +76,8 @@ CREATE TABLE IF NOT EXISTS execution (
 );
 CREATE INDEX IF NOT EXISTS idx_execution_started ON execution (started_at, execution_id);
 CREATE INDEX IF NOT EXISTS idx_execution_status ON execution (status);
+CREATE INDEX IF NOT EXISTS idx_execution_status_started ON execution (status, started_at, execution_id);
+CREATE INDEX IF NOT EXISTS idx_execution_path_started ON execution (path, started_at, execution_id);
 CREATE INDEX IF NOT EXISTS idx_execution_parent ON execution (parent_execution_id)
     WHERE parent_execution_id IS NOT NULL;
 
@@ -329,6 +331,9 @@ class SQLiteStore(SoloCoordination):
         parent_execution_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        path: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[ExecutionSummary]:
         where: list[str] = []
         params: list[Any] = []
@@ -338,6 +343,14 @@ class SQLiteStore(SoloCoordination):
         if parent_execution_id is not None:
             where.append("parent_execution_id = ?")
             params.append(parent_execution_id)
+        for clause, value in (
+            ("path = ?", path),
+            ("started_at >= ?", None if started_after is None else dump_time(started_after)),
+            ("started_at < ?", None if started_before is None else dump_time(started_before)),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         sql = f"SELECT {_EXECUTION_COLUMNS} FROM execution"
         if where:
             sql += " WHERE " + " AND ".join(where)
