@@ -13,6 +13,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from noetl.engine.events import Event, utcnow
 from noetl.errors import Conflict
