@@ -22,11 +22,15 @@ from noetl.api import (
     routes_events,
     routes_execute,
     routes_executions,
+    routes_runs,
     routes_tokens,
+    ui,
 )
 from noetl.api.auth import Authenticator, AuthMiddleware
 from noetl.api.hot import MAX_BODY_BYTES, HotRoutes
 from noetl.api.limits import BodyLimit
+from noetl.api.observe import Observability
+from noetl.api.observe import install as install_observability
 from noetl.api.routes_workers import RuntimeRegistry
 from noetl.api.routes_workers import router as workers_router
 from noetl.runtime.control import ControlPlane
@@ -42,16 +46,21 @@ def create_app(
     lifespan: Lifespan | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     max_batch_body_bytes: int = MAX_BODY_BYTES,
+    observability: Observability | None = None,
 ) -> FastAPI:
     """The API over `control`, behind token auth (`admin_token` and the store's tokens).
     `nats_status` is what `/api/health` reports for the bus; `lifespan` runs background work (the
     in-process worker) for the app's lifetime; request bodies are capped at `max_body_bytes`
-    (`max_batch_body_bytes` for a worker's batch of events)."""
+    (`max_batch_body_bytes` for a worker's batch of events). `observability`: metrics (on by
+    default), tracing, `/metrics` without a token (see `noetl.api.observe`)."""
+    seen = observability or Observability()
     app = FastAPI(
         title="NoETL control plane",
         version=__version__,
         description="Register playbooks, start executions, hand out commands and ingest worker events.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by noetl.api.observe
+        redoc_url=None,
     )
     app.state.control = control
     registry = RuntimeRegistry(control.store, control.ids)
@@ -94,7 +103,9 @@ def create_app(
         },
         cap=max_batch_body_bytes,
     )
-    app.add_middleware(AuthMiddleware, authenticator=auth)
+    install_observability(app, control, seen)  # /metrics, latency by route, spans, /docs
+    open_paths = frozenset({"/metrics"}) if seen.metrics_open else frozenset()
+    app.add_middleware(AuthMiddleware, authenticator=auth, open_paths=open_paths)
     app.include_router(routes_catalog.router(control))
     app.include_router(routes_execute.router(control))
     app.include_router(routes_events.router(control))
@@ -102,6 +113,8 @@ def create_app(
     app.include_router(workers_router(registry, control))
     app.include_router(routes_credentials.router(control))
     app.include_router(routes_tokens.router(auth))
+    app.include_router(routes_runs.router(control))
+    ui.install(app, auth)
     return app
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from noetl.api.app import create_app
+from noetl.api.observe import Observability
 from noetl.bus import Publisher, open_publisher
 from noetl.errors import BusError, NoetlError
 from noetl.ids import Snowflake
@@ -63,7 +65,13 @@ def open_bus(bus_url: str | None) -> tuple[Publisher | None, str]:
 
 
 def build_app(
-    control: ControlPlane, *, admin_token: str, with_worker: bool, workers: int, nats_status: str
+    control: ControlPlane,
+    *,
+    admin_token: str,
+    with_worker: bool,
+    workers: int,
+    nats_status: str,
+    observability: Observability | None = None,
 ) -> FastAPI:
     """The app `serve` runs; the in-process worker lives as long as the app's lifespan."""
     if with_worker:
@@ -102,6 +110,7 @@ def build_app(
         lifespan=lifespan,
         max_body_bytes=config.max_body_bytes,
         max_batch_body_bytes=config.max_batch_body_bytes,
+        observability=observability,
     )
 
 
@@ -120,6 +129,7 @@ def serve(
         raise NoetlError("--workers must be at least 1")
     publisher, nats_status = open_bus(bus_url)
     store = open_store(store_url)
+    observability = observing(host)
     try:
         control = ControlPlane(
             store,
@@ -134,13 +144,37 @@ def serve(
             with_worker=with_worker,
             workers=workers,
             nats_status=nats_status,
+            observability=observability,
         )
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         GracefulServer(config).run()
     finally:
         if publisher is not None:
             publisher.close()
+        if observability.tracer_provider is not None:
+            observability.tracer_provider.shutdown()  # flushes the spans not exported yet
         store.close()
+
+
+def observing(host: str) -> Observability:
+    """`/metrics` is open when the server binds loopback only; spans are exported with OTLP
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing of OpenTelemetry is imported otherwise)."""
+    endpoint = settings().otlp_endpoint
+    provider = None
+    if endpoint:
+        from noetl.observability.tracing import otlp_provider
+
+        provider = otlp_provider(endpoint)
+    return Observability(metrics_open=is_loopback(host), tracer_provider=provider)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class GracefulServer(uvicorn.Server):
@@ -184,4 +218,4 @@ async def _reap(control: ControlPlane, lease: NodeLease | None, interval: float 
             log.warning("re-issued %d command(s) whose lease expired", done["reissued"])
 
 
-__all__ = ["build_app", "public_url", "serve"]
+__all__ = ["build_app", "is_loopback", "observing", "public_url", "serve"]
