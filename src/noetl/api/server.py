@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from noetl.api.observe import Observability
 from noetl.bus import Publisher, open_publisher
 from noetl.errors import BusError, NoetlError
 from noetl.ids import Snowflake
+from noetl.observability.workermetrics import is_loopback
 from noetl.runtime.control import ControlPlane
 from noetl.runtime.nodes import RENEW_SECONDS, NodeLease, process_owner
 from noetl.settings import settings
@@ -168,15 +168,6 @@ def observing(host: str) -> Observability:
     return Observability(metrics_open=is_loopback(host), tracer_provider=provider)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class GracefulServer(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would kill the process
     before the store is closed (and print a KeyboardInterrupt for Ctrl-C). A signal here means
@@ -218,4 +209,4 @@ async def _reap(control: ControlPlane, lease: NodeLease | None, interval: float 
             log.warning("re-issued %d command(s) whose lease expired", done["reissued"])
 
 
-__all__ = ["build_app", "is_loopback", "observing", "public_url", "serve"]
+__all__ = ["build_app", "observing", "public_url", "serve"]
