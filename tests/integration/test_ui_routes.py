@@ -64,7 +64,10 @@ def test_the_login_form_checks_the_token(client: TestClient) -> None:
     )
     assert accepted.status_code == 303 and accepted.headers["location"] == "/ui/catalog"
     logout = client.get("/ui/logout", cookies={"noetl_token": TEST_TOKEN})
-    assert 'noetl_token=""' in logout.headers["set-cookie"] or "max-age=0" in logout.headers["set-cookie"].lower()
+    assert (
+        'noetl_token=""' in logout.headers["set-cookie"]
+        or "max-age=0" in logout.headers["set-cookie"].lower()
+    )
 
 
 def test_a_read_token_may_look_but_not_act(client: TestClient) -> None:
@@ -88,7 +91,9 @@ def test_every_page_and_asset_is_served_from_the_package(client: TestClient) -> 
     for asset in sorted(static.iterdir()):
         answer = client.get(f"/ui/static/{asset.name}", headers=NO_AUTH)
         assert answer.status_code == 200, asset.name
-        assert "https://" not in answer.text and "http://" not in answer.text.replace("http://www.w3.org", ""), asset.name
+        assert "https://" not in answer.text and "http://" not in answer.text.replace(
+            "http://www.w3.org", ""
+        ), asset.name
 
 
 def test_scopes_and_redirect_targets() -> None:

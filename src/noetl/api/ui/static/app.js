@@ -31,7 +31,7 @@
       else if (k === "text") node.textContent = v;
       else node.setAttribute(k, v === true ? "" : String(v));
     });
-    children.flat().forEach((c) => {
+    children.flat(Infinity).forEach((c) => {
       if (c === null || c === undefined || c === false) return;
       node.appendChild(typeof c === "object" ? c : document.createTextNode(String(c)));
     });

@@ -97,7 +97,7 @@
       step.loop ? [N.el("h3", {}, `Iterations (${step.loop.done} of ${step.loop.total} done, ${step.loop.failed} failed)`), iterationsTable(step)] : null,
       step.result !== null && step.result !== undefined ? [N.el("h3", {}, "Result"), N.el("div", { id: "step-result" }, N.json(step.result))] : null,
       (step.attempts || []).map((a, i) => attemptBox(a, `Command ${i + 1}`)),
-    ].flat().filter(Boolean));
+    ].flat(Infinity).filter(Boolean));
   }
 
   function select(name) {
