@@ -252,6 +252,11 @@ class RunFold:
         order = list(playbook.steps) if playbook is not None else []
         names = order + [name for name in self.steps if name not in order]
         steps = [self.step(name).to_json(iterations=iterations) for name in names]
+        if playbook is not None:  # a step that issued no command still has a kind
+            for step in steps:
+                declared = playbook.steps.get(step["name"])
+                if step["tool_kind"] is None and declared is not None:
+                    step["tool_kind"] = declared.tool_kind
         return {**self.header(), "steps": steps, "graph": self.graph(playbook)}
 
     def graph(self, playbook: Playbook | None) -> dict[str, Any]:
