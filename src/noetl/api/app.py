@@ -22,9 +22,7 @@ from noetl.api import (
     routes_events,
     routes_execute,
     routes_executions,
-    routes_runs,
     routes_tokens,
-    ui,
 )
 from noetl.api.auth import Authenticator, AuthMiddleware
 from noetl.api.hot import MAX_BODY_BYTES, HotRoutes
@@ -51,9 +49,8 @@ def create_app(
     """The API over `control`, behind token auth (`admin_token` and the store's tokens).
     `nats_status` is what `/api/health` reports for the bus; `lifespan` runs background work (the
     in-process worker) for the app's lifetime; request bodies are capped at `max_body_bytes`
-    (`max_batch_body_bytes` for a worker's batch of events). `observability`: metrics (on by
-    default), tracing, `/metrics` without a token (see `noetl.api.observe`)."""
-    seen = observability or Observability()
+    (`max_batch_body_bytes` for a worker's batch of events); `observability`: see
+    `noetl.api.observe`."""
     app = FastAPI(
         title="NoETL control plane",
         version=__version__,
@@ -103,8 +100,8 @@ def create_app(
         },
         cap=max_batch_body_bytes,
     )
-    install_observability(app, control, seen)  # /metrics, latency by route, spans, /docs
-    open_paths = frozenset({"/metrics"}) if seen.metrics_open else frozenset()
+    # /ui, /api/runs, /metrics, latency by route, spans, offline /docs
+    open_paths = install_observability(app, control, auth, observability or Observability())
     app.add_middleware(AuthMiddleware, authenticator=auth, open_paths=open_paths)
     app.include_router(routes_catalog.router(control))
     app.include_router(routes_execute.router(control))
@@ -113,8 +110,6 @@ def create_app(
     app.include_router(workers_router(registry, control))
     app.include_router(routes_credentials.router(control))
     app.include_router(routes_tokens.router(auth))
-    app.include_router(routes_runs.router(control))
-    ui.install(app, auth)
     return app
 
 

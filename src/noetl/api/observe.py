@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from noetl.api.auth import ASGIApp, Receive, Scope, Send
+from noetl.api import routes_runs, ui
+from noetl.api.auth import ASGIApp, Authenticator, Receive, Scope, Send
 from noetl.observability.metrics import ServerMetrics
 from noetl.runtime.control import ControlPlane
 
@@ -38,10 +39,15 @@ class Observability:
     tracer_provider: Any = None
 
 
-def install(app: FastAPI, control: ControlPlane, options: Observability) -> None:
-    """Add the offline docs, metrics and tracing to `app` (the latency middleware times what
-    is added to the app before it)."""
+def install(
+    app: FastAPI, control: ControlPlane, auth: Authenticator, options: Observability
+) -> frozenset[str]:
+    """Add the web UI, the run history API, the offline docs, metrics and tracing to `app` (the
+    latency middleware times what is added to the app before it). Returns the paths the auth
+    middleware leaves open (`/metrics` on loopback)."""
     install_docs(app)
+    app.include_router(routes_runs.router(control))
+    ui.install(app, auth)
     if options.metrics:
         metrics = ServerMetrics()
         metrics.watch(control)
@@ -59,6 +65,7 @@ def install(app: FastAPI, control: ControlPlane, options: Observability) -> None
         tracer = RunTracer(options.tracer_provider)
         control.add_listener(tracer.observe)
         app.state.tracer = tracer
+    return frozenset({"/metrics"}) if options.metrics_open else frozenset()
 
 
 class HttpLatency:
