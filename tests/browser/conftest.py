@@ -38,8 +38,10 @@ def chromium_path() -> str | None:
     return found or shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One chromium per test module. Not per session: Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is open, which would break later tests' `asyncio.run`."""
     executable = chromium_path()
     if executable is None:
         _missing("chromium is not installed (apt-get install -y chromium)")
