@@ -158,7 +158,7 @@ CREATE TABLE IF NOT EXISTS {schema}.node_lease (
 """,
     ),
     (
-        5,
+        6,  # 5 is the triggers' tables (schedules, subscriptions), on another branch
         "run listing by status or playbook, newest first",
         """
 CREATE INDEX IF NOT EXISTS execution_status_started_idx

@@ -39,7 +39,7 @@ from noetl.store.solo import SoloCoordination, free_node
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5  # 5: run-list indexes by status and by playbook (4 is the triggers' tables)
 MEMORY = ":memory:"
 
 SCHEMA = """
