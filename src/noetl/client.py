@@ -313,6 +313,15 @@ class ServerClient:
         rows = self._json("GET", "/api/executions", params=params)
         return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
+    def runs(self, **filters: Any) -> dict[str, Any]:
+        """A page of `/api/runs` (filters: status, playbook, since, until, limit, offset)."""
+        params = {k: v for k, v in filters.items() if v not in (None, "")}
+        return self._object("GET", "/api/runs", params=params)
+
+    def run_logs(self, execution_id: int | str, step: str | None = None) -> dict[str, Any]:
+        params = {"step": step} if step else None
+        return self._object("GET", f"/api/runs/{execution_id}/logs", params=params)
+
     def events(self, execution_id: int | str) -> list[dict[str, Any]]:
         body = self._object("GET", f"/api/executions/{execution_id}/events")
         rows = body.get("events")

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+from noetl.logcontext import RunContextFilter
 from noetl.secrets import secrets
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -52,6 +53,7 @@ def setup(level: str = "WARNING", *, as_json: bool = False) -> None:
     lines. The CLI passes the flag, NOETL_LOG_LEVEL or its default, and NOETL_LOG_FORMAT."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(StructuredFormatter(as_json=as_json))
+    handler.addFilter(RunContextFilter())  # execution_id, step, command_id of a run's lines
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

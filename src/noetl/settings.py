@@ -1,4 +1,5 @@
-"""Process settings: every `NOETL_*` environment variable NoETL reads, parsed and checked here.
+"""Process settings: every `NOETL_*` environment variable NoETL reads (and the standard
+`OTEL_EXPORTER_OTLP_ENDPOINT`), parsed and checked here.
 
 Only the edges read them: the CLI commands (`noetl run`, `server start`, `worker start`, ...),
 `serve`, and the factories that build the process's configured objects (`open_store`,
@@ -25,6 +26,9 @@ DEFAULT_SERVER_URL = "http://localhost:8082"
 SQLITE_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 LOG_FORMATS = ("text", "json")
+# Variables read here: NoETL's own, and the standard OpenTelemetry exporter variable.
+STANDARD_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT",)
+_PREFIXES = ("NOETL_", "OTEL_")
 
 Parser = Callable[[str, str], Any]
 """(the variable's name, its stripped non-empty value) -> the typed value, or `ConfigError`."""
@@ -197,6 +201,24 @@ class Settings:
     scheduler_interval: float = _var(
         "NOETL_SCHEDULER_INTERVAL", as_seconds, 0.25, "Seconds between the scheduler's passes."
     )
+    worker_metrics_port: int | None = _var(
+        "NOETL_WORKER_METRICS_PORT",
+        as_port,
+        None,
+        "Port a worker serves Prometheus `/metrics` on; unset: no metrics endpoint on workers.",
+    )
+    worker_metrics_host: str = _var(
+        "NOETL_WORKER_METRICS_HOST",
+        as_text,
+        "127.0.0.1",
+        "Address a worker's `/metrics` binds (off loopback it needs a `read` token).",
+    )
+    otlp_endpoint: str | None = _var(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        as_text,
+        None,
+        "OTLP/HTTP collector base URL; set: spans are exported (`/v1/traces`); unset: no tracing.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -214,7 +236,7 @@ class Settings:
 def settings() -> Settings:
     """This process's settings, for the edges. Parsed once per distinct set of `NOETL_*`
     variables: repeated calls are cheap, and a changed environment (a test, a CLI runner) is seen."""
-    return _parsed(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("NOETL_"))))
+    return _parsed(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_PREFIXES))))
 
 
 @functools.lru_cache(maxsize=8)
@@ -222,4 +244,4 @@ def _parsed(snapshot: tuple[tuple[str, str], ...]) -> Settings:
     return Settings.from_env(dict(snapshot))
 
 
-__all__ = ["DEFAULT_SERVER_URL", "ConfigError", "Settings", "as_log_level", "settings"]
+__all__ = ["DEFAULT_SERVER_URL", "STANDARD_VARIABLES", "ConfigError", "Settings", "as_log_level", "settings"]

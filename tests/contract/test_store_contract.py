@@ -392,6 +392,25 @@ def test_executions_newest_first_with_limit_and_offset(store: Store) -> None:
     assert store.executions(offset=10) == []
 
 
+def test_executions_filter_by_playbook_and_start_time(store: Store) -> None:
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    runs = [(ids.next(), "tests/a" if n % 2 else "tests/b", base + timedelta(minutes=n)) for n in range(6)]
+    for execution, path, at in runs:
+        store.append([started(execution, path=path, created_at=at)])
+    store.append([event(runs[1][0], PLAYBOOK_FAILED, meta={"error": "bad"})])
+
+    of_a = [execution for execution, path, _ in reversed(runs) if path == "tests/a"]
+    assert [s.execution_id for s in store.executions(path="tests/a")] == of_a
+    assert [s.execution_id for s in store.executions(path="tests/a", status=FAILED)] == [runs[1][0]]
+    window = store.executions(
+        started_after=base + timedelta(minutes=2), started_before=base + timedelta(minutes=4)
+    )
+    assert [s.execution_id for s in window] == [runs[3][0], runs[2][0]]  # after inclusive, before exclusive
+    recent_a = store.executions(path="tests/a", started_after=base + timedelta(minutes=2), limit=1)
+    assert [s.execution_id for s in recent_a] == [runs[5][0]]
+    assert store.executions(path="tests/none") == []
+
+
 # -- catalog ---------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from noetl.errors import ConfigError, NoetlError
 from noetl.ids import node_id
-from noetl.settings import DEFAULT_SERVER_URL, Settings, settings
+from noetl.settings import DEFAULT_SERVER_URL, STANDARD_VARIABLES, Settings, settings
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "noetl"
 KEY = "q2PN0mB6cWuZ7s3b3Qd9pQ2cC1kXJ0m5Q8v4aHq9Jx0="
@@ -111,7 +111,7 @@ def test_settings_are_frozen_and_every_field_names_its_variable_and_says_what_it
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.port = 1  # type: ignore[misc]
     names = [f.metadata["env"] for f in dataclasses.fields(Settings)]
-    assert all(name.startswith("NOETL_") for name in names)
+    assert all(name.startswith("NOETL_") or name in STANDARD_VARIABLES for name in names)
     assert len(set(names)) == len(names)
     assert all(f.metadata["doc"].strip() for f in dataclasses.fields(Settings))
 

@@ -63,6 +63,26 @@ def test_event_table_has_exactly_the_event_columns(tmp_path: Path) -> None:
     assert {"event", "execution", "catalog", "credential"} <= tables
 
 
+def test_an_older_file_gets_the_run_list_indexes(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "old.db").close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("DROP INDEX idx_execution_status_started")
+        conn.execute("DROP INDEX idx_execution_path_started")
+        conn.execute("PRAGMA user_version=3")
+    SQLiteStore(tmp_path / "old.db").close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(execution)")}
+        plan = " ".join(
+            str(row[-1])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM execution WHERE path = 'p' "
+                "ORDER BY started_at DESC, execution_id DESC LIMIT 50"
+            )
+        )
+    assert {"idx_execution_status_started", "idx_execution_path_started"} <= indexes
+    assert "idx_execution_path_started" in plan and "TEMP B-TREE" not in plan  # no sort of all rows
+
+
 def test_json_is_stored_compact_and_time_as_utc_milliseconds(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     execution = ids.next()

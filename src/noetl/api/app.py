@@ -30,6 +30,8 @@ from noetl.api.auth import Authenticator, AuthMiddleware
 from noetl.api.hot import MAX_BODY_BYTES, HotRoutes
 from noetl.api.limits import BodyLimit
 from noetl.api.models import ApiHealth, Health
+from noetl.api.observe import Observability
+from noetl.api.observe import install as install_observability
 from noetl.api.openapi import install_openapi
 from noetl.api.routes_workers import RuntimeRegistry
 from noetl.api.routes_workers import router as workers_router
@@ -47,16 +49,20 @@ def create_app(
     lifespan: Lifespan | None = None,
     max_body_bytes: int = 10 * 1024 * 1024,
     max_batch_body_bytes: int = MAX_BODY_BYTES,
+    observability: Observability | None = None,
 ) -> FastAPI:
     """The API over `control`, behind token auth (`admin_token` and the store's tokens).
     `nats_status` is what `/api/health` reports for the bus; `lifespan` runs background work (the
     in-process worker) for the app's lifetime; request bodies are capped at `max_body_bytes`
-    (`max_batch_body_bytes` for a worker's batch of events)."""
+    (`max_batch_body_bytes` for a worker's batch of events); `observability`: see
+    `noetl.api.observe`."""
     app = FastAPI(
         title="NoETL control plane",
         version=__version__,
         description="Register playbooks, start executions, hand out commands and ingest worker events.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by noetl.api.observe
+        redoc_url=None,
     )
     app.state.control = control
     registry = RuntimeRegistry(control.store, control.ids)
@@ -104,7 +110,9 @@ def create_app(
         },
         cap=max_batch_body_bytes,
     )
-    app.add_middleware(AuthMiddleware, authenticator=auth)
+    # /ui, /api/runs, /metrics, latency by route, spans, offline /docs
+    open_paths = install_observability(app, control, auth, observability or Observability())
+    app.add_middleware(AuthMiddleware, authenticator=auth, open_paths=open_paths)
     app.include_router(routes_catalog.router(control))
     app.include_router(routes_execute.router(control))
     app.include_router(routes_events.router(control))

@@ -3,7 +3,8 @@
 Every `/api/*` route needs `Authorization: Bearer <token>` (the web UI sends the same token as
 the `noetl_token` cookie); without a valid one the answer is 401, with a token whose scope is
 too small 403, both as `{"error", "status"}`. `/health`, `/api/health` and the API docs stay
-open. Scopes (`noetl.tokens`): `read` for GET routes (and the two catalog reads upstream spells
+open. The web UI's pages (`/ui/*`) and `/metrics` need a `read` token; a browser without one is
+sent to `/ui/login`, and `/metrics` is open on a server bound to loopback. Scopes (`noetl.tokens`): `read` for GET routes (and the two catalog reads upstream spells
 as POST), `worker` for what a worker does (register and heartbeat, claim, report events, fetch
 the secrets of a command it holds, start the child of a pipeline task), `admin` for the rest.
 
@@ -34,7 +35,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CACHE_SECONDS = 10.0
 COOKIE = "noetl_token"
-OPEN_PATHS = frozenset({"/health", "/api/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+OPEN_PATHS = frozenset(
+    {"/health", "/api/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/ui/login"}
+)
+# The docs' and the web UI's static assets (no data in them).
+_OPEN_PREFIXES = ("/docs/assets/", "/ui/static/")
 # (method, path prefix) a worker token may call; matched before the read/admin rule.
 _WORKER_ROUTES = (
     ("POST", "/api/events"),
@@ -61,7 +66,11 @@ class Principal:
 
 def required_scope(method: str, path: str) -> str | None:
     """The scope a request needs; None for the open paths."""
-    if path in OPEN_PATHS or not path.startswith("/api/"):
+    if path in OPEN_PATHS or path.startswith(_OPEN_PREFIXES):
+        return None
+    if path == "/metrics" or path == "/ui" or path.startswith("/ui/"):
+        return READ  # the web UI's pages and Prometheus scrapes (see AuthMiddleware.open_paths)
+    if not path.startswith("/api/"):
         return None
     if method in ("GET", "HEAD"):
         return READ
@@ -124,20 +133,27 @@ class AuthMiddleware:
     """Checks the token of every request that needs one; the principal goes to
     `scope["state"]["principal"]` (`request.state.principal` in a route)."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, open_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.open_paths = open_paths  # `/metrics` on a server bound to loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        needed = required_scope(scope.get("method", ""), scope.get("path", ""))
+        path = scope.get("path", "")
+        needed = None if path in self.open_paths else required_scope(scope.get("method", ""), path)
         if needed is None:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
         principal = self.authenticator.verify(token) if token else None
+        if principal is None and scope.get("method") == "GET" and (path == "/ui" or path.startswith("/ui/")):
+            await _to_login(send, scope)  # a browser without the cookie: the login page
+            return
         if principal is None:
             message = "a valid API token is required (Authorization: Bearer <token>)"
             await _refuse(send, 401, message, {"www-authenticate": "Bearer"})
@@ -167,6 +183,20 @@ def bearer_token(scope: Scope) -> str | None:
             if name == COOKIE and value:
                 return str(value)
     return None
+
+
+async def _to_login(send: Send, scope: Scope) -> None:
+    """303 to `/ui/login`, keeping where the browser was going (and a `token` it carries)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    query = bytes(scope.get("query_string") or b"").decode("latin-1")
+    params = dict(parse_qsl(query))
+    token = params.pop("token", None)
+    target = scope.get("path", "/ui") + (f"?{urlencode(params)}" if params else "")
+    login = "/ui/login?" + urlencode({"next": target, **({"token": token} if token else {})})
+    headers = [(b"location", login.encode("latin-1")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def principal_of(scope_state: Any) -> Principal | None:

@@ -19,9 +19,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from noetl.api.app import create_app
+from noetl.api.observe import Observability
 from noetl.bus import Publisher, open_publisher
 from noetl.errors import BusError, NoetlError
 from noetl.ids import Snowflake
+from noetl.observability.workermetrics import is_loopback
 from noetl.runtime.control import ControlPlane
 from noetl.runtime.nodes import RENEW_SECONDS, NodeLease, process_owner
 from noetl.settings import settings
@@ -72,6 +74,7 @@ def build_app(
     workers: int,
     nats_status: str,
     bus_url: str | None = None,
+    observability: Observability | None = None,
 ) -> FastAPI:
     """The app `serve` runs; the in-process worker and the triggers (schedules, subscriptions on
     `bus_url`) live as long as the app's lifespan."""
@@ -116,6 +119,7 @@ def build_app(
         lifespan=lifespan,
         max_body_bytes=config.max_body_bytes,
         max_batch_body_bytes=config.max_batch_body_bytes,
+        observability=observability,
     )
 
 
@@ -135,6 +139,7 @@ def serve(
     pool.zygote.fork_early()  # before the store's and the bus's threads start
     publisher, nats_status = open_bus(bus_url)
     store = open_store(store_url)
+    observability = observing(host)
     try:
         control = ControlPlane(
             store,
@@ -150,13 +155,28 @@ def serve(
             workers=workers,
             nats_status=nats_status,
             bus_url=bus_url,
+            observability=observability,
         )
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         GracefulServer(config).run()
     finally:
         if publisher is not None:
             publisher.close()
+        if observability.tracer_provider is not None:
+            observability.tracer_provider.shutdown()  # flushes the spans not exported yet
         store.close()
+
+
+def observing(host: str) -> Observability:
+    """`/metrics` is open when the server binds loopback only; spans are exported with OTLP
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set (nothing of OpenTelemetry is imported otherwise)."""
+    endpoint = settings().otlp_endpoint
+    provider = None
+    if endpoint:
+        from noetl.observability.tracing import otlp_provider
+
+        provider = otlp_provider(endpoint)
+    return Observability(metrics_open=is_loopback(host), tracer_provider=provider)
 
 
 class GracefulServer(uvicorn.Server):
@@ -200,4 +220,4 @@ async def _reap(control: ControlPlane, lease: NodeLease | None, interval: float 
             log.warning("re-issued %d command(s) whose lease expired", done["reissued"])
 
 
-__all__ = ["build_app", "public_url", "serve"]
+__all__ = ["build_app", "observing", "public_url", "serve"]

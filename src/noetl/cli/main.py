@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from noetl import status
-from noetl.cli import common, credential, remote, schedule, server, subscription, token
-from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, StoreOption
+from noetl import __version__, status
+from noetl.cli import common, credential, remote, runs, schedule, server, subscription, token
+from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, ServerOption, StoreOption
 
 app = typer.Typer(
     name="noetl",
     help="NoETL: run declarative, event-sourced workflow playbooks.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # `noetl --install-completion` (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 app.add_typer(credential.app, name="credential")
@@ -24,6 +24,23 @@ app.add_typer(schedule.app, name="schedule", rich_help_panel="Server")
 app.add_typer(subscription.app, name="subscription", rich_help_panel="Server")
 app.add_typer(token.app, name="token", rich_help_panel="Server")
 remote.install(app)  # register, exec, status, cancel, catalog, worker
+runs.install(app)  # runs, logs
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"noetl {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """NoETL: run declarative, event-sourced workflow playbooks."""
 
 
 @app.command()
@@ -124,22 +141,26 @@ def events(
     execution_id: Annotated[int, typer.Argument(help="Execution id.")],
     store: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as one JSON array.")] = False,
+    server: ServerOption = None,
 ) -> None:
-    """Show the event log of one execution, oldest first."""
-    store_obj = common.open_store(store)
-    try:
-        rows = store_obj.read(execution_id)
-    finally:
-        store_obj.close()
+    """Show the event log of one execution, oldest first (local store; a server with --server)."""
+    if server is not None:
+        rows = runs.events_from_server(execution_id, server)
+    else:
+        store_obj = common.open_store(store)
+        try:
+            rows = [e.to_dict() for e in store_obj.read(execution_id)]
+        finally:
+            store_obj.close()
     if not rows:
         common.die(f"no events for execution {execution_id}", EXIT_FAILED)
     if as_json:
-        common.print_json([e.to_dict() for e in rows])
+        common.print_json(rows)
         return
     for event in rows:
-        created = event.created_at.isoformat(timespec="milliseconds")
         typer.echo(
-            f"{created}  {event.event_id}  {event.event_type:<20} {event.node_name or '':<28} {event.status or ''}"
+            f"{event['created_at']}  {event['event_id']}  {event['event_type']:<20} "
+            f"{event.get('node_name') or '':<28} {event.get('status') or ''}"
         )
 
 

@@ -387,7 +387,21 @@ def worker_start(
             leased_node=config.snowflake_node_id is None,
             bus_url=bus_url,
         )
+        if config.worker_metrics_port is not None:
+            _serve_metrics(worker, config, client.base_url)
         _run_until_signalled(worker)
+
+
+def _serve_metrics(worker: RemoteWorker, config: Settings, server_url: str) -> None:
+    """`/metrics` of this worker on NOETL_WORKER_METRICS_HOST:NOETL_WORKER_METRICS_PORT."""
+    from noetl.observability.workermetrics import WorkerMetrics, serve_metrics
+    from noetl.tokens import client_token
+
+    metrics = WorkerMetrics()
+    metrics.instrument(worker)
+    host, port = config.worker_metrics_host, config.worker_metrics_port
+    token = client_token(config.api_token, config.token_file)
+    serve_metrics(metrics, host, int(port or 0), own_token=token, server_url=server_url)
 
 
 def _worker_settings(log_level: str | None, bus: str | None) -> tuple[Settings, str | None]:

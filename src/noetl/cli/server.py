@@ -78,7 +78,7 @@ def start(
     worker_text = f"in-process worker x{workers}" if with_worker else "no in-process worker"
     admin_token, where = admin_token_of(token_file, config.api_token, config.token_file)
     where_to = f"noetl server on {public_url(host, port)} (store {redact(store_url)}, {worker_text})"
-    typer.echo(f"{where_to}; admin token: {where}", err=True)
+    typer.echo(f"{where_to}; admin token: {where}; web UI: {public_url(host, port)}/ui", err=True)
     try:
         serve(store_url, host, port, with_worker=with_worker, workers=workers, bus_url=bus or config.bus_url,
               admin_token=admin_token)  # fmt: skip

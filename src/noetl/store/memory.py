@@ -13,6 +13,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from noetl.engine.events import Event, utcnow
 from noetl.errors import Conflict
@@ -129,6 +130,9 @@ class MemoryStore(MemoryTriggers, SoloCoordination):
         parent_execution_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        path: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[ExecutionSummary]:
         with self._lock:
             found = [
@@ -136,6 +140,9 @@ class MemoryStore(MemoryTriggers, SoloCoordination):
                 for summary in self._executions.values()
                 if (status is None or summary.status == status)
                 and (parent_execution_id is None or summary.parent_execution_id == parent_execution_id)
+                and (path is None or summary.path == path)
+                and (started_after is None or summary.started_at >= started_after)
+                and (started_before is None or summary.started_at < started_before)
             ]
         found.sort(key=lambda s: (s.started_at, s.execution_id), reverse=True)
         return found[offset : offset + limit]

@@ -105,8 +105,12 @@ class EventLog(Protocol):
         parent_execution_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        path: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[ExecutionSummary]:
-        """Newest first."""
+        """Newest first (by `started_at`, then `execution_id`). `path` keeps one playbook's runs;
+        `started_after` / `started_before` bound `started_at` (inclusive / exclusive)."""
         ...
 
 

@@ -25,6 +25,7 @@ import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -464,6 +465,9 @@ class PostgresStore(PostgresTriggers):
         parent_execution_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        path: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[ExecutionSummary]:
         where: list[str] = []
         params: list[Any] = []
@@ -473,6 +477,14 @@ class PostgresStore(PostgresTriggers):
         if parent_execution_id is not None:
             where.append("parent_execution_id = %s")
             params.append(parent_execution_id)
+        for clause, value in (
+            ("path = %s", path),
+            ("started_at >= %s", started_after),
+            ("started_at < %s", started_before),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         sql = f"SELECT {EXECUTION_COLUMNS} FROM {self._sql.schema}.execution"
         if where:
             sql += " WHERE " + " AND ".join(where)

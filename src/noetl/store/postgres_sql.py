@@ -201,6 +201,16 @@ CREATE TABLE IF NOT EXISTS {schema}.subscription_message (
 );
 """,
     ),
+    (
+        6,
+        "run listing by status or playbook, newest first",
+        """
+CREATE INDEX IF NOT EXISTS execution_status_started_idx
+    ON {schema}.execution (status, started_at DESC, execution_id DESC);
+CREATE INDEX IF NOT EXISTS execution_path_started_idx
+    ON {schema}.execution (path, started_at DESC, execution_id DESC);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ from noetl.store.trigger_memory import LocalLocks
 if TYPE_CHECKING:
     from noetl.store.crypto import Cipher
 
-SCHEMA_VERSION = 4  # 4: schedules and subscriptions (sqlite_triggers)
+SCHEMA_VERSION = 5  # 4: schedules and subscriptions (sqlite_triggers); 5: run-list indexes
 MEMORY = ":memory:"
 
 SCHEMA = (
@@ -79,6 +80,8 @@ CREATE TABLE IF NOT EXISTS execution (
 );
 CREATE INDEX IF NOT EXISTS idx_execution_started ON execution (started_at, execution_id);
 CREATE INDEX IF NOT EXISTS idx_execution_status ON execution (status);
+CREATE INDEX IF NOT EXISTS idx_execution_status_started ON execution (status, started_at, execution_id);
+CREATE INDEX IF NOT EXISTS idx_execution_path_started ON execution (path, started_at, execution_id);
 CREATE INDEX IF NOT EXISTS idx_execution_parent ON execution (parent_execution_id)
     WHERE parent_execution_id IS NOT NULL;
 
@@ -335,6 +338,9 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         parent_execution_id: int | None = None,
         limit: int = 50,
         offset: int = 0,
+        path: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
     ) -> list[ExecutionSummary]:
         where: list[str] = []
         params: list[Any] = []
@@ -344,6 +350,14 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         if parent_execution_id is not None:
             where.append("parent_execution_id = ?")
             params.append(parent_execution_id)
+        for clause, value in (
+            ("path = ?", path),
+            ("started_at >= ?", None if started_after is None else dump_time(started_after)),
+            ("started_at < ?", None if started_before is None else dump_time(started_before)),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         sql = f"SELECT {_EXECUTION_COLUMNS} FROM execution"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -19,6 +19,7 @@ from noetl.engine import events as ev
 from noetl.engine.events import Event, utcnow
 from noetl.engine.results import normalise_set_key, plain, view_of
 from noetl.errors import NoetlError, TemplateError
+from noetl.logcontext import enter_command, leave_command
 from noetl.secrets import enter_execution, leave_execution
 from noetl.status import COMPLETED
 from noetl.template import render_value
@@ -85,6 +86,7 @@ class Executor:
                 notes.append(event)
 
         current = enter_execution(command.execution_id)  # secrets resolved now belong to it
+        logged = enter_command(command.execution_id, command.step, command.command_id)  # log lines name it
         try:
             if isinstance(command.tool_config, list):
                 data, status, error, ctx_updates, extra = await self._pipeline(command, note)
@@ -96,6 +98,7 @@ class Executor:
             log.exception("command %s crashed", command.command_id)
             data, status, error, ctx_updates, extra = None, "error", f"{type(exc).__name__}: {exc}", {}, {}
         finally:
+            leave_command(logged)
             leave_execution(current)
         if status != "failed":
             data, status, error = _externalized(command, data, status, error, self.limits.inline_max_bytes)

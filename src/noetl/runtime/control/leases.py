@@ -40,6 +40,11 @@ class Leases:
         with self._guard:
             self._leases.pop(command_id, None)
 
+    def held(self) -> dict[str, Lease]:
+        """A snapshot of the leases: command_id -> lease (who runs what, for observers)."""
+        with self._guard:
+            return dict(self._leases)
+
     def watched(self) -> set[str]:
         with self._guard:
             return set(self._leases)
