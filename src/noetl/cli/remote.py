@@ -370,7 +370,6 @@ def worker_start(
     """Run a worker: poll the server for commands, run them, report the events. SIGTERM or
     Ctrl-C stops it gracefully (in-flight commands finish, then it deregisters)."""
     config, bus_url = _worker_settings(log_level, bus)
-    common.fork_tool_zygote()
     from noetl.ids import default_ids
     from noetl.worker.remote import RemoteWorker, default_worker_id
 
@@ -415,6 +414,7 @@ def _worker_settings(log_level: str | None, bus: str | None) -> tuple[Settings, 
     bus_url = bus or config.bus_url
     if bus_url and not bus_url.startswith(("nats://", "inproc")):
         common.die(f"unsupported bus URL {bus_url!r}: use nats://host:port")
+    common.fork_tool_zygote()  # before any thread starts
     return config, bus_url
 
 
