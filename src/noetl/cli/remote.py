@@ -386,13 +386,14 @@ def worker_start(
             leased_node=config.snowflake_node_id is None,
             bus_url=bus_url,
         )
-        if config.worker_metrics_port is not None:
-            _serve_metrics(worker, config, client.base_url)
+        _serve_metrics(worker, config, client.base_url)
         _run_until_signalled(worker)
 
 
 def _serve_metrics(worker: RemoteWorker, config: Settings, server_url: str) -> None:
-    """`/metrics` of this worker on NOETL_WORKER_METRICS_HOST:NOETL_WORKER_METRICS_PORT."""
+    """`/metrics` of this worker on NOETL_WORKER_METRICS_HOST:NOETL_WORKER_METRICS_PORT (when set)."""
+    if config.worker_metrics_port is None:
+        return
     from noetl.observability.workermetrics import WorkerMetrics, serve_metrics
     from noetl.tokens import client_token
 
