@@ -126,12 +126,21 @@ def _commands(config: Mapping[str, Any]) -> tuple[list[str], bool]:
         if value is None or value == "" or value == []:
             continue
         if isinstance(value, (list, tuple)):
-            commands = [str(c) for c in value if c is not None and str(c).strip()]
+            commands = [_text(c) for c in value if c is not None and _text(c).strip()]
             if commands:
                 return commands, True
             continue
-        return [str(value)], key == "cmds"
+        return [_text(value)], key == "cmds"
     raise ValueError("shell: the tool needs 'command' (a string) or 'cmds' (a list of strings)")
+
+
+def _text(value: Any) -> str:
+    """A command as the text the playbook wrote: `command: 'true'` reaches the tool as the boolean
+    True (rendered strings are typed, and YAML reads an unquoted true as one), which is the shell
+    builtin `true`, not the word `True`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 async def _run_one(
