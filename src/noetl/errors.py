@@ -57,6 +57,11 @@ class ToolError(NoetlError):
         super().__init__(message)
 
 
+class ArgumentError(NoetlError):
+    """An argument of a command or of the Python API is malformed (`--set` without `=`, a
+    `--payload` that is not a JSON object, an unknown credential type)."""
+
+
 class ConfigError(NoetlError):
     """A setting (an environment variable) has a value NoETL cannot use; the message names it."""
 

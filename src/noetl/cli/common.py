@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from noetl.errors import ConfigError, NoetlError
+from noetl.errors import ArgumentError, ConfigError, NoetlError
 from noetl.settings import Settings, as_log_level, settings
 
 if TYPE_CHECKING:
@@ -118,28 +118,19 @@ def fork_tool_zygote() -> None:
 
 def parse_assignments(pairs: list[str]) -> dict[str, Any]:
     """`--set k=v` values: JSON when the text parses as JSON, else the text itself."""
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            die(f"--set expects key=value, got '{pair}'")
-        try:
-            values[key.strip()] = json.loads(text)
-        except ValueError:
-            values[key.strip()] = text
-    return values
+    from noetl import sdk
+
+    try:
+        return sdk.parse_assignments(pairs)
+    except ArgumentError as exc:
+        die(str(exc))
 
 
 def build_workload(payload: str | None, assignments: list[str]) -> dict[str, Any]:
-    """`--payload` (a JSON object) overlaid by the `--set` values."""
-    workload: dict[str, Any] = {}
-    if payload:
-        try:
-            parsed = json.loads(payload)
-        except ValueError as exc:
-            die(f"--payload is not valid JSON: {exc}")
-        if not isinstance(parsed, dict):
-            die("--payload must be a JSON object")
-        workload.update(parsed)
-    workload.update(parse_assignments(assignments))
-    return workload
+    """`--payload` (a JSON object) overlaid by the `--set` values (as `noetl.run` merges them)."""
+    from noetl import sdk
+
+    try:
+        return sdk.merge_workload(sdk.parse_payload(payload) if payload else None, assignments)
+    except ArgumentError as exc:
+        die(str(exc))

@@ -76,10 +76,8 @@ def run(
     store_obj = common.open_store(store)
     common.fork_tool_zygote()
     outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
-    from noetl.secrets import masker
-
     if as_json:
-        common.print_json(masker.mask(outcome.to_json()))
+        common.print_json(outcome.to_json())
     else:
         _print_outcome(outcome)
     raise typer.Exit(EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED)
@@ -89,21 +87,11 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
     import asyncio
 
     from noetl.cli.progress import Progress
-    from noetl.runtime.local import LocalRuntime
-
-    lease = None
-    if common.load_settings().snowflake_node_id is None:  # a pinned node is not leased
-        from noetl.ids import default_ids
-        from noetl.runtime.nodes import NodeLease, process_owner
-
-        lease = NodeLease(store, default_ids, process_owner("run"))
+    from noetl.sdk import local_runtime, to_result
 
     async def main() -> Any:
         progress = None if quiet else Progress()
-        window = common.load_settings().loop_window
-        async with LocalRuntime(
-            store, concurrency=concurrency, on_event=progress, node_lease=lease, loop_window=window
-        ) as runtime:
+        async with local_runtime(store, concurrency=concurrency, on_event=progress) as runtime:
             task = asyncio.create_task(runtime.run(playbook, workload))
             try:
                 if progress is None:
@@ -119,7 +107,7 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
                 raise
 
     try:
-        return asyncio.run(main())
+        return to_result(asyncio.run(main()))
     except KeyboardInterrupt:
         common.die("interrupted before the execution started", EXIT_FAILED)
     finally:
@@ -127,13 +115,12 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
 
 
 def _print_outcome(outcome: Any) -> None:
-    from noetl.secrets import masker
-
+    """A run's end for people (`outcome` is a masked `noetl.sdk.RunResult`)."""
     typer.echo(f"execution {outcome.execution_id}: {outcome.status}")
     if outcome.error:
-        typer.echo(masker.mask_text(f"error: {outcome.error}"))
+        typer.echo(f"error: {outcome.error}")
     if outcome.status == status.COMPLETED:
-        typer.echo("result: " + masker.mask_text(common.pretty(outcome.result)))
+        typer.echo("result: " + common.pretty(outcome.result))
 
 
 @app.command()
