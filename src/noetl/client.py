@@ -418,6 +418,22 @@ class ServerClient:
         params = {"include_data": "true", "worker_id": worker_id, "command_id": command_id}
         return self._object("GET", f"/api/credentials/{quote(name, safe='')}", params=params)
 
+    def credential_put(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a credential `{name, type, data, description?, tags?}` (admin)."""
+        return self._object("POST", "/api/credentials", json=doc)
+
+    def credentials(self) -> list[dict[str, Any]]:
+        """Every credential's name, type and description (never the data)."""
+        items = self._object("GET", "/api/credentials").get("items")
+        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+    def credential(self, name: str) -> dict[str, Any]:
+        """One credential without its data (404 -> NotFound)."""
+        return self._object("GET", f"/api/credentials/{quote(name, safe='')}")
+
+    def credential_delete(self, name: str) -> dict[str, Any]:
+        return self._object("DELETE", f"/api/credentials/{quote(name, safe='')}")
+
     # ------------------------------------------------------------------ tokens (admin)
 
     def token_create(self, name: str, scope: str) -> dict[str, Any]:

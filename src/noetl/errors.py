@@ -70,6 +70,26 @@ class CredentialError(NoetlError):
     """A credential is missing, malformed or cannot be decrypted."""
 
 
+class MissingCredential(CredentialError):
+    """A credential alias is not where the run looks for it. `where` says where that is (" on the
+    server URL"), `option` is the `noetl credential add` option that writes there ("--server
+    URL", "--store URL", or "" for the default local store)."""
+
+    def __init__(self, alias: str, *, where: str = "", option: str = "") -> None:
+        self.alias = alias
+        self.where = where
+        self.option = option
+        super().__init__(self.advice())
+
+    def advice(self, type_: str = "<type>", data: str = "{...}") -> str:
+        """The message, with the command that adds the credential where this run looks."""
+        option = f" {self.option}" if self.option else ""
+        return (
+            f"credential '{self.alias}' not found{self.where}; add it with: "
+            f"noetl credential add {self.alias} --type {type_} --data '{data}'{option}"
+        )
+
+
 class ValidationFailed(NoetlError):
     """A request is well-formed JSON but its content is not acceptable (HTTP 422)."""
 

@@ -239,9 +239,23 @@ def settings() -> Settings:
     return _parsed(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_PREFIXES))))
 
 
+def explicit_server_url() -> str | None:
+    """NOETL_SERVER_URL when it is set: commands that act on the local store unless told
+    otherwise (`noetl credential ...`) act on that server then."""
+    return settings().server_url if os.environ.get("NOETL_SERVER_URL", "").strip() else None
+
+
 @functools.lru_cache(maxsize=8)
 def _parsed(snapshot: tuple[tuple[str, str], ...]) -> Settings:
     return Settings.from_env(dict(snapshot))
 
 
-__all__ = ["DEFAULT_SERVER_URL", "STANDARD_VARIABLES", "ConfigError", "Settings", "as_log_level", "settings"]
+__all__ = [
+    "DEFAULT_SERVER_URL",
+    "STANDARD_VARIABLES",
+    "ConfigError",
+    "Settings",
+    "as_log_level",
+    "explicit_server_url",
+    "settings",
+]

@@ -297,7 +297,8 @@ def test_exec_wait_json_completes_with_the_result(
     assert result.code == 0, result.stderr
     assert outcome["status"] == "COMPLETED"
     assert outcome["error"] is None
-    assert outcome["result"] == HELLO_RESULT
+    assert outcome["steps"]["end"] == {"status": "COMPLETED", "result": HELLO_RESULT}
+    assert set(outcome) == {"execution_id", "status", "error", "steps"}  # the shape of `noetl run --json`
     assert str(outcome["execution_id"]).isdigit()
     assert "COMPLETED" in result.stderr  # progress lines go to stderr
 
@@ -323,7 +324,7 @@ def test_exec_with_set_and_payload(server: Server, registered: dict[str, str], w
         server, registered["hello"], "--wait", "--set", "who=remote", "--payload", '{"numbers": [2, 3]}'
     )
     assert result.code == 0, result.stderr
-    assert outcome["result"] == {"greeting": "Hello, remote!", "sum_of_squares": 13}
+    assert outcome["steps"]["end"]["result"] == {"greeting": "Hello, remote!", "sum_of_squares": 13}
 
 
 def test_exec_conformance_hello_world(server: Server, conformance_dir: Path, worker: str) -> None:
@@ -331,7 +332,7 @@ def test_exec_conformance_hello_world(server: Server, conformance_dir: Path, wor
     result, outcome = _exec_json(server, "fixtures/playbooks/hello_world", "--wait")
     assert result.code == 0, result.stderr
     assert outcome["status"] == "COMPLETED"
-    assert outcome["result"] == {"status": "complete"}
+    assert outcome["steps"]["end"]["result"] == {"status": "complete"}
 
 
 def test_exec_without_wait_prints_the_execute_answer(
@@ -396,7 +397,7 @@ def test_cancel_a_running_execution(server: Server, registered: dict[str, str], 
     time.sleep(3.5)
     after, outcome = _exec_json(server, registered["hello"], "--wait", "--timeout", "60")
     assert after.code == 0, after.stderr
-    assert outcome["result"] == HELLO_RESULT
+    assert outcome["steps"]["end"]["result"] == HELLO_RESULT
 
 
 def test_exec_wait_reports_a_cancelled_run(server: Server, registered: dict[str, str], worker: str) -> None:

@@ -154,26 +154,24 @@ def _report_outcome(
 ) -> NoReturn:
     """Print how a waited-for execution ended; exit 0 when it COMPLETED, else 1."""
     final = str(body.get("status") or "").upper()
+    error = body.get("error") if final != COMPLETED else None
+    if final not in TERMINAL:
+        error = f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
+    # Exactly the object `noetl run --json` prints (SYSTEM.md section 5).
     outcome: dict[str, Any] = {
         "execution_id": execution_id,
         "status": final or "UNKNOWN",
-        "error": body.get("error"),
+        "error": error,
+        "steps": body.get("steps") or {},
     }
-    if final not in TERMINAL:
-        outcome["error"] = (
-            f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
-        )
-    if body.get("steps") is not None:
-        outcome["steps"] = body["steps"]
-    outcome["result"] = body.get("result")
     if as_json:
         common.print_json(outcome)
     else:
         typer.echo(f"execution {execution_id}: {outcome['status']}")
-        if outcome["error"]:
-            typer.echo(f"error: {outcome['error']}")
+        if error:
+            typer.echo(f"error: {error}")
         if final == COMPLETED:
-            typer.echo("result: " + common.pretty(outcome["result"]))
+            typer.echo("result: " + common.pretty(body.get("result")))
     raise typer.Exit(EXIT_OK if final == COMPLETED else EXIT_FAILED)
 
 

@@ -31,7 +31,7 @@ from noetl.status import COMPLETED
 from noetl.store.ports import Store
 from noetl.tools.resources import close_tool_resources
 from noetl.worker.command import Command
-from noetl.worker.credentials import StoreCredentials
+from noetl.worker.credentials import local_store_credentials
 from noetl.worker.runner import CommandRunner
 from noetl.worker.slots import Hold
 
@@ -87,7 +87,7 @@ class LocalRuntime:
         if on_event is not None:
             self.orchestrator.add_listener(on_event)
         self.children = ChildWaiter(self.orchestrator)
-        self.credentials = StoreCredentials(store)
+        self.credentials = local_store_credentials(store, store.url)
         self.runner: CommandRunner | None = None
         self._waiting: dict[int, asyncio.Future[None]] = {}  # executions `run` waits for
         self._roots: list[int] = []

@@ -27,7 +27,8 @@ from typing import Any
 
 import duckdb
 
-from noetl.errors import CredentialError
+from noetl.credtypes import credential_type
+from noetl.errors import CredentialError, MissingCredential
 from noetl.secrets import masker
 from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
@@ -140,9 +141,14 @@ def attachments(auth: Any, ctx: ToolContext) -> list[tuple[str, str]]:
     for name, alias in pairs:
         if not _IDENTIFIER.fullmatch(name):
             raise ValueError(f"cannot attach a database named {name!r}: use letters, digits and '_'")
-        credential = ctx.credentials.resolve(alias)
+        try:
+            credential = ctx.credentials.resolve(alias)
+        except MissingCredential as exc:
+            raise CredentialError(
+                exc.advice("postgres", '{"db_host": "...", "db_user": "...", ...}')
+            ) from None
         kind = str(credential.get("type", "")).lower()
-        if kind not in ("postgres", "postgresql"):
+        if credential_type(kind) != "postgres":
             raise CredentialError(
                 f"credential '{alias}' is of type '{kind}'; duckdb can attach postgres credentials"
             )

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
+import re
 import time
 import weakref
 from collections.abc import Mapping
@@ -25,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from noetl.errors import CredentialError
+from noetl.credtypes import CREDENTIAL_TYPES, credential_type
+from noetl.errors import CredentialError, MissingCredential
 from noetl.secrets import masker
 from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, failed
@@ -132,6 +135,22 @@ def _timeout(config: Mapping[str, Any], ctx: ToolContext) -> float:
     return seconds
 
 
+EXCERPT_LIMIT = 300  # characters of a response body quoted in an error line
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+_HTML_START = re.compile(r"\s*(<!doctype html|<html|<head|<body)", re.IGNORECASE)
+
+
+def excerpt(text: str, content_type: str = "", limit: int = EXCERPT_LIMIT) -> str:
+    """A short, readable excerpt of a response body for an error line: an HTML page loses its
+    tags, scripts and styles (entities decoded); whitespace is collapsed; at most `limit`
+    characters (an ellipsis marks a cut)."""
+    if "html" in content_type.lower() or _HTML_START.match(text):
+        text = html.unescape(_HTML_TAG.sub(" ", _HTML_HIDDEN.sub(" ", text)))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:g} s"
 
@@ -141,16 +160,20 @@ def _has_header(headers: Mapping[str, str], name: str) -> bool:
     return any(k.lower() == lower for k in headers)
 
 
+_TOKEN_EXAMPLE = '{"token": "..."}'
+
+
 def _resolve_credential(alias: str, ctx: ToolContext) -> Mapping[str, Any]:
     if ctx.credentials is None:
         raise HttpConfigError(f"credential '{alias}' cannot be resolved: no credential store is available")
     try:
         return ctx.credentials.resolve(alias)
-    except (CredentialError, KeyError, LookupError) as exc:
-        raise HttpConfigError(
-            f"credential '{alias}' not found ({exc}); add it with: "
-            f'noetl credential add {alias} --type bearer --data \'{{"token": "..."}}\''
-        ) from None
+    except MissingCredential as exc:
+        raise HttpConfigError(exc.advice("bearer", _TOKEN_EXAMPLE)) from None
+    except (CredentialError, LookupError) as exc:
+        if isinstance(exc, LookupError) or "not found" in str(exc).lower():  # another resolver's
+            raise HttpConfigError(MissingCredential(alias).advice("bearer", _TOKEN_EXAMPLE)) from None
+        raise HttpConfigError(f"credential '{alias}' could not be loaded: {exc}") from None
 
 
 def _apply_auth(auth: Any, ctx: ToolContext, headers: dict[str, str]) -> httpx.BasicAuth | None:
@@ -191,7 +214,8 @@ def _apply_auth(auth: Any, ctx: ToolContext, headers: dict[str, str]) -> httpx.B
                 return value
         return None
 
-    if ctype in ("bearer", "bearer_token", "token", "oauth2"):
+    canonical = credential_type(ctype)
+    if canonical == "bearer":
         token = pick("token", "access_token", "bearer_token")
         if token is None:
             raise HttpConfigError(f"{who} of type '{ctype}' has no 'token' in its data")
@@ -199,7 +223,7 @@ def _apply_auth(auth: Any, ctx: ToolContext, headers: dict[str, str]) -> httpx.B
         if not _has_header(headers, "Authorization"):
             headers["Authorization"] = f"Bearer {token}"
         return None
-    if ctype in ("api_key", "apikey"):
+    if canonical == "api_key":
         value = pick("api_key", "key", "token", "value")
         if value is None:
             raise HttpConfigError(f"{who} of type 'api_key' has no 'api_key' in its data")
@@ -208,7 +232,7 @@ def _apply_auth(auth: Any, ctx: ToolContext, headers: dict[str, str]) -> httpx.B
         if not _has_header(headers, header):
             headers[header] = str(value)
         return None
-    if ctype == "basic":
+    if canonical == "basic":
         username = overrides.get("username") or pick("username", "user", "db_user")
         password = pick("password", "db_password")
         if username is None or password is None:
@@ -219,7 +243,8 @@ def _apply_auth(auth: Any, ctx: ToolContext, headers: dict[str, str]) -> httpx.B
         return httpx.BasicAuth(str(username), str(password))
     shown = ctype or "(none)"
     raise HttpConfigError(
-        f"{who} has type '{shown}', which the http tool cannot use (supported: bearer, api_key, basic)"
+        f"{who} has type '{shown}', which the http tool cannot use (supported: "
+        f"{', '.join(t for t, tools in CREDENTIAL_TYPES.items() if 'http' in tools)})"
     )
 
 
@@ -389,7 +414,10 @@ class HttpTool:
         }
         if response.is_success:
             return ToolResult(status="success", data=data, http_status=response.status_code)
-        snippet = response.text[:200] if response_type != "binary" else f"<{len(response.content)} bytes>"
+        if response_type == "binary":
+            snippet = f"<{len(response.content)} bytes>"
+        else:
+            snippet = excerpt(response.text, response.headers.get("content-type", ""))
         return failed(
             failure.http_kind(response.status_code) or failure.TOOL,
             f"HTTP {response.status_code} from {method} {response.request.url}: {snippet}",

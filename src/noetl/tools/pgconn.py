@@ -28,7 +28,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import Format
 from psycopg_pool import AsyncConnectionPool
 
-from noetl.errors import CredentialError, NoetlError
+from noetl.credtypes import credential_type
+from noetl.errors import MissingCredential, NoetlError
 from noetl.secrets import masker
 from noetl.tools import failure
 from noetl.tools.base import ToolContext, ToolResult, failed
@@ -82,10 +83,8 @@ _CONFIG_KEYS = {
     "password": ("password",),
     "dbname": ("database", "dbname"),
 }
-_ADD_HINT = (
-    "noetl credential add {alias} --type postgres --data "
-    '\'{{"db_host": "localhost", "db_port": 5432, "db_user": "...", '
-    '"db_password": "...", "db_name": "..."}}\''
+_DATA_EXAMPLE = (
+    '{"db_host": "localhost", "db_port": 5432, "db_user": "...", "db_password": "...", "db_name": "..."}'
 )
 
 
@@ -98,30 +97,22 @@ def _pick(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _resolve_alias(alias: str, ctx: ToolContext) -> Mapping[str, Any]:
-    hint = _ADD_HINT.format(alias=alias)
+    hint = MissingCredential(alias).advice("postgres", _DATA_EXAMPLE)
     if ctx.credentials is None:
-        raise PgConfigError(
-            f"credential '{alias}' not found (no credential store is available); add it with: {hint}"
-        )
+        raise PgConfigError(f"no credential store is available: {hint}")
     try:
         cred = ctx.credentials.resolve(alias)
-    except (CredentialError, KeyError, LookupError) as exc:
-        text = str(exc).lower()
-        if (
-            isinstance(exc, LookupError)
-            or "not found" in text
-            or "no credential" in text
-            or "missing" in text
-        ):
-            raise PgConfigError(f"credential '{alias}' not found; add it with: {hint}") from None
-        raise PgConfigError(f"credential '{alias}' could not be loaded: {exc}") from None
-    except NoetlError as exc:
+    except MissingCredential as exc:
+        raise PgConfigError(exc.advice("postgres", _DATA_EXAMPLE)) from None
+    except (NoetlError, LookupError) as exc:
+        if isinstance(exc, LookupError) or "not found" in str(exc).lower():  # another resolver's
+            raise PgConfigError(hint) from None
         raise PgConfigError(f"credential '{alias}' could not be loaded: {exc}") from None
     ctype = str(cred.get("type") or "").lower()
     data = cred.get("data")
     if not isinstance(data, Mapping):
-        raise PgConfigError(f"credential '{alias}' has no data mapping; expected {hint}")
-    if ctype not in ("", "postgres", "postgresql", "pg") and _pick(data, _CONN_KEYS["host"]) is None:
+        raise PgConfigError(f"credential '{alias}' has no data mapping; expected e.g. {_DATA_EXAMPLE}")
+    if ctype and credential_type(ctype) != "postgres" and _pick(data, _CONN_KEYS["host"]) is None:
         raise PgConfigError(
             f"credential '{alias}' has type '{ctype}', but the postgres tool needs type postgres"
         )

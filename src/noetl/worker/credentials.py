@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from noetl.errors import CredentialError, NoetlError, NotFound
+from noetl.errors import CredentialError, MissingCredential, NoetlError, NotFound
 from noetl.secrets import masker
 from noetl.store.ports import CredentialStore
 from noetl.worker.command import Command, refers_to
@@ -38,10 +39,14 @@ PUBLIC_FIELDS = frozenset(
 
 
 class StoreCredentials:
-    """Resolves aliases from a credential store and registers the secret values for masking."""
+    """Resolves aliases from a credential store and registers the secret values for masking.
+    `where` and `option` name that store in the message of a missing credential (see
+    `MissingCredential`): a server's in-process worker passes the server's URL."""
 
-    def __init__(self, store: CredentialStore) -> None:
+    def __init__(self, store: CredentialStore, *, where: str = "", option: str = "") -> None:
         self.store = store
+        self.where = where
+        self.option = option
         self._cache: dict[str, Mapping[str, Any]] = {}
 
     def resolve(self, alias: str) -> Mapping[str, Any]:
@@ -50,14 +55,27 @@ class StoreCredentials:
             return cached
         credential = self.store.get_credential(alias)
         if credential is None:
-            raise CredentialError(
-                f"credential '{alias}' not found; add it with: "
-                f"noetl credential add {alias} --type <type> --data '{{...}}'"
-            )
+            raise MissingCredential(alias, where=self.where, option=self.option)
         hide_secrets(credential.data)
         resolved = {"name": credential.name, "type": credential.type, "data": dict(credential.data)}
         self._cache[alias] = resolved
         return resolved
+
+
+def local_store_credentials(store: CredentialStore, url: str) -> StoreCredentials:
+    """The credentials of `noetl run` on the store at `url`: a missing one is added with
+    `noetl credential add`, with `--store URL` unless `url` is the default store."""
+    from noetl.store import default_store_url
+
+    if url == default_store_url():
+        return StoreCredentials(store)
+    shown = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)  # no password in a message
+    return StoreCredentials(store, where=f" in the store {shown}", option=f"--store {shown}")
+
+
+def server_store_credentials(store: CredentialStore, server_url: str) -> StoreCredentials:
+    """The credentials of a server's in-process worker: added through that server's API."""
+    return StoreCredentials(store, where=f" on the server {server_url}", option=f"--server {server_url}")
 
 
 def hide_secrets(data: Mapping[str, Any]) -> None:
@@ -96,10 +114,8 @@ class ServerCredentials:
         try:
             body = self.client.get_credential(alias, worker_id=self.worker_id, command_id=command.command_id)
         except NotFound as exc:
-            raise CredentialError(
-                f"credential '{alias}' not found on the server {self.client.base_url}; "
-                f"add it with `noetl credential add --server {self.client.base_url}`"
-            ) from exc
+            url = self.client.base_url
+            raise MissingCredential(alias, where=f" on the server {url}", option=f"--server {url}") from exc
         except NoetlError as exc:
             raise CredentialError(f"credential '{alias}' could not be fetched: {exc}") from exc
         data = body.get("data")

@@ -23,7 +23,7 @@ from noetl.errors import Conflict, NoetlError, NotFound
 from noetl.runtime.children import ChildWaiter
 from noetl.runtime.control import ControlPlane
 from noetl.worker.command import Command
-from noetl.worker.credentials import StoreCredentials
+from noetl.worker.credentials import server_store_credentials
 from noetl.worker.runner import CommandRunner
 from noetl.worker.slots import Hold
 
@@ -176,7 +176,8 @@ class InProcessWorker:
             command,
             hold,
             worker_id=worker_id,
-            credentials=StoreCredentials(self.control.store),  # per command: sees updates
+            # per command: sees updates
+            credentials=server_store_credentials(self.control.store, self.control.server_url),
         )
         reporter = _Reporter(self._ingest, runner.spawn)
         reporter(executor.events.started(command))
