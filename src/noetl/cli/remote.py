@@ -156,7 +156,9 @@ def _report_outcome(
     final = str(body.get("status") or "").upper()
     error = body.get("error") if final != COMPLETED else None
     if final not in TERMINAL:
-        error = f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
+        error = (
+            f"timed out after {timeout:g}s waiting for execution {execution_id} (still {final or 'unknown'})"
+        )
     # Exactly the object `noetl run --json` prints (SYSTEM.md section 5).
     outcome: dict[str, Any] = {
         "execution_id": execution_id,
