@@ -190,7 +190,17 @@ async def run_async(
     target = open_store(store)
     try:
         async with local_runtime(target, concurrency=concurrency) as runtime:
-            outcome = await runtime.run(parsed, overrides)
+            task = asyncio.create_task(runtime.run(parsed, overrides))
+            try:
+                outcome = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # The caller gave up (task cancelled, Ctrl-C): record the cancellation in the
+                # execution's log, as `noetl run` does, before passing the cancellation on.
+                root = runtime.root_execution()
+                if root is not None:
+                    runtime.cancel(root, "cancelled by the calling program")
+                    await asyncio.wait({task})
+                raise
     finally:
         target.close()
     return to_result(outcome)

@@ -182,3 +182,50 @@ def test_default_store_and_credentials_are_those_of_noetl_run(
     assert sent.startswith("Bearer ") and "sdk-secret-value-123" not in json.dumps(result.to_json())
     recorded = events(result.execution_id, store)
     assert recorded[-1]["event_type"] == "playbook.completed"
+
+
+SLEEPER = """\
+apiVersion: noetl.io/v2
+kind: Playbook
+metadata: {name: sdk_sleeper, path: tests/sdk/sleeper}
+workflow:
+  - step: start
+    tool: {kind: python, code: "import time; time.sleep(60); result = 1"}
+"""
+
+
+def test_cancelling_run_async_records_the_cancellation(tmp_path: Path) -> None:
+    """A caller cancelling its task cancels the execution (CANCELLED in the log, the step's
+    process ended), as Ctrl-C does for `noetl run`."""
+    store = f"sqlite:///{tmp_path}/noetl.db"
+
+    async def main() -> None:
+        task = asyncio.create_task(noetl.run_async(write(tmp_path, "sleeper", SLEEPER), store=store))
+        while not ((tmp_path / "noetl.db").exists() and _started(store)):
+            await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    from noetl.store import open_store
+
+    target = open_store(store)
+    try:
+        assert [run.status for run in target.executions()] == ["CANCELLED"]
+    finally:
+        target.close()
+
+
+def _started(store: str) -> bool:
+    from noetl.store import open_store
+
+    target = open_store(store)
+    try:
+        return any(
+            e.event_type == "command.started"
+            for run in target.executions()
+            for e in target.read(run.execution_id)
+        )
+    finally:
+        target.close()
