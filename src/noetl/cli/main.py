@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from noetl import __version__, status
+from noetl import __version__
 from noetl.cli import common, credential, remote, runs, schedule, server, subscription, token
 from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, ServerOption, StoreOption
 
@@ -64,76 +64,19 @@ def run(
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a playbook locally on the embedded store."""
-    common.setup_logging(log_level, "WARNING")  # first: a bad setting ends the command here
-    from noetl.dsl import load_playbook
-    from noetl.errors import PlaybookError
+    from noetl.cli.local import run_local
 
-    try:
-        playbook = load_playbook(file)
-    except PlaybookError as exc:
-        common.die(str(exc))
-    workload = common.build_workload(payload, set_ or [])
-    store_obj = common.open_store(store)
-    common.fork_tool_zygote()
-    outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
-    from noetl.secrets import masker
-
-    if as_json:
-        common.print_json(masker.mask(outcome.to_json()))
-    else:
-        _print_outcome(outcome)
-    raise typer.Exit(EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED)
-
-
-def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool) -> Any:
-    import asyncio
-
-    from noetl.cli.progress import Progress
-    from noetl.runtime.local import LocalRuntime
-
-    lease = None
-    if common.load_settings().snowflake_node_id is None:  # a pinned node is not leased
-        from noetl.ids import default_ids
-        from noetl.runtime.nodes import NodeLease, process_owner
-
-        lease = NodeLease(store, default_ids, process_owner("run"))
-
-    async def main() -> Any:
-        progress = None if quiet else Progress()
-        window = common.load_settings().loop_window
-        async with LocalRuntime(
-            store, concurrency=concurrency, on_event=progress, node_lease=lease, loop_window=window
-        ) as runtime:
-            task = asyncio.create_task(runtime.run(playbook, workload))
-            try:
-                if progress is None:
-                    return await asyncio.shield(task)
-                with progress:
-                    return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # Ctrl-C: record the cancellation in the log, then report the outcome.
-                root = runtime.root_execution()
-                if root is not None:
-                    runtime.cancel(root, "interrupted (Ctrl-C)")
-                    return await task
-                raise
-
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        common.die("interrupted before the execution started", EXIT_FAILED)
-    finally:
-        store.close()
-
-
-def _print_outcome(outcome: Any) -> None:
-    from noetl.secrets import masker
-
-    typer.echo(f"execution {outcome.execution_id}: {outcome.status}")
-    if outcome.error:
-        typer.echo(masker.mask_text(f"error: {outcome.error}"))
-    if outcome.status == status.COMPLETED:
-        typer.echo("result: " + masker.mask_text(common.pretty(outcome.result)))
+    code = run_local(
+        file,
+        set_ or [],
+        payload,
+        store,
+        as_json=as_json,
+        concurrency=concurrency,
+        quiet=quiet,
+        log_level=log_level,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()
