@@ -91,7 +91,8 @@ def test_there_are_many_snippets_and_few_fragments() -> None:
 
 
 @pytest.mark.parametrize("snippet", [s for s in playbook_snippets() if s.marker == RUN], ids=lambda s: s.id)
-def test_runnable_snippet_completes(snippet: Snippet, tmp_path: Path) -> None:
+def test_runnable_snippet_completes(snippet: Snippet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOETL_RESULT_STORE_DIR", str(tmp_path / "results"))
     path = tmp_path / "snippet.yaml"
     path.write_text(snippet.text, encoding="utf-8")
     store = f"sqlite:///{tmp_path / 'runs.db'}"
