@@ -61,6 +61,10 @@ def run(
         int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")
     ] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="A template reading an undefined name fails its step (not just null)."),
+    ] = False,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a playbook locally on the embedded store."""
@@ -75,7 +79,7 @@ def run(
     workload = common.build_workload(payload, set_ or [])
     store_obj = common.open_store(store)
     common.fork_tool_zygote()
-    outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
+    outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet, strict=strict)
     from noetl.secrets import masker
 
     if as_json:
@@ -85,7 +89,9 @@ def run(
     raise typer.Exit(EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED)
 
 
-def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool) -> Any:
+def _run_local(
+    playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool, strict: bool
+) -> Any:
     import asyncio
 
     from noetl.cli.progress import Progress
@@ -104,7 +110,7 @@ def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurren
         async with LocalRuntime(
             store, concurrency=concurrency, on_event=progress, node_lease=lease, loop_window=window
         ) as runtime:
-            task = asyncio.create_task(runtime.run(playbook, workload))
+            task = asyncio.create_task(runtime.run(playbook, workload, strict=strict))
             try:
                 if progress is None:
                     return await asyncio.shield(task)

@@ -21,6 +21,7 @@ from noetl.dsl.kinds import COMMON_TOOL_FIELDS, TOOL_FIELDS, TOOL_SPEC_FIELDS
 from noetl.dsl.lint.findings import ERROR, WARNING, Findings, did_you_mean
 from noetl.dsl.loops import ADVISORY_FRAME_KEYS
 from noetl.dsl.model import Arc, Loop, Playbook, PolicyRule, Step
+from noetl.dsl.tools import MISPLACED_TOOL_FIELDS
 
 # Model field -> YAML key, where the parser renames.
 _RENAMES = {"name": "step", "in_": "in", "action": "do", "is_else": "else", "api_version": "apiVersion"}
@@ -68,7 +69,15 @@ def _items(value: Any) -> Iterator[tuple[int, Any]]:
 
 def _step(findings: Findings, raw: dict[Any, Any]) -> None:
     name = raw.get("step") if isinstance(raw.get("step"), str) else None
-    _block(findings, raw, STEP_KEYS, step=name, prefix="", strict=True, skip=("kind", "type", "case"))
+    _block(
+        findings,
+        raw,
+        STEP_KEYS,
+        step=name,
+        prefix="",
+        strict=True,
+        skip=(*MISPLACED_TOOL_FIELDS, "type", "case"),
+    )
     spec = raw.get("spec")
     if isinstance(spec, dict):
         _block(findings, spec, STEP_SPEC_KEYS, step=name, prefix="spec.", strict=False)

@@ -69,7 +69,7 @@ def iteration_names(iterator: str, *, cursor: bool) -> frozenset[str]:
 
 
 BASE_NAMES, OUTCOME_NAMES = _engine_names()
-OUTPUT_NOTE = "here the tool's outcome is 'output' (status, data, error, http, exit_code, attempt)"
+OUTPUT_NOTE = "the outcome of the tool call is 'output' here: status, data, error, http, exit_code, attempt"
 
 
 @dataclass

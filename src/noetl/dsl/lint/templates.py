@@ -86,7 +86,7 @@ class Walker:
                 "and next arcs)"
             )
         elif scope.note:
-            message += f" ({scope.note})"
+            message += f"; {scope.note}"
         if not close and not scope.note and name not in OUTCOME_NAMES:
             message += " (not a step, a workload key, a ctx/set key, a loop variable or a global)"
         severity = WARNING if self.facts.dynamic else ERROR
