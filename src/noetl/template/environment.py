@@ -34,8 +34,9 @@ class UndefinedName(StrictUndefined):
 
     __slots__ = ()
 
-    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
-        raise self._undefined_exception(
+    @property
+    def _undefined_message(self) -> str:
+        return (
             f"undefined name '{self._undefined_name}' (strict mode: every name a template reads must exist)"
         )
 
