@@ -29,6 +29,7 @@ def _parser() -> _Parser:
     parser.add_argument("--json", dest="as_json", action="store_true")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--quiet", "-q", action="store_true")
+    parser.add_argument("--strict", action="store_true")
     parser.add_argument("--log-level")
     return parser
 
@@ -53,6 +54,7 @@ def _fast_run(args: list[str]) -> int | None:
         as_json=parsed.as_json,
         concurrency=parsed.concurrency,
         quiet=parsed.quiet,
+        strict=parsed.strict,
         log_level=parsed.log_level,
     )
 

@@ -24,10 +24,12 @@ def run_local(
     as_json: bool = False,
     concurrency: int = 16,
     quiet: bool = False,
+    strict: bool = False,
     log_level: str | None = None,
 ) -> int:
     """Run the playbook in `file`; the exit code (0 COMPLETED, 1 FAILED/CANCELLED). Bad input
-    ends the command with exit 2 (`common.die`)."""
+    ends the command with exit 2 (`common.die`). `strict`: a template reading an undefined name
+    fails its step."""
     common.setup_logging(log_level, "WARNING")  # first: a bad setting ends the command here
     from noetl.dsl import load_playbook
     from noetl.errors import PlaybookError
@@ -39,7 +41,7 @@ def run_local(
     workload = common.build_workload(payload, assignments)
     store_obj = common.open_store(store)
     common.fork_tool_zygote()
-    outcome = _run(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
+    outcome = _run(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet, strict=strict)
     from noetl.secrets import masker
 
     if as_json:
@@ -49,7 +51,9 @@ def run_local(
     return EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED
 
 
-def _run(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool) -> Any:
+def _run(
+    playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool, strict: bool
+) -> Any:
     import asyncio
 
     from noetl.cli.progress import Progress
@@ -68,7 +72,7 @@ def _run(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: in
         async with LocalRuntime(
             store, concurrency=concurrency, on_event=progress, node_lease=lease, loop_window=window
         ) as runtime:
-            task = asyncio.create_task(runtime.run(playbook, workload))
+            task = asyncio.create_task(runtime.run(playbook, workload, strict=strict))
             try:
                 if progress is None:
                     return await asyncio.shield(task)

@@ -61,6 +61,10 @@ def run(
         int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")
     ] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="A template reading an undefined name fails its step (not just null)."),
+    ] = False,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a playbook locally on the embedded store."""
@@ -74,6 +78,7 @@ def run(
         as_json=as_json,
         concurrency=concurrency,
         quiet=quiet,
+        strict=strict,
         log_level=log_level,
     )
     raise typer.Exit(code)
@@ -108,16 +113,29 @@ def events(
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file.")]) -> None:
-    """Check a playbook without running it."""
-    from noetl.dsl import load_playbook
-    from noetl.errors import PlaybookError
+def validate(
+    file: Annotated[Path, typer.Argument(help="Playbook YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as one JSON array.")] = False,
+) -> None:
+    """Check a playbook without running it: its structure, unknown keys, every template and the
+    names it reads, and steps that can never run. Exits 2 on errors (warnings alone exit 0)."""
+    from noetl.dsl.lint import ERROR, lint_file
 
-    try:
-        playbook = load_playbook(file)
-    except PlaybookError as exc:
-        common.die(str(exc))
-    typer.echo(f"ok: {playbook.name} ({playbook.path}), {len(playbook.steps)} steps")
+    findings = lint_file(file)
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    if as_json:
+        common.print_json([f.to_json() for f in findings])
+    else:
+        for finding in findings:
+            typer.echo(str(finding))
+        warnings = len(findings) - errors
+        if errors:
+            typer.echo(f"{file}: {errors} error(s), {warnings} warning(s)", err=True)
+        else:
+            suffix = f", {warnings} warning(s)" if warnings else ""
+            typer.echo(f"ok: {file}{suffix}")
+    if errors:
+        raise typer.Exit(common.EXIT_INVALID)
 
 
 def main() -> None:
