@@ -142,9 +142,13 @@ workflow:
         seconds: "{{ workload.seconds }}"
       code: |
         import os, pathlib, time
-        pathlib.Path(marker_dir, f"{os.getpid()}.started").write_text(str(time.time()))
+        # The step runs in a process the worker's tool zygote forked (step -> zygote -> worker):
+        # the worker's pid is the grandparent's.
+        stat = pathlib.Path(f"/proc/{os.getppid()}/stat").read_text()
+        worker_pid = int(stat.rsplit(")", 1)[1].split()[1])
+        pathlib.Path(marker_dir, f"{worker_pid}.started").write_text(str(time.time()))
         time.sleep(seconds)
-        result = {"pid": os.getpid(), "slept": seconds}
+        result = {"pid": worker_pid, "slept": seconds}
     next:
       arcs:
         - step: end

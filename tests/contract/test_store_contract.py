@@ -625,9 +625,17 @@ def test_staleness_follows_writes_of_others(store: Store) -> None:
     assert isinstance(store, PostgresStore)
     other = PostgresStore(store.url, schema=store.schema)  # another server on the same database
     try:
-        other.append([event(execution_id, COMMAND_ISSUED)])
+        theirs = [event(execution_id, COMMAND_ISSUED), event(execution_id, COMMAND_ISSUED)]
+        other.append(theirs[:1])
+        other.append(theirs[1:])
     finally:
         other.close()
     assert store.is_stale(execution_id) is True
+    # Just what the other server wrote, in write order; then the execution is current.
+    assert [e.event_id for e in store.unseen(execution_id) or []] == [e.event_id for e in theirs]
+    assert store.is_stale(execution_id) is False
+    assert store.unseen(execution_id) == []
+    store.append([event(execution_id, COMMAND_ISSUED)])
+    assert store.unseen(execution_id) == []  # its own writes are not unseen
     store.mark_current(execution_id)
     assert store.is_stale(execution_id) is False

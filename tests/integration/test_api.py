@@ -283,6 +283,18 @@ def test_openapi_docs_list_every_route(client: TestClient) -> None:
         "/api/credentials/{name}": {"get", "delete"},
         "/api/tokens": {"get", "post"},
         "/api/tokens/{name}": {"delete"},
+        "/api/runs": {"get"},
+        "/api/runs/{execution_id}": {"get"},
+        "/api/runs/{execution_id}/logs": {"get"},
+        "/api/runs/{execution_id}/steps/{step}/iterations": {"get"},
+        "/api/activity": {"get"},
+        "/api/schedules": {"get", "post"},
+        "/api/schedules/{schedule_id}": {"get", "patch", "delete"},
+        "/api/schedules/{schedule_id}/trigger": {"post"},
+        "/api/schedules/{schedule_id}/ticks": {"get"},
+        "/api/subscriptions": {"get", "post"},
+        "/api/subscriptions/{subscription_id}": {"get", "patch", "delete"},
+        "/api/subscriptions/{subscription_id}/events": {"get"},
     }
     for path, methods in expected.items():
         assert path in paths, path

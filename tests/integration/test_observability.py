@@ -367,6 +367,12 @@ def test_runs_api_pages_filters_and_views(control: ControlPlane) -> None:
         assert pages["total"] == 2 and [i["iteration"] for i in pages["iterations"]] == [1]
         assert client.get(f"/api/runs/{execution_id}/logs", params={"step": "nope"}).status_code == 404
         assert client.get("/api/runs/123").status_code == 404
+        assert client.get(f"/api/runs/{2**63}").status_code == 404
+        assert client.get(f"/api/runs/{2**63}/logs").status_code == 404
+        assert client.get("/api/runs/abc").status_code == 422
+        huge = client.get("/api/runs", params={"offset": 2**64, "parent_execution_id": 2**64}).json()
+        assert huge["runs"] == [] and huge["has_more"] is False
+        assert client.get("/api/runs", params={"since": "0001-01-01T00:00:00+01:00"}).status_code == 422
         activity = client.get("/api/activity").json()
         assert activity == {"pools": [], "workers": []}
 

@@ -76,6 +76,15 @@ def test_schedule_lifecycle(client: TestClient) -> None:
         {"name": "x", "path": "p", "every": "1s", "timezone": "Nowhere/City"},
         {"name": "x", "path": "p", "every": "1s", "catchup": "twice"},
         {"name": "x", "path": "p", "every": "1s", "unknown": 1},
+        {"name": "x", "path": "p", "cron": "0 0 31 2 *"},  # valid, but no year has 31 February
+        {"name": "x", "path": "p", "every": 2.9e16},  # dates overflow
+        {"name": "x", "path": "p", "every": "400d"},
+        {"name": "x", "path": "p", "every": "1s", "timezone": "America"},  # a directory
+        {"name": "x", "path": "p", "every": "1s", "timezone": "a" * 5000},
+        {"name": "x", "path": "p", "every": "1s", "max_active": "3"},  # strict: a number is a number
+        {"name": "x" * 201, "path": "p", "every": "1s"},
+        {"name": "x\x00", "path": "p", "every": "1s"},
+        {"name": " ", "path": "p", "every": "1s"},
     ],
 )
 def test_bad_schedules_are_422(client: TestClient, body: dict[str, object]) -> None:
@@ -127,6 +136,17 @@ def test_subscription_lifecycle(client: TestClient) -> None:
     assert client.post("/api/subscriptions", json={"name": "y", "path": "p"}).status_code == 422
     assert client.delete(f"/api/subscriptions/{sub_id}").status_code == 200
     assert client.get("/api/subscriptions").json() == {"items": []}
+
+
+@pytest.mark.parametrize("kind", ["schedules", "subscriptions"])
+def test_ids_are_int64_and_bodies_json(client: TestClient, kind: str) -> None:
+    assert client.get(f"/api/{kind}/{2**63}").status_code == 404
+    assert client.get(f"/api/{kind}/{2**63 - 1}").status_code == 404
+    assert client.get(f"/api/{kind}/abc").status_code == 422
+    bad = client.post(f"/api/{kind}", content=b"\x00", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("Invalid JSON body")
+    surrogate = b'{"name": "\\ud800", "path": "p", "every": "1s", "subject": "a"}'
+    assert client.post(f"/api/{kind}", content=surrogate).status_code == 422
 
 
 def test_reading_schedules_needs_a_token(client: TestClient) -> None:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 
 from noetl.cli import common
 
@@ -15,24 +14,24 @@ CLI = Path(__file__).resolve().parents[2] / "src" / "noetl" / "cli"
 
 
 def test_die_prints_the_error_and_exits_with_the_code(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(typer.Exit) as caught:
+    with pytest.raises(SystemExit) as caught:
         common.die("no such thing")
-    assert caught.value.exit_code == common.EXIT_INVALID == 2
-    with pytest.raises(typer.Exit) as caught:
+    assert caught.value.code == common.EXIT_INVALID == 2
+    with pytest.raises(SystemExit) as caught:
         common.die("it failed", common.EXIT_FAILED)
-    assert caught.value.exit_code == 1
+    assert caught.value.code == 1
     assert capsys.readouterr().err == "error: no such thing\nerror: it failed\n"
 
 
 def test_fail_exits_2_only_for_the_errors_meaning_bad_arguments() -> None:
     from noetl.errors import NotFound, StoreError
 
-    with pytest.raises(typer.Exit) as caught:
+    with pytest.raises(SystemExit) as caught:
         common.fail(NotFound("gone"), invalid=(NotFound,))
-    assert caught.value.exit_code == 2
-    with pytest.raises(typer.Exit) as caught:
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit) as caught:
         common.fail(StoreError("down"), invalid=(NotFound,))
-    assert caught.value.exit_code == 1
+    assert caught.value.code == 1
 
 
 def test_print_json_writes_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,9 +53,9 @@ def test_assignments_are_json_when_they_parse_else_text() -> None:
 
 @pytest.mark.parametrize("pair", ["novalue", "=3", "  =x"])
 def test_a_pair_without_a_key_is_invalid(pair: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(typer.Exit) as caught:
+    with pytest.raises(SystemExit) as caught:
         common.parse_assignments([pair])
-    assert caught.value.exit_code == 2
+    assert caught.value.code == 2
     assert f"--set expects key=value, got '{pair}'" in capsys.readouterr().err
 
 
@@ -67,9 +66,9 @@ def test_the_workload_is_the_payload_overlaid_by_the_assignments(capsys: pytest.
         ("[1]", "--payload must be a JSON object"),
         ("{", "--payload is not valid JSON"),
     ):
-        with pytest.raises(typer.Exit) as caught:
+        with pytest.raises(SystemExit) as caught:
             common.build_workload(payload, [])
-        assert caught.value.exit_code == 2
+        assert caught.value.code == 2
         assert message in capsys.readouterr().err
 
 
@@ -90,7 +89,8 @@ def _cli_imports(path: Path) -> set[str]:
 
 def test_no_import_cycle_among_the_cli_modules() -> None:
     graph = {p.stem: _cli_imports(p) - {p.stem} for p in CLI.glob("*.py")}
-    assert graph["remote"] == {"common"} and graph["common"] == set()  # the cycle this replaced
+    assert graph["remote"] == {"common"}  # the cycle this replaced
+    assert graph["common"] == {"options"}  # the typer option types, imported on first use
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -124,3 +124,61 @@ def test_one_die_for_the_whole_cli() -> None:
         if isinstance(node, ast.FunctionDef) and node.name.lstrip("_") in ("die", "fail", "dump", "client")
     ]
     assert defined == ["common.py:die", "common.py:fail"]
+
+
+FAST_RUN_CHECK = """
+import sys
+from noetl.cli import entry
+sys.argv = ["noetl", "run", sys.argv[1], "--set", "who=fast", "--json", "-q", "--store", sys.argv[2]]
+try:
+    entry.main()
+except SystemExit as exc:
+    heavy = sorted(m for m in ("typer", "click", "rich", "httpx", "fastapi", "pydantic") if m in sys.modules)
+    sys.stderr.write(f"exit={exc.code} heavy={heavy}\\n")
+"""
+
+
+def test_noetl_run_takes_the_fast_path_without_typer(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text(
+        "apiVersion: noetl.io/v2\nkind: Playbook\nmetadata: {name: p, path: t/p}\n"
+        "workload: {who: nobody}\nworkflow:\n"
+        "  - step: start\n    tool:\n      kind: python\n"
+        "      input: {who: '{{ workload.who }}'}\n      code: 'result = {\"hello\": who}'\n"
+    )
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", FAST_RUN_CHECK, str(playbook), store],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "exit=0 heavy=[]" in done.stderr, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["status"] == "COMPLETED"
+    assert outcome["steps"]["start"]["result"] == {"hello": "fast"}
+
+
+def test_what_the_fast_path_does_not_recognise_goes_to_the_full_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    noetl = [sys.executable, "-m", "noetl"]
+    helped = subprocess.run([*noetl, "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "--payload" in helped.stdout
+    typo = subprocess.run(
+        [*noetl, "run", "x.yaml", "--sett", "a=1"], capture_output=True, text=True, timeout=120
+    )
+    assert typo.returncode == 2 and "No such option" in typo.stderr
+    zero = subprocess.run(
+        [*noetl, "run", "x.yaml", "--concurrency", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert zero.returncode == 2 and "--concurrency" in zero.stderr
+    missing = subprocess.run(
+        [*noetl, "run", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")

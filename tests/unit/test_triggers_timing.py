@@ -97,6 +97,9 @@ def test_no_missed_tick_in_normal_operation_whatever_the_policy() -> None:
         ({"every": "1s", "catchup": "some"}, "catchup"),
         ({"every": "1s", "max_active": 0}, "max_active"),
         ({"every": "1s", "colour": "red"}, "unknown schedule field"),
+        ({"cron": "0 0 31 2 *"}, "never ticks"),
+        ({"every": 366 * 86400 + 1}, "at most"),
+        ({"every": "1s", "timezone": "Europe"}, "unknown IANA"),
     ],
 )
 def test_bad_schedule_specs_name_the_field(raw: dict[str, object], message: str) -> None:

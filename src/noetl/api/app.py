@@ -67,35 +67,8 @@ def create_app(
     app.state.control = control
     registry = RuntimeRegistry(control.store, control.ids)
     app.state.runtimes = registry
-    started = time.monotonic()
     errors.install(app)
-
-    @app.get("/health", tags=["health"], response_model=Health)
-    def health() -> dict[str, Any]:
-        """Liveness: always ok while the process serves requests."""
-        return {"status": "ok"}
-
-    @app.get(
-        "/api/health",
-        tags=["health"],
-        response_model=ApiHealth,
-        responses={503: {"model": ApiHealth, "description": "The store does not answer."}},
-    )
-    def api_health() -> Any:
-        """Readiness: the store answers; reports the bus and the uptime."""
-        body: dict[str, Any] = {
-            "status": "ok",
-            "database": "connected",
-            "nats": nats_status,
-            "uptime_seconds": round(time.monotonic() - started, 3),
-            "version": __version__,
-        }
-        try:
-            control.store.executions(limit=1)
-        except Exception as exc:
-            body.update(status="unhealthy", database="disconnected", error=str(exc))
-            return JSONResponse(body, status_code=503)
-        return body
+    _install_health(app, control, nats_status)
 
     auth = Authenticator(control.store, admin_token)
     app.state.auth = auth
@@ -124,6 +97,38 @@ def create_app(
     app.include_router(routes_subscriptions.router(control))
     install_openapi(app)
     return app
+
+
+def _install_health(app: FastAPI, control: ControlPlane, nats_status: str) -> None:
+    """`/health` (liveness) and `/api/health` (readiness: the store answers)."""
+    started = time.monotonic()
+
+    @app.get("/health", tags=["health"], response_model=Health)
+    def health() -> dict[str, Any]:
+        """Liveness: always ok while the process serves requests."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/api/health",
+        tags=["health"],
+        response_model=ApiHealth,
+        responses={503: {"model": ApiHealth, "description": "The store does not answer."}},
+    )
+    def api_health() -> Any:
+        """Readiness: the store answers; reports the bus and the uptime."""
+        body: dict[str, Any] = {
+            "status": "ok",
+            "database": "connected",
+            "nats": nats_status,
+            "uptime_seconds": round(time.monotonic() - started, 3),
+            "version": __version__,
+        }
+        try:
+            control.store.executions(limit=1)
+        except Exception as exc:
+            body.update(status="unhealthy", database="disconnected", error=str(exc))
+            return JSONResponse(body, status_code=503)
+        return body
 
 
 def declared_schedules(control: ControlPlane) -> Schedules:

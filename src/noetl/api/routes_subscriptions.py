@@ -10,66 +10,74 @@ Every id in an answer is a string.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Query
+from pydantic import ConfigDict, Field
 
-from noetl.api.common import iso, parse_id
+from noetl.api.common import iso
+from noetl.api.models import Answer, Request
+from noetl.api.routing import BODY_ERRORS, api_router, errors, in_range
+from noetl.api.types import IdText, JsonObject, Name, ShortName, Text
 from noetl.engine.events import Event
 from noetl.runtime.control import ControlPlane
 from noetl.store.trigger_ports import SubscriptionRecord
 from noetl.triggers.registry import Subscriptions
 from noetl.triggers.specs import subscription_spec
 
-
-class Dedup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    field: str | None = Field(None, description="Dotted path of the message id in the JSON payload")
-    header: str | None = Field(None, description="Header holding the message id (default Nats-Msg-Id)")
-    window_secs: float | None = Field(None, gt=0, description="Seconds a message id is remembered (300)")
+Seconds = Annotated[float, Field(gt=0, le=366 * 86400)]
+SubscriptionId = Annotated[int, Path(ge=0, description="The subscription's id (int64).")]
 
 
-class SubscriptionFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(Request):
+    """Unknown fields are refused (a misspelt field would silently change nothing)."""
 
-    subject: str | None = Field(None, min_length=1, description="NATS subject (wildcards allowed)")
-    stream: str | None = Field(None, description="JetStream stream; default: the one capturing the subject")
-    durable: str | None = Field(None, description="Durable consumer name; default noetl-sub-<id>")
-    workload: dict[str, Any] | None = Field(None, description="Templates rendered against `message`")
-    execution_pool: str | None = Field(None, description="Pool of the runs' commands (default subscription)")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Dedup(Strict):
+    field: Text | None = Field(None, description="Dotted path of the message id in the JSON payload")
+    header: Text | None = Field(None, description="Header holding the message id (default Nats-Msg-Id)")
+    window_secs: Seconds | None = Field(None, description="Seconds a message id is remembered (300)")
+
+
+class SubscriptionFields(Strict):
+    subject: Name | None = Field(None, description="NATS subject (wildcards allowed)")
+    stream: Text | None = Field(None, description="JetStream stream; default: the one capturing the subject")
+    durable: Text | None = Field(None, description="Durable consumer name; default noetl-sub-<id>")
+    workload: JsonObject | None = Field(None, description="Templates rendered against `message`")
+    execution_pool: Text | None = Field(None, description="Pool of the runs' commands (default subscription)")
     dedup: Dedup | None = None
     deliver: Literal["new", "all"] | None = Field(None, description="new: since created (default); all")
-    ack_wait: float | None = Field(None, gt=0, description="Seconds before an unacked message comes again")
+    ack_wait: Seconds | None = Field(None, description="Seconds before an unacked message comes again")
     enabled: bool | None = None
 
 
 class SubscriptionCreate(SubscriptionFields):
-    name: str = Field(min_length=1, max_length=200)
-    path: str = Field(min_length=1, description="Catalog path of the playbook (its latest version runs)")
-    subject: str = Field(min_length=1, description="NATS subject (wildcards allowed)")
+    name: ShortName
+    path: Name = Field(description="Catalog path of the playbook (its latest version runs)")
+    subject: Name = Field(description="NATS subject (wildcards allowed)")
 
 
 class SubscriptionUpdate(SubscriptionFields):
-    name: str | None = Field(None, min_length=1, max_length=200)
-    path: str | None = Field(None, min_length=1)
+    name: ShortName | None = None
+    path: Name | None = None
 
 
-class DedupOut(BaseModel):
+class DedupOut(Answer):
     field: str | None
     header: str
     window_secs: float
 
 
-class Subscription(BaseModel):
-    subscription_id: str
+class Subscription(Answer):
+    subscription_id: IdText
     name: str
     path: str
     subject: str
     stream: str | None
     durable: str
-    workload: dict[str, Any] | None
+    workload: JsonObject | None
     execution_pool: str
     dedup: DedupOut
     deliver: str
@@ -79,25 +87,25 @@ class Subscription(BaseModel):
     updated_at: str | None
 
 
-class SubscriptionList(BaseModel):
+class SubscriptionList(Answer):
     items: list[Subscription]
 
 
-class AuditEvent(BaseModel):
-    event_id: str
+class AuditEvent(Answer):
+    event_id: IdText
     event_type: str
     status: str | None
-    context: dict[str, Any] | None
+    context: JsonObject | None
     created_at: str | None
 
 
-class AuditLog(BaseModel):
-    subscription_id: str
+class AuditLog(Answer):
+    subscription_id: IdText
     events: list[AuditEvent]
 
 
-class Deleted(BaseModel):
-    subscription_id: str
+class Deleted(Answer):
+    subscription_id: IdText
     deleted: bool
 
 
@@ -133,41 +141,51 @@ def audit_json(event: Event) -> AuditEvent:
     )
 
 
+def known(subscription_id: int) -> int:
+    return in_range(subscription_id, f"subscription {subscription_id} not found")
+
+
 def router(control: ControlPlane) -> APIRouter:
-    api = APIRouter(prefix="/api/subscriptions", tags=["subscriptions"])
+    api = api_router("/api/subscriptions", "subscriptions")
     service = Subscriptions(control)
 
-    @api.post("", response_model=Subscription)
+    @api.post("", response_model=Subscription, responses=errors(409, *BODY_ERRORS))
     def create(body: SubscriptionCreate) -> Subscription:
-        """Create a subscription; every server's consumers pick it up within a few seconds."""
+        """Create a subscription (409 when the name is taken); every server's consumers pick it
+        up within a few seconds."""
         spec = body.model_dump(exclude={"name", "path", "enabled"}, exclude_none=True)
         return subscription_json(
             service.create(body.name, body.path, spec, enabled=body.enabled is not False)
         )
 
-    @api.get("", response_model=SubscriptionList)
+    @api.get("", response_model=SubscriptionList, responses=errors())
     def list_subscriptions() -> SubscriptionList:
+        """Every subscription."""
         return SubscriptionList(items=[subscription_json(r) for r in control.store.subscriptions()])
 
-    @api.get("/{subscription_id}", response_model=Subscription)
-    def get(subscription_id: str) -> Subscription:
-        return subscription_json(service.get(parse_id(subscription_id, "subscription_id")))
+    @api.get("/{subscription_id}", response_model=Subscription, responses=errors(404, 422))
+    def get(subscription_id: SubscriptionId) -> Subscription:
+        """One subscription."""
+        return subscription_json(service.get(known(subscription_id)))
 
-    @api.patch("/{subscription_id}", response_model=Subscription)
-    def update(subscription_id: str, body: SubscriptionUpdate) -> Subscription:
+    @api.patch("/{subscription_id}", response_model=Subscription, responses=errors(404, 409, *BODY_ERRORS))
+    def update(subscription_id: SubscriptionId, body: SubscriptionUpdate) -> Subscription:
         """Change fields; `enabled: false` pauses (its consumers stop), `true` resumes."""
         changes = body.model_dump(exclude_unset=True)
-        return subscription_json(service.update(parse_id(subscription_id, "subscription_id"), changes))
+        return subscription_json(service.update(known(subscription_id), changes))
 
-    @api.delete("/{subscription_id}", response_model=Deleted)
-    def delete(subscription_id: str) -> Deleted:
-        service.delete(parse_id(subscription_id, "subscription_id"))
-        return Deleted(subscription_id=subscription_id, deleted=True)
+    @api.delete("/{subscription_id}", response_model=Deleted, responses=errors(404, 422))
+    def delete(subscription_id: SubscriptionId) -> Deleted:
+        """Delete a subscription (its consumers stop; its audit log stays)."""
+        service.delete(known(subscription_id))
+        return Deleted(subscription_id=str(subscription_id), deleted=True)
 
-    @api.get("/{subscription_id}/events", response_model=AuditLog)
-    def events(subscription_id: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> AuditLog:
+    @api.get("/{subscription_id}/events", response_model=AuditLog, responses=errors(404, 422))
+    def events(
+        subscription_id: SubscriptionId, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> AuditLog:
         """The subscription's audit events, oldest first (the latest `limit`)."""
-        sub_id = parse_id(subscription_id, "subscription_id")
+        sub_id = known(subscription_id)
         return AuditLog(
             subscription_id=str(sub_id), events=[audit_json(e) for e in service.events(sub_id, limit)]
         )

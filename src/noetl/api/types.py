@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Strict, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 MAX_ID = 2**63 - 1
@@ -141,6 +141,15 @@ Name = Annotated[
     str,
     AfterValidator(_name),
     WithJsonSchema({"type": "string", "minLength": 1, "pattern": NON_BLANK}),
+]
+
+MAX_NAME = 200
+# A name people give (a schedule's, a subscription's): non-blank, at most MAX_NAME characters.
+ShortName = Annotated[
+    str,
+    Field(max_length=MAX_NAME),
+    AfterValidator(_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": NON_BLANK}),
 ]
 
 

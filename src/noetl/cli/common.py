@@ -2,48 +2,50 @@
 workloads, the options every command spells the same way, and the edge where a command reads
 the settings (`noetl.settings`) and opens the store or the server client from them.
 
-Only typer and the standard library are imported here; the store, the HTTP client and logging are
-imported inside the helpers that need them, so `noetl run` pays for none of what it does not use.
+Only the standard library is imported here (the typer option types are in `noetl.cli.options`);
+the store, the HTTP client and logging are imported inside the helpers that need them, so
+`noetl run` pays for none of what it does not use.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
-
-import typer
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from noetl.errors import ArgumentError, ConfigError, NoetlError
 from noetl.settings import Settings, as_log_level, settings
 
 if TYPE_CHECKING:
+    from noetl.cli.options import JsonOption as JsonOption
+    from noetl.cli.options import LogLevelOption as LogLevelOption
+    from noetl.cli.options import ServerOption as ServerOption
+    from noetl.cli.options import StoreOption as StoreOption
     from noetl.client import ServerClient
     from noetl.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store URL (sqlite:///file.db, postgresql://...); default: NOETL_STORE_URL or a file in the user data dir.",
-    ),
-]
-ServerOption = Annotated[
-    str | None,
-    typer.Option("--server", help="Server URL; default: NOETL_SERVER_URL or http://localhost:8082."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")]
-LogLevelOption = Annotated[
-    str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR; default: NOETL_LOG_LEVEL.")
-]
+
+def __getattr__(name: str) -> Any:
+    """The typer option types (`StoreOption`, ...) live in `noetl.cli.options`, imported on first
+    use, so a command that needs no typer (the fast `noetl run`) does not import it."""
+    if name in _OPTIONS:
+        from noetl.cli import options
+
+        return getattr(options, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_OPTIONS = frozenset({"StoreOption", "ServerOption", "JsonOption", "LogLevelOption"})
 
 
 def die(message: str, code: int = EXIT_INVALID) -> NoReturn:
     """Print `error: message` on stderr and exit (2, "invalid", unless told otherwise)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
 
 
 def fail(exc: NoetlError, *, invalid: tuple[type[Exception], ...] = ()) -> NoReturn:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from noetl import __version__, status
+from noetl import __version__
 from noetl.cli import common, credential, remote, runs, schedule, server, subscription, token
 from noetl.cli.common import EXIT_FAILED, EXIT_OK, LogLevelOption, ServerOption, StoreOption
 
@@ -61,66 +61,27 @@ def run(
         int, typer.Option("--concurrency", min=1, help="Commands run at the same time.")
     ] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="A template reading an undefined name fails its step (not just null)."),
+    ] = False,
     log_level: LogLevelOption = None,
 ) -> None:
     """Run a playbook locally on the embedded store."""
-    common.setup_logging(log_level, "WARNING")  # first: a bad setting ends the command here
-    from noetl.dsl import load_playbook
-    from noetl.errors import PlaybookError
+    from noetl.cli.local import run_local
 
-    try:
-        playbook = load_playbook(file)
-    except PlaybookError as exc:
-        common.die(str(exc))
-    workload = common.build_workload(payload, set_ or [])
-    store_obj = common.open_store(store)
-    common.fork_tool_zygote()
-    outcome = _run_local(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet)
-    if as_json:
-        common.print_json(outcome.to_json())
-    else:
-        _print_outcome(outcome)
-    raise typer.Exit(EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED)
-
-
-def _run_local(playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool) -> Any:
-    import asyncio
-
-    from noetl.cli.progress import Progress
-    from noetl.sdk import local_runtime, to_result
-
-    async def main() -> Any:
-        progress = None if quiet else Progress()
-        async with local_runtime(store, concurrency=concurrency, on_event=progress) as runtime:
-            task = asyncio.create_task(runtime.run(playbook, workload))
-            try:
-                if progress is None:
-                    return await asyncio.shield(task)
-                with progress:
-                    return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # Ctrl-C: record the cancellation in the log, then report the outcome.
-                root = runtime.root_execution()
-                if root is not None:
-                    runtime.cancel(root, "interrupted (Ctrl-C)")
-                    return await task
-                raise
-
-    try:
-        return to_result(asyncio.run(main()))
-    except KeyboardInterrupt:
-        common.die("interrupted before the execution started", EXIT_FAILED)
-    finally:
-        store.close()
-
-
-def _print_outcome(outcome: Any) -> None:
-    """A run's end for people (`outcome` is a masked `noetl.sdk.RunResult`)."""
-    typer.echo(f"execution {outcome.execution_id}: {outcome.status}")
-    if outcome.error:
-        typer.echo(f"error: {outcome.error}")
-    if outcome.status == status.COMPLETED:
-        typer.echo("result: " + common.pretty(outcome.result))
+    code = run_local(
+        file,
+        set_ or [],
+        payload,
+        store,
+        as_json=as_json,
+        concurrency=concurrency,
+        quiet=quiet,
+        strict=strict,
+        log_level=log_level,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -152,16 +113,29 @@ def events(
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Playbook YAML file.")]) -> None:
-    """Check a playbook without running it."""
-    from noetl.dsl import load_playbook
-    from noetl.errors import PlaybookError
+def validate(
+    file: Annotated[Path, typer.Argument(help="Playbook YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as one JSON array.")] = False,
+) -> None:
+    """Check a playbook without running it: its structure, unknown keys, every template and the
+    names it reads, and steps that can never run. Exits 2 on errors (warnings alone exit 0)."""
+    from noetl.dsl.lint import ERROR, lint_file
 
-    try:
-        playbook = load_playbook(file)
-    except PlaybookError as exc:
-        common.die(str(exc))
-    typer.echo(f"ok: {playbook.name} ({playbook.path}), {len(playbook.steps)} steps")
+    findings = lint_file(file)
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    if as_json:
+        common.print_json([f.to_json() for f in findings])
+    else:
+        for finding in findings:
+            typer.echo(str(finding))
+        warnings = len(findings) - errors
+        if errors:
+            typer.echo(f"{file}: {errors} error(s), {warnings} warning(s)", err=True)
+        else:
+            suffix = f", {warnings} warning(s)" if warnings else ""
+            typer.echo(f"ok: {file}{suffix}")
+    if errors:
+        raise typer.Exit(common.EXIT_INVALID)
 
 
 def main() -> None:

@@ -112,6 +112,10 @@ def exec_(
     pool: Annotated[
         str | None, typer.Option("--pool", help="Execution pool override (routes the commands).")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="A template reading an undefined name fails its step (not just null)."),
+    ] = False,
     as_json: JsonOption = False,
     server: ServerOption = None,
 ) -> None:
@@ -127,7 +131,8 @@ def exec_(
     target: dict[str, Any] = {"catalog_id": path} if path.isdigit() else {"path": path}
     with common.server_client(server) as client:
         try:
-            started = client.execute(payload=workload, execution_pool=pool, **target)
+            metadata = {"strict": True} if strict else None
+            started = client.execute(payload=workload, execution_pool=pool, metadata=metadata, **target)
         except NoetlError as exc:
             common.fail(exc, invalid=(NotFound, ValidationFailed))
         execution_id = str(started.get("execution_id"))

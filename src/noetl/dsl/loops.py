@@ -16,6 +16,9 @@ from noetl.dsl.checks import Checks, found, is_count, line_of, show
 from noetl.dsl.kinds import TOOL_KINDS
 from noetl.dsl.model import Cursor, Loop, LoopMode
 
+# Frame keys a cursor loop accepts and ignores (the claim query manages its own leases).
+ADVISORY_FRAME_KEYS = frozenset({"max_seconds", "max_bytes", "lease_seconds", "heartbeat_seconds", "process"})
+
 
 def parse_loop(checks: Checks, raw: dict[Any, Any], step: str) -> Loop:
     loop = raw["loop"]

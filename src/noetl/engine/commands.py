@@ -15,10 +15,11 @@ from noetl.engine.results import plain
 from noetl.engine.state import ExecutionState
 from noetl.errors import EngineError, TemplateError
 from noetl.template import referenced_names, render_text, render_value
+from noetl.template.environment import STRICT_KEY
 
 # Keys of a single tool's config that the worker evaluates (with `output` in scope), not the engine.
 _DEFERRED_SINGLE = ("spec", "set")
-_ALWAYS_IN_SNAPSHOT = ("execution_id", "catalog_id", "path", "workload", "ctx")
+_ALWAYS_IN_SNAPSHOT = ("execution_id", "catalog_id", "path", "workload", "ctx", STRICT_KEY)
 _FILE_KEYS = ("script", "source")  # a tool config naming a file the worker reads and renders
 _ITERATION_KEYS = ("iter", "_index", "_total", "loop_index", "__cursor_frame", "__cursor_row")
 

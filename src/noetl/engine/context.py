@@ -12,6 +12,7 @@ from typing import Any
 
 from noetl.dsl.model import Playbook
 from noetl.engine.state import ExecutionState, LoopState, StepState
+from noetl.template.environment import STRICT_KEY
 
 
 class RenderContext:
@@ -72,6 +73,8 @@ class RenderContext:
         base["catalog_id"] = None if state.catalog_id is None else str(state.catalog_id)
         base["path"] = state.path
         base["playbook"] = {"name": self.playbook.name, "path": self.playbook.path}
+        if state.meta.get("strict"):  # `noetl run --strict`: undefined names fail the render
+            base[STRICT_KEY] = True
         self._base = base
         self._dirty_steps = {name for name, step in state.steps.items() if step.has_result}
         self._dirty_keys = set(state.ctx)

@@ -3,8 +3,9 @@
 Each execution's `Engine` is kept in memory and rebuilt from the event log when missing (after a
 restart, after eviction, or when another process on a shared store wrote to the execution).
 Work on one execution is serialised by a lock in this process plus the store's cross-process
-execution lock; under it a cached engine that missed another process's writes is dropped, so it
-is rebuilt from the log.
+execution lock; under it a cached engine that missed another process's writes folds just those
+events (the store reads them by write sequence), so two servers sharing an execution do not
+rebuild it from the whole log at each turn.
 """
 
 from __future__ import annotations
@@ -79,15 +80,30 @@ class EngineCache:
                     yield
                     return
                 with self.store.execution_lock(execution_id):
-                    if (
-                        self.store.shared
-                        and execution_id in self._engines
-                        and self.store.is_stale(execution_id)
-                    ):
-                        self._forget(execution_id)
+                    if execution_id in self._engines and self.store.is_stale(execution_id):
+                        self._catch_up(execution_id)
                     yield
             finally:
                 self._depth[execution_id] -= 1
+
+    def _catch_up(self, execution_id: int) -> None:
+        """Fold into the cached engine what other processes wrote since this one last saw the
+        execution (one indexed read of just those events); rebuild when the store cannot tell."""
+        unseen = self.store.unseen(execution_id)
+        engine = self._engines[execution_id]
+        if unseen is None:
+            self._forget(execution_id)
+            return
+        reported = self._reported.setdefault(execution_id, {})
+        for event in unseen:
+            engine.apply(event)
+        commands = engine.state.commands
+        for event in unseen:
+            command_id = event.command_id
+            if command_id is not None and command_id in commands:
+                reported.setdefault(command_id, set()).add(event.event_id)
+        for command_id in [c for c in reported if c not in commands]:
+            del reported[command_id]
 
     # ------------------------------------------------------------------ engines
 

@@ -143,14 +143,19 @@ class LocalRuntime:
         workload: Mapping[str, Any] | None = None,
         *,
         catalog_id: int | None = None,
+        strict: bool = False,
     ) -> RunOutcome:
-        """Run a playbook to its end and report the outcome."""
+        """Run a playbook to its end and report the outcome. `strict`: a template that reads an
+        undefined name fails its step (recorded on the execution, inherited by its children)."""
         execution_id = self.ids()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[execution_id] = done
         self._roots.append(execution_id)
         try:
-            launch = Launch(playbook, catalog_id, workload or {}, execution_id=execution_id)
+            metadata = {"strict": True} if strict else None
+            launch = Launch(
+                playbook, catalog_id, workload or {}, metadata=metadata, execution_id=execution_id
+            )
             started = self.orchestrator.start(launch)
             if not started.engine.state.terminal:
                 await done

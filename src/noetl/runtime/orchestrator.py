@@ -161,6 +161,8 @@ class Orchestrator:
             if parent is not None:  # children inherit the parent's trace and pool
                 trace = trace or parent.state.meta.get("trace")
                 pool = pool or parent.state.meta.get("execution_pool")
+                if parent.state.meta.get("strict"):  # and `noetl run --strict`
+                    start_meta["strict"] = True
         if pool:
             start_meta["execution_pool"] = pool
         if trace:

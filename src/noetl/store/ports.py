@@ -204,6 +204,12 @@ class Coordination(Protocol):
         it (its cached state must be rebuilt from the log)."""
         ...
 
+    def unseen(self, execution_id: int) -> list[Event] | None:
+        """The events other processes wrote to the execution since this process last wrote or
+        read it, in write order (cached state folds them to catch up); the execution is current
+        afterwards. None when this process has not seen the execution (rebuild from the log)."""
+        ...
+
     def mark_current(self, execution_id: int) -> None:
         """The execution's log was just read in full: cached state built from it is current."""
         ...

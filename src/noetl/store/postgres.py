@@ -358,12 +358,21 @@ class PostgresStore(PostgresTriggers):
             execution_id = executions[0]
             statement = self._sql.append_events_strict if strict else self._sql.append_events
             with self._reading(f"append {len(batch)} events") as conn:
-                found = conn.execute(statement, (document, execution_id)).fetchone()
+                found = conn.execute(statement, (execution_id, document)).fetchone()
             if found is not None:
                 self._wrote(execution_id, int(found[0]))
             return
-        rows = [event_row(event) for event in batch]  # encode first: a bad event stores nothing
-        with self._writing(f"append {len(rows)} events") as conn, conn.cursor() as cur:
+        encoded = [event_row(event) for event in batch]  # encode first: a bad event stores nothing
+        with self._writing(f"append {len(encoded)} events") as conn, conn.cursor() as cur:
+            # Every write bumps the execution's write sequence (a server that did not make the
+            # last write knows its cached state is behind, see `is_stale`), and its rows carry
+            # it. An execution this batch starts has no row yet: its sequence becomes 1 below.
+            sequences: dict[int, int] = {}
+            for execution_id in executions:
+                found = cur.execute(self._sql.bump_write_seq, (execution_id,)).fetchone()
+                if found is not None:
+                    sequences[execution_id] = int(found[0])
+            rows = [(*row, sequences.get(e.execution_id, 1)) for row, e in zip(encoded, batch, strict=True)]
             # psycopg pipelines executemany: one round trip for the batch, one plan for every row.
             insert = self._sql.insert_event_strict if strict else self._sql.insert_event
             cur.executemany(insert, rows, returning=bool(projected))
@@ -378,13 +387,11 @@ class PostgresStore(PostgresTriggers):
                 for event in projected:  # the projection follows only new events, in batch order
                     if event.event_id in inserted:
                         self._project(cur, event)
-            # Every write bumps the execution's write sequence: a server that did not make the
-            # last write knows its cached state is behind (see `is_stale`).
-            sequences = {}
             for execution_id in executions:
-                found = cur.execute(self._sql.bump_write_seq, (execution_id,)).fetchone()
-                if found is not None:
-                    sequences[execution_id] = int(found[0])
+                if execution_id not in sequences:
+                    found = cur.execute(self._sql.bump_write_seq, (execution_id,)).fetchone()
+                    if found is not None:
+                        sequences[execution_id] = int(found[0])
         for execution_id, seq in sequences.items():
             self._wrote(execution_id, seq)
 
@@ -398,6 +405,18 @@ class PostgresStore(PostgresTriggers):
         """Whether another process wrote to the execution since this store last wrote or read it
         (read with the execution's lock, else one primary-key lookup)."""
         return self._write_seqs.get(execution_id) != self._current_seq(execution_id)
+
+    def unseen(self, execution_id: int) -> list[Event] | None:
+        """What other processes wrote to the execution since this process last saw it, in write
+        order; the execution is current afterwards. None when this process never saw it."""
+        seen = self._write_seqs.get(execution_id)
+        if seen is None:
+            return None
+        current = self._current_seq(execution_id)
+        with self._reading("read unseen events") as conn:
+            rows = conn.execute(self._sql.read_events_unseen, (execution_id, seen)).fetchall()
+        self._write_seqs[execution_id] = current
+        return [event_of(row) for row in rows]
 
     def mark_current(self, execution_id: int) -> None:
         """Record the execution's write sequence as seen (after rebuilding state from the log)."""

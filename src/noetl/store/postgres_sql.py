@@ -211,6 +211,14 @@ CREATE INDEX IF NOT EXISTS execution_path_started_idx
     ON {schema}.execution (path, started_at DESC, execution_id DESC);
 """,
     ),
+    (
+        7,
+        "the write sequence of each event (what another server wrote since, without a full read)",
+        """
+ALTER TABLE {schema}.event ADD COLUMN IF NOT EXISTS write_seq BIGINT;
+CREATE INDEX IF NOT EXISTS event_write_seq_idx ON {schema}.event (execution_id, write_seq);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
@@ -234,14 +242,20 @@ class Statements:
         self.get_write_seq = f"SELECT write_seq FROM {s}.execution WHERE execution_id = %s"
         # Insert a batch of one execution's events from one JSON array of rows and bump its
         # write sequence, in one statement (a data-modifying CTE runs whether or not it is read).
+        # Each event row carries the write sequence of the write that stored it (the value the
+        # execution's update returns, so concurrent writers never share one), and a server reads
+        # just what others wrote since it last saw the execution (`unseen`).
         self.append_events = (
-            f"WITH added AS (INSERT INTO {s}.event ({EVENT_COLUMNS})"
-            f" SELECT {EVENT_COLUMNS} FROM jsonb_populate_recordset(NULL::{s}.event, %s::jsonb)"
+            f"WITH seq AS (UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s"
+            " RETURNING write_seq),"
+            f" added AS (INSERT INTO {s}.event ({EVENT_COLUMNS}, write_seq)"
+            f" SELECT {EVENT_COLUMNS}, (SELECT write_seq FROM seq)"
+            f" FROM jsonb_populate_recordset(NULL::{s}.event, %s::jsonb)"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
-            f" UPDATE {s}.execution SET write_seq = write_seq + 1 WHERE execution_id = %s RETURNING write_seq"
+            " SELECT write_seq FROM seq"
         )
         self.insert_event = (
-            f"INSERT INTO {s}.event ({EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+            f"INSERT INTO {s}.event ({EVENT_COLUMNS}, write_seq) VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})"
             " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         )
         # Strict appends: an event id that is stored already fails the statement (and the batch).
@@ -251,6 +265,9 @@ class Statements:
         self.read_events = f"{select_events} WHERE execution_id = %s ORDER BY event_id"
         self.read_events_after = (
             f"{select_events} WHERE execution_id = %s AND event_id > %s ORDER BY event_id"
+        )
+        self.read_events_unseen = (
+            f"{select_events} WHERE execution_id = %s AND write_seq > %s ORDER BY write_seq, event_id"
         )
         self.get_event = f"{select_events} WHERE event_id = %s"
         self.start_execution = f"""

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 
+from noetl.engine.events import Event
 from noetl.errors import StoreError
 
 
@@ -41,6 +42,9 @@ class SoloCoordination:
 
     def is_stale(self, execution_id: int) -> bool:
         return False
+
+    def unseen(self, execution_id: int) -> list[Event] | None:
+        return []
 
     def mark_current(self, execution_id: int) -> None:
         return None

@@ -6,6 +6,10 @@
 - `x.name` on a mapping reads the key `name` first (so `{{ x.items }}` is the key when present),
   then `x.result` falls through to `x` itself, then the Python attribute (`x.get`, `x.keys`).
 - `{{ value }}` prints through `format_value` (`true`, `[1, "a"]`, `{"k": 1}`).
+- Strict mode (`noetl run --strict`): when the render context holds `STRICT_KEY`, a name found
+  nowhere (not in the context, not a global) is an `UndefinedName`, which fails the render as
+  soon as it is used (printed, compared, iterated, looked into). `is defined` and `default`
+  still work, and a name whose value is None stays an ordinary undefined.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import ChainableUndefined
+from jinja2 import ChainableUndefined, StrictUndefined
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -21,6 +25,27 @@ from jinja2.utils import missing
 from noetl.template.filters import FILTERS
 from noetl.template.predicates import TESTS
 from noetl.template.values import format_value
+
+STRICT_KEY = "__noetl_strict__"  # in a render context: undefined names are errors
+
+
+class UndefinedName(StrictUndefined):
+    """A name the context does not have, in strict mode: any use of it fails the render."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        return (
+            f"undefined name '{self._undefined_name}' (strict mode: every name a template reads must exist)"
+        )
+
+
+def strict_finalize(value: Any) -> str:
+    """`format_value`, failing on a strict-mode undefined name (printed as "" otherwise)."""
+    if isinstance(value, UndefinedName):
+        value._fail_with_undefined_error()
+    return format_value(value)
 
 
 class NoetlContext(Context):
@@ -37,6 +62,8 @@ class NoetlContext(Context):
             value = self.parent[key]
         else:
             value = self.environment.globals.get(key, missing)
+            if value is missing and self.parent.get(STRICT_KEY):
+                return UndefinedName(name=key)
         return missing if value is None else value
 
 
@@ -48,7 +75,7 @@ class NoetlEnvironment(SandboxedEnvironment):
     def __init__(self) -> None:
         super().__init__(
             undefined=ChainableUndefined,
-            finalize=format_value,
+            finalize=strict_finalize,
             autoescape=False,
             extensions=["jinja2.ext.loopcontrols"],
         )

@@ -16,7 +16,7 @@ from typing import Any, cast
 from jinja2 import Template, TemplateSyntaxError, Undefined, meta, nodes
 
 from noetl.errors import TemplateError
-from noetl.template.environment import ENVIRONMENT
+from noetl.template.environment import ENVIRONMENT, UndefinedName
 from noetl.template.values import as_list, format_value, typed_parse
 
 CACHE_SIZE = 8192
@@ -127,9 +127,12 @@ def _evaluate(source: str, expression: _Expression, ctx: Mapping[str, Any]) -> A
         context = program.new_context(_context_vars(ctx), shared=True)
         for _ in program.root_render_func(context):
             pass
+        value = context.vars.get(_RESULT)
+        if isinstance(value, UndefinedName):
+            value._fail_with_undefined_error()
     except Exception as exc:
         raise _render_error(source, exc) from exc
-    return context.vars.get(_RESULT)
+    return value
 
 
 def _clean_items(items: list[Any]) -> list[Any]:

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from noetl.errors import ValidationFailed
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CATCHUP_POLICIES = ("skip", "one", "all")
+MAX_INTERVAL = 366 * 86400  # a year: a longer interval is a mistake (and overflows dates)
 MAX_DUE_TICKS = 10_000  # `all` after a long outage runs at most this many ticks at once
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -57,6 +58,10 @@ def parse_interval(value: object) -> float:
         raise ValidationFailed(f"every: expected an interval like '30s', '5m' or '1h', got {value!r}")
     if not seconds >= 0.1:
         raise ValidationFailed(f"every: the interval must be at least 0.1 s, got {value!r}")
+    if not seconds <= MAX_INTERVAL:
+        raise ValidationFailed(
+            f"every: the interval must be at most {MAX_INTERVAL} s (a year), got {value!r}"
+        )
     return seconds
 
 
@@ -67,7 +72,7 @@ def zone_of(name: object) -> ZoneInfo:
         )
     try:
         return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a directory, too long
         raise ValidationFailed(f"timezone: unknown IANA time zone {name!r}") from exc
 
 
@@ -82,6 +87,10 @@ def check_cron(expr: object) -> str:
         )
     if not croniter.is_valid(text, second_at_beginning=fields == 6):
         raise ValidationFailed(f"cron: {expr!r} is not a valid cron expression")
+    try:  # valid, yet a date no year has (`0 0 31 2 *`) never comes
+        croniter(text, EPOCH, second_at_beginning=fields == 6).get_next(datetime)
+    except CroniterError as exc:
+        raise ValidationFailed(f"cron: {expr!r} never ticks ({exc})") from exc
     return text
 
 
