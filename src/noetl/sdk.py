@@ -179,8 +179,10 @@ async def run_async(
     sets: Iterable[str] = (),
     store: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    strict: bool = False,
 ) -> RunResult:
-    """Run a playbook file to its end on the current event loop; see the module docstring."""
+    """Run a playbook file to its end on the current event loop; see the module docstring.
+    `strict`: a template reading an undefined name fails its step (`noetl run --strict`)."""
     from noetl.store import open_store
 
     parsed = _load(playbook)
@@ -190,7 +192,7 @@ async def run_async(
     target = open_store(store)
     try:
         async with local_runtime(target, concurrency=concurrency) as runtime:
-            task = asyncio.create_task(runtime.run(parsed, overrides))
+            task = asyncio.create_task(runtime.run(parsed, overrides, strict=strict))
             try:
                 outcome = await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -213,9 +215,10 @@ def run(
     sets: Iterable[str] = (),
     store: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    strict: bool = False,
 ) -> RunResult:
     """Run a playbook file to its end and return how it ended (blocking); see the module docstring."""
-    call = run_async(playbook, workload, sets=sets, store=store, concurrency=concurrency)
+    call = run_async(playbook, workload, sets=sets, store=store, concurrency=concurrency, strict=strict)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop in this thread: the usual case

@@ -42,10 +42,8 @@ def run_local(
     store_obj = common.open_store(store)
     common.fork_tool_zygote()
     outcome = _run(playbook, workload, store_obj, concurrency=concurrency, quiet=quiet, strict=strict)
-    from noetl.secrets import masker
-
     if as_json:
-        common.print_json(masker.mask(outcome.to_json()))
+        common.print_json(outcome.to_json())
     else:
         _print_outcome(outcome)
     return EXIT_OK if outcome.status == status.COMPLETED else EXIT_FAILED
@@ -54,24 +52,15 @@ def run_local(
 def _run(
     playbook: Any, workload: dict[str, Any], store: Any, *, concurrency: int, quiet: bool, strict: bool
 ) -> Any:
+    """The run's masked `noetl.sdk.RunResult` (the runtime is the Python API's)."""
     import asyncio
 
     from noetl.cli.progress import Progress
-    from noetl.runtime.local import LocalRuntime
-
-    lease = None
-    if common.load_settings().snowflake_node_id is None:  # a pinned node is not leased
-        from noetl.ids import default_ids
-        from noetl.runtime.nodes import NodeLease, process_owner
-
-        lease = NodeLease(store, default_ids, process_owner("run"))
+    from noetl.sdk import local_runtime, to_result
 
     async def main() -> Any:
         progress = None if quiet else Progress()
-        window = common.load_settings().loop_window
-        async with LocalRuntime(
-            store, concurrency=concurrency, on_event=progress, node_lease=lease, loop_window=window
-        ) as runtime:
+        async with local_runtime(store, concurrency=concurrency, on_event=progress) as runtime:
             task = asyncio.create_task(runtime.run(playbook, workload, strict=strict))
             try:
                 if progress is None:
@@ -87,7 +76,7 @@ def _run(
                 raise
 
     try:
-        return asyncio.run(main())
+        return to_result(asyncio.run(main()))
     except KeyboardInterrupt:
         common.die("interrupted before the execution started", EXIT_FAILED)
     finally:
@@ -95,12 +84,11 @@ def _run(
 
 
 def _print_outcome(outcome: Any) -> None:
-    from noetl.secrets import masker
-
+    """A run's end for people (`outcome` is already masked)."""
     out = sys.stdout
     out.write(f"execution {outcome.execution_id}: {outcome.status}\n")
     if outcome.error:
-        out.write(masker.mask_text(f"error: {outcome.error}") + "\n")
+        out.write(f"error: {outcome.error}\n")
     if outcome.status == status.COMPLETED:
-        out.write("result: " + masker.mask_text(common.pretty(outcome.result)) + "\n")
+        out.write("result: " + common.pretty(outcome.result) + "\n")
     out.flush()
