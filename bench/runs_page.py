@@ -81,7 +81,12 @@ def timed(client: TestClient, params: dict[str, Any], repeat: int = 7) -> dict[s
         samples.append(time.perf_counter() - begin)
         answer.raise_for_status()
         rows = len(answer.json()["runs"])
-    return {"params": params, "rows": rows, "first_s": round(samples[0], 4), "median_s": round(statistics.median(samples), 4)}
+    return {
+        "params": params,
+        "rows": rows,
+        "first_s": round(samples[0], 4),
+        "median_s": round(statistics.median(samples), 4),
+    }
 
 
 def browser_first_page(store_url: str, runs_db_ready: bool = True) -> float | None:
@@ -146,7 +151,11 @@ def main() -> None:
     store = open_store(store_url)
     filled = fill(store, args.runs)
     app = create_app(ControlPlane(store), admin_token=TOKEN)
-    report: dict[str, Any] = {"runs": args.runs, "store": store_url.split(":", 1)[0], "fill_s": round(filled, 1)}
+    report: dict[str, Any] = {
+        "runs": args.runs,
+        "store": store_url.split(":", 1)[0],
+        "fill_s": round(filled, 1),
+    }
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         report["api"] = [
             timed(client, {"limit": 50}),
