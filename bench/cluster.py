@@ -138,7 +138,8 @@ class BenchCluster:
             return int(client.execute(path, execution_pool=self.pool)["execution_id"])
 
     def wait(self, execution_ids: list[int], timeout: float = 7200) -> None:
-        """Until each execution has ended; SystemExit unless each COMPLETED."""
+        """Until each execution has ended; SystemExit unless each COMPLETED, TimeoutError past
+        `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             rows = self.db.execute(
@@ -149,11 +150,31 @@ class BenchCluster:
             if len(rows) >= len(execution_ids):
                 break
             if time.monotonic() > deadline:
-                raise SystemExit(f"executions {execution_ids} did not end in {timeout} s")
+                raise TimeoutError(f"executions {execution_ids} did not end in {timeout} s")
             time.sleep(0.1)
         failed = [row for row in rows if row[1] != "playbook.completed"]
         if failed:
             raise SystemExit(f"benchmark executions did not complete: {failed}")
+
+    def bounded(self, starts: list[tuple[str, str]], budget: float) -> dict[str, Any]:
+        """Start an execution of `path` on each (server url, path) at once and wait up to `budget`
+        seconds: {seconds, items (completed loop iterations), finished}. Past the budget the
+        executions are cancelled and the figure is the iterations completed by then."""
+        ids = [self.start(url, path) for url, path in starts]
+        try:
+            self.wait(ids, timeout=budget)
+            finished = True
+        except TimeoutError:
+            finished = False
+            for (url, _), execution_id in zip(starts, ids, strict=True):
+                with contextlib.suppress(Exception), self.client(url) as client:
+                    client.cancel(execution_id, reason="benchmark time budget")
+        done = self.db.execute(
+            f"SELECT count(*) FROM {self.schema}.event WHERE execution_id = ANY(%s)"
+            " AND event_type = 'command.completed' AND meta ? 'iteration_index'",
+            (ids,),
+        ).fetchone()
+        return {"seconds": self.span(ids), "items": int(done[0]) if done else 0, "finished": finished}
 
     def span(self, execution_ids: list[int]) -> float:
         """Seconds from the first event of these executions to the last, in their log."""

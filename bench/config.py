@@ -4,7 +4,8 @@
 locally; its figures are not comparable with the targets). `NOETL_BENCH_REPEAT` sets the
 repetitions of the loops (medians), `NOETL_BENCH_PAIRS` the pairs of whole-process runs behind
 each per-step figure, `NOETL_BENCH_MILLION_ITEMS` the size of the big loop (0 skips it),
-`NOETL_BENCH_DISTRIBUTED=0` skips the server figures and `NOETL_BENCH_SCALE=0` the scale-out.
+`NOETL_BENCH_DISTRIBUTED=0` skips the server figures and `NOETL_BENCH_SCALE=0` the scale-out
+(`NOETL_BENCH_SCALE_BUDGET`: seconds a 2-server run may take before it is cut off).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Plan:
     loop_big: int  # the loop of the items/s targets; the ratio is big / small
     nested: int
     scale_items: int  # the loop of the scale-out figures
+    scale_budget: float  # seconds each 2-server run may take before it is cut off
     million: int
     distributed: bool
     scale: bool
@@ -55,6 +57,7 @@ def plan() -> Plan:
         loop_big=500 if quick else 10000,
         nested=10 if quick else 100,
         scale_items=200 if quick else 10000,
+        scale_budget=float(_int("NOETL_BENCH_SCALE_BUDGET", 60 if quick else 300)),
         million=_int("NOETL_BENCH_MILLION_ITEMS", 0 if quick else 1_000_000),
         distributed=os.environ.get("NOETL_BENCH_DISTRIBUTED", "1") != "0",
         scale=os.environ.get("NOETL_BENCH_SCALE", "1") != "0",
