@@ -195,7 +195,11 @@ def distributed_rows(d: dict[str, Any], p: Plan) -> list[Row]:
             f"{ch['events_per_step']} events, {ch['bytes_per_step']} bytes",
         ),
     ]
-    m = d.get("million")
+    return rows + _million_rows(d.get("million")) + _scale_rows(d.get("scale"), p)
+
+
+def _million_rows(m: dict[str, Any] | None) -> list[Row]:
+    rows: list[Row] = []
     if m:
         rows += [
             figure(
@@ -207,7 +211,11 @@ def distributed_rows(d: dict[str, Any], p: Plan) -> list[Row]:
             figure("  peak RSS of the server", m["server_peak_rss_mb"], " MB", "<=", 300, 1),
             figure("  store size (the run's events)", m["store_mb"], " MB", digits=1),
         ]
-    scale = d.get("scale")
+    return rows
+
+
+def _scale_rows(scale: dict[str, Any] | None, p: Plan) -> list[Row]:
+    rows: list[Row] = []
     if scale:
         rows.append(section(f"scale out ({p.scale_items:,}-item loop, items/s; one PostgreSQL, one NATS)"))
         for name, s in scale.items():

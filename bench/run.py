@@ -186,8 +186,15 @@ def local_rows(r: dict[str, Any], p: Plan, rust_shell: float | None) -> list[Row
                 3,
             )
         )
+    return rows + _loop_rows(r, p)
+
+
+def _loop_rows(r: dict[str, Any], p: Plan) -> list[Row]:
+    """The loops, nested playbooks and the event log of the local mode."""
+    py = r["python_chain"]
+    n = p.steps
     small, big = r["loop_small"], r["loop_big"]
-    rows += [
+    rows = [
         figure(f"parallel loop of {small['items']:,} items", small["items_per_second"], " items/s", digits=0),
         figure(
             f"parallel loop of {big['items']:,} items", big["items_per_second"], " items/s", ">=", 3000, 0
