@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos lint bench clean install
+.PHONY: demo test chaos lint bench bench-peers clean install
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,8 +33,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+# `make bench`: every figure of the performance targets with its target and a met / NOT MET mark
+# (NOETL_BENCH_QUICK=1: a fast smoke run). `make bench-peers`: this project side by side with
+# noetl 5.3.2 and DBOS 3.4, installed in bench/.peers-venv, in one run. See bench/README.md.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+bench-peers: $(STAMP)
+	PY=$(PY) $(BIN)/python bench/peers.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench/.peers-venv .pytest_cache .mypy_cache .ruff_cache

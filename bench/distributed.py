@@ -1,199 +1,244 @@
-"""Distributed figures for `make bench`: one server on PostgreSQL with NATS; one worker for the
-sequential chains, two for the fan-outs and nested playbooks.
+"""Distributed figures for `make bench`: servers on PostgreSQL with NATS JetStream.
 
-Uses the local PostgreSQL (a throwaway schema, dropped afterwards) and NATS; skipped with a
-message when either is down.
+One server and one worker for the sequential chains (per step = (T(n) - T(1)) / (n - 1) from the
+executions' own event logs, paired runs, median); two workers for the loops and nested
+playbooks; then the scale-out: the same loop with 1, 2 and 4 workers on one server, and with 2
+servers + 4 workers (2 on each) on one PostgreSQL store. Skipped with a message when PostgreSQL
+(5432) or NATS (4222) is down.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
+import statistics
 import tempfile
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-NATS = "nats://127.0.0.1:4222"
+from cluster import BenchCluster, port_open
+from config import Plan
+from playbooks import chain, fanout, million, nested
+from report import Row, figure, note, section
 
 
-def _up(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+def _loop(c: BenchCluster, url: str, items: int, repeat: int) -> dict[str, Any]:
+    durations = [c.run(url, f"bench/dfanout{items}")[0] for _ in range(repeat)]
+    seconds = statistics.median(durations)
+    return {"items": items, "seconds": round(seconds, 3), "items_per_second": round(items / seconds)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _chain(c: BenchCluster, url: str, steps: int, pairs: int) -> dict[str, Any]:
+    runs = []
+    for _ in range(pairs):
+        base, _ = c.run(url, "bench/dchain1")
+        seconds, execution_id = c.run(url, f"bench/dchain{steps}")
+        runs.append((seconds, base, execution_id))
+    per_step = statistics.median((s - b) / (steps - 1) * 1000 for s, b, _ in runs)
+    seconds, _, execution_id = sorted(runs)[len(runs) // 2]
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "overhead_ms_per_step": round(per_step, 3),
+        **c.growth(execution_id, steps),
+    }
 
 
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+def _million(c: BenchCluster, url: str, n: int) -> dict[str, Any]:
+    before = c.server_peak_rss_mb("s1")
+    seconds, execution_id = c.run(url, "bench/dmillion")
+    with c.client(url) as client:
+        ordered = client.status(execution_id).get("steps", {}).get("big", {}).get("result", {})
+    if ordered.get("results") != list(range(n)):
+        raise SystemExit("the distributed million-item loop's results are not in order")
+    row = c.query(
+        "SELECT sum(pg_column_size(e.*)) FROM {schema}.event e WHERE execution_id = %s", execution_id
+    )
+    return {
+        "items": n,
+        "wall_seconds": round(seconds, 1),
+        "items_per_second": round(n / seconds),
+        "server_peak_rss_mb": max(before, c.server_peak_rss_mb("s1")),
+        "store_mb": round(int(row[0][0] or 0) / 1024 / 1024, 1),
+    }
 
 
-def run_distributed(
-    chain: Callable[[int], str],
-    fanout: Callable[[int], str],
-    nested: Callable[[int], tuple[str, str]],
-    noetl: list[str],
-    repeat: int = 3,
-    million: Callable[[int], str] | None = None,
-    million_items: int = 0,
-) -> dict[str, Any]:
-    """Sequential chains with one worker, fan-outs and nested playbooks with two. Durations are
-    the executions' own (first to last event in the log, written by the server), so the
-    `noetl exec --wait` polling interval does not blur them; medians of `repeat` runs."""
-    if not (_up(5432) and _up(4222)):
+def _register_all(c: BenchCluster, url: str, p: Plan) -> None:
+    for n in {1, p.steps, p.short_steps} - {0}:
+        c.register(url, chain(n, f"dchain{n}"))
+    for n in {p.loop_small, p.loop_big, p.scale_items}:
+        c.register(url, fanout(n, f"dfanout{n}"))
+    parent, child = nested(p.nested, f"dnested{p.nested}")
+    c.register(url, child)
+    c.register(url, parent)
+    if p.million:
+        c.register(url, million(p.million, "dmillion"))
+
+
+def run_distributed(p: Plan) -> dict[str, Any]:
+    if not (port_open(5432) and port_open(4222)):
         print("distributed figures skipped: PostgreSQL (5432) and NATS (4222) must be running")
         return {}
-    import psycopg
+    r: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="noetl-dbench-") as tmp, BenchCluster(Path(tmp)) as c:
+        url = c.start_server("s1")
+        _register_all(c, url, p)
+        c.start_worker("bench-w1", url)  # the chains: one server, one worker
+        c.run(url, "bench/dchain1")  # warm-up: the server's caches, the worker's imports
+        r["chain"] = _chain(c, url, p.steps, p.pairs)
+        if p.short_steps:
+            r["chain_short"] = _chain(c, url, p.short_steps, p.pairs)
+        scale: dict[str, Any] = {}
+        if p.scale:
+            scale["1 server, 1 worker"] = _loop(c, url, p.scale_items, p.repeat)
+        c.start_worker("bench-w2", url)  # loops and nested playbooks: two workers
+        r["loop_small"] = _loop(c, url, p.loop_small, p.repeat)
+        r["loop_big"] = _loop(c, url, p.loop_big, p.repeat)
+        r["loop_ratio"] = round(r["loop_big"]["seconds"] / r["loop_small"]["seconds"], 2)
+        r["server_peak_rss_mb"] = c.server_peak_rss_mb("s1")
+        seconds = statistics.median(c.run(url, f"bench/dnested{p.nested}")[0] for _ in range(p.repeat))
+        r["nested"] = {
+            "items": p.nested,
+            "seconds": round(seconds, 3),
+            "children_per_second": round(p.nested / seconds, 1),
+        }
+        if p.million:
+            r["million"] = _million(c, url, p.million)
+        if p.scale:
+            same = r["loop_big"] if p.loop_big == p.scale_items else None  # already measured
+            scale.update(_scale_out(c, url, p, same))
+            r["scale"] = scale
+    return r
 
-    schema = "noetl_bench_" + uuid.uuid4().hex[:8]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "NOETL_LOG_LEVEL": "WARNING"}
-    procs: list[subprocess.Popen[bytes]] = []
-    results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="noetl-dbench-") as tmp:
-        work = Path(tmp)
-        try:
-            server = subprocess.Popen(
-                [*noetl, "server", "start", "--port", str(port), "--store", f"{PG}?schema={schema}", "--bus", NATS],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+
+def _scale_out(c: BenchCluster, url: str, p: Plan, two: dict[str, Any] | None) -> dict[str, Any]:
+    """With two workers on s1 already: 2 and 4 workers on s1, then 2 servers with 2 workers each
+    (one execution started on s1 and served by both; and two at once, one started on each)."""
+    out: dict[str, Any] = {
+        "1 server, 2 workers": two if two is not None else _loop(c, url, p.scale_items, p.repeat)
+    }
+    c.start_worker("bench-w3", url)
+    c.start_worker("bench-w4", url)
+    out["1 server, 4 workers"] = _loop(c, url, p.scale_items, p.repeat)
+    c.stop_worker("bench-w3")
+    c.stop_worker("bench-w4")
+    second = c.start_server("s2")
+    c.start_worker("bench-w5", second)
+    c.start_worker("bench-w6", second)
+    c.run(second, "bench/dchain1")  # warm-up of s2 (its caches)
+    path = f"bench/dfanout{p.scale_items}"
+    # One run each, within a time budget: an execution served by two servers can be slow enough
+    # to stall the whole benchmark (bench/README.md).
+    for name, starts in (
+        ("2 servers, 4 workers, one execution", [(url, path)]),
+        ("2 servers, 4 workers, two executions", [(url, path), (second, path)]),
+    ):
+        run = c.bounded(starts, p.scale_budget)
+        out[name] = {**run, "items_per_second": round(run["items"] / run["seconds"]) if run["seconds"] else 0}
+    return out
+
+
+def distributed_rows(d: dict[str, Any], p: Plan) -> list[Row]:
+    if not d:
+        return [section("distributed"), note("skipped: PostgreSQL and NATS must be running")]
+    ch, small, big = d["chain"], d["loop_small"], d["loop_big"]
+    rows = [
+        section("distributed (1 server on PostgreSQL + NATS; durations from the event log)"),
+        figure(
+            f"chain of {ch['steps']}, 1 worker: per step ({p.pairs} pairs)",
+            ch["overhead_ms_per_step"],
+            " ms",
+            "<=",
+            1.5,
+            3,
+        ),
+    ]
+    if "chain_short" in d:
+        rows.append(
+            figure(
+                "chain of 40, 1 worker: per step",
+                d["chain_short"]["overhead_ms_per_step"],
+                " ms",
+                "<=",
+                1.5,
+                3,
             )
-            procs.append(server)
-            deadline = time.monotonic() + 30
-            while not _up(port):
-                if time.monotonic() > deadline:
-                    raise SystemExit("the benchmark server did not start")
-                time.sleep(0.2)
+        )
+    rows += [
+        figure(
+            f"parallel loop of {small['items']:,} items, 2 workers",
+            small["items_per_second"],
+            " items/s",
+            digits=0,
+        ),
+        figure(
+            f"parallel loop of {big['items']:,} items, 2 workers",
+            big["items_per_second"],
+            " items/s",
+            ">=",
+            4000,
+            0,
+        ),
+        figure(f"{big['items']:,} / {small['items']:,} time ratio", d["loop_ratio"], "", "<=", 11),
+        figure(
+            f"peak RSS of the server after the {big['items']:,}-item loop",
+            d["server_peak_rss_mb"],
+            " MB",
+            digits=1,
+        ),
+        figure(
+            f"{d['nested']['items']} nested playbooks from a loop, 2 workers",
+            d["nested"]["children_per_second"],
+            " children/s",
+            digits=1,
+        ),
+        Row(
+            f"event log per step (chain of {ch['steps']})",
+            f"{ch['events_per_step']} events, {ch['bytes_per_step']} bytes",
+        ),
+    ]
+    return rows + _million_rows(d.get("million")) + _scale_rows(d.get("scale"), p)
 
-            def start_worker(i: int) -> None:
-                procs.append(subprocess.Popen(
-                    [*noetl, "worker", "start", "--server", url, "--bus", NATS, "--concurrency", "16",
-                     "--worker-id", f"bench-{i}"],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
-                time.sleep(1.5)  # registered and listening before the first run
 
-            def register(text: str, name: str) -> None:
-                path = work / f"{name}.yaml"
-                path.write_text(text)
-                subprocess.run([*noetl, "register", str(path), "--server", url], check=True, capture_output=True)
+def _million_rows(m: dict[str, Any] | None) -> list[Row]:
+    rows: list[Row] = []
+    if m:
+        rows += [
+            figure(
+                f"parallel loop of {m['items']:,} items, 2 workers",
+                m["items_per_second"],
+                " items/s",
+                digits=0,
+            ),
+            figure("  peak RSS of the server", m["server_peak_rss_mb"], " MB", "<=", 300, 1),
+            figure("  store size (the run's events)", m["store_mb"], " MB", digits=1),
+        ]
+    return rows
 
-            def run(name: str) -> tuple[float, int]:
-                """One execution: its duration in the log (s) and its id."""
-                proc = subprocess.run(
-                    [*noetl, "exec", f"bench/{name}", "--wait", "--json", "--server", url, "--timeout", "7200"],
-                    capture_output=True, text=True,
-                )
-                if proc.returncode != 0 or json.loads(proc.stdout)["status"] != "COMPLETED":
-                    raise SystemExit(f"distributed {name} failed: {proc.stdout} {proc.stderr}")
-                execution_id = int(json.loads(proc.stdout)["execution_id"])
-                with psycopg.connect(PG, autocommit=True) as conn:
-                    row = conn.execute(
-                        f"SELECT EXTRACT(EPOCH FROM max(created_at) - min(created_at)) FROM {schema}.event"
-                        " WHERE execution_id = %s",
-                        (execution_id,),
-                    ).fetchone()
-                return float(row[0] if row else 0.0), execution_id
 
-            def median(name: str) -> tuple[float, int]:
-                runs = sorted(run(name) for _ in range(repeat))
-                return runs[len(runs) // 2]
-
-            def growth(execution_id: int, steps: int) -> dict[str, float]:
-                with psycopg.connect(PG, autocommit=True) as conn:
-                    row = conn.execute(
-                        "SELECT count(*), sum(coalesce(octet_length(context::text), 0)"
-                        " + coalesce(octet_length(meta::text), 0) + coalesce(octet_length(result::text), 0))"
-                        f" FROM {schema}.event WHERE execution_id = %s",
-                        (execution_id,),
-                    ).fetchone()
-                count, size = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
-                return {"events_per_step": round(count / steps, 2), "bytes_per_step": round(size / steps)}
-
-            start_worker(0)  # sequential chains: one server, one worker
-            for n in (1, 40, 400):
-                register(chain(n).replace(f"bench/chain{n}", f"bench/dchain{n}"), f"dchain{n}")
-            run("dchain1")  # warm-up: the server's caches, the worker's imports
-            for n in (40, 400):
-                # Each chain is paired with a 1-step run right before it (the machine's speed
-                # drifts); the per-step figure is the median of the paired differences.
-                pairs = []
-                for _ in range(repeat):
-                    base, _ = run("dchain1")
-                    duration, execution_id = run(f"dchain{n}")
-                    pairs.append((duration, base, execution_id))
-                per_step = sorted((d - b) / (n - 1) * 1000 for d, b, _ in pairs)[len(pairs) // 2]
-                duration, _, execution_id = sorted(pairs)[len(pairs) // 2]
-                results[f"chain_{n}"] = {
-                    "seconds": round(duration, 3),
-                    "overhead_ms_per_step": round(per_step, 2),
-                    **growth(execution_id, n),
-                }
-
-            start_worker(1)  # fan-outs and nested playbooks: two workers
-            for n in (1000, 10000):
-                register(fanout(n).replace(f"bench/fanout{n}", f"bench/dfanout{n}"), f"dfanout{n}")
-                duration, _ = median(f"dfanout{n}") if n == 1000 else run(f"dfanout{n}")
-                results[f"fanout_{n}"] = {"seconds": round(duration, 3), "items_per_second": round(n / duration)}
-            results["fanout_ratio_10000_to_1000"] = round(
-                results["fanout_10000"]["seconds"] / results["fanout_1000"]["seconds"], 2
+def _scale_rows(scale: dict[str, Any] | None, p: Plan) -> list[Row]:
+    rows: list[Row] = []
+    if scale:
+        rows.append(section(f"scale out ({p.scale_items:,}-item loop, items/s; one PostgreSQL, one NATS)"))
+        for name, s in scale.items():
+            cut = (
+                ""
+                if s.get("finished", True)
+                else f" (cut off after {s['seconds']:.0f} s: {s['items']:,} items done)"
             )
-            results["server_peak_rss_mb"] = _peak_rss_mb(server.pid)
-
-            parent, child = nested(100)
-            register(child, "child")
-            register(parent.replace("bench/nested100", "bench/dnested100"), "dnested100")
-            duration, _ = median("dnested100")
-            results["nested_100"] = {"seconds": round(duration, 3), "children_per_second": round(100 / duration, 1)}
-
-            if million is not None and million_items:
-                register(million(million_items).replace("bench/million", "bench/dmillion"), "dmillion")
-                before = _peak_rss_mb(server.pid)
-                duration, execution_id = run("dmillion")
-                answer = subprocess.run(
-                    [*noetl, "status", str(execution_id), "--json", "--server", url], capture_output=True, text=True
-                )
-                ordered = json.loads(answer.stdout).get("steps", {}).get("big", {}).get("result", {})
-                if ordered.get("results") != list(range(million_items)):
-                    raise SystemExit("the distributed million-item loop's results are not in order")
-                with psycopg.connect(PG, autocommit=True) as conn:
-                    row = conn.execute(
-                        "SELECT sum(pg_column_size(e.*)) FROM " + schema + ".event e WHERE execution_id = %s",
-                        (execution_id,),
-                    ).fetchone()
-                results["million"] = {
-                    "items": million_items,
-                    "wall_seconds": round(duration, 1),
-                    "items_per_second": round(million_items / duration),
-                    "server_peak_rss_mb": max(before, _peak_rss_mb(server.pid)),
-                    "store_mb": round(int(row[0] or 0) / 1024 / 1024, 1) if row else 0.0,
-                }
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            with psycopg.connect(PG, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    return results
+            rows.append(figure(name + cut, s["items_per_second"], " items/s", digits=0))
+        one = scale["1 server, 1 worker"]["items_per_second"]
+        rows.append(
+            Row(
+                "growth 1 -> 2 -> 4 workers (one server)",
+                " -> ".join(
+                    f"{scale[k]['items_per_second'] / one:.2f}x"
+                    for k in ("1 server, 1 worker", "1 server, 2 workers", "1 server, 4 workers")
+                ),
+            )
+        )
+        rows.append(
+            note(
+                "every process shares the machine's cores: on 2 cores this measures the overhead of more "
+                "workers and servers, not added capacity"
+            )
+        )
+    return rows

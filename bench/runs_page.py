@@ -81,7 +81,12 @@ def timed(client: TestClient, params: dict[str, Any], repeat: int = 7) -> dict[s
         samples.append(time.perf_counter() - begin)
         answer.raise_for_status()
         rows = len(answer.json()["runs"])
-    return {"params": params, "rows": rows, "first_s": round(samples[0], 4), "median_s": round(statistics.median(samples), 4)}
+    return {
+        "params": params,
+        "rows": rows,
+        "first_s": round(samples[0], 4),
+        "median_s": round(statistics.median(samples), 4),
+    }
 
 
 def browser_first_page(store_url: str, runs_db_ready: bool = True) -> float | None:
@@ -141,24 +146,32 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="store URL (default: a new SQLite file)")
     parser.add_argument("--browser", action="store_true", help="also time /ui/runs in chromium")
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="noetl-runs-bench-")
-    store_url = args.store or f"sqlite:///{folder}/runs.db"
+    with tempfile.TemporaryDirectory(prefix="noetl-runs-bench-") as folder:  # removed afterwards
+        report = measure(args.store or f"sqlite:///{folder}/runs.db", args.runs, args.browser)
+    print(json.dumps(report, indent=2))
+
+
+def measure(store_url: str, runs: int, browser: bool) -> dict[str, Any]:
     store = open_store(store_url)
-    filled = fill(store, args.runs)
+    filled = fill(store, runs)
     app = create_app(ControlPlane(store), admin_token=TOKEN)
-    report: dict[str, Any] = {"runs": args.runs, "store": store_url.split(":", 1)[0], "fill_s": round(filled, 1)}
+    report: dict[str, Any] = {
+        "runs": runs,
+        "store": store_url.split(":", 1)[0],
+        "fill_s": round(filled, 1),
+    }
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         report["api"] = [
             timed(client, {"limit": 50}),
             timed(client, {"limit": 50, "status": "FAILED"}),
             timed(client, {"limit": 50, "playbook": "bench/playbook_07"}),
             timed(client, {"limit": 50, "since": (datetime.now(UTC) - timedelta(hours=3)).isoformat()}),
-            timed(client, {"limit": 50, "offset": args.runs - 50}),
+            timed(client, {"limit": 50, "offset": runs - 50}),
         ]
     store.close()
-    if args.browser:
+    if browser:
         report["browser_first_page_median_s"] = browser_first_page(store_url)
-    print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":
