@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from noetl.tools import failure
+from noetl.tools import childwatch, failure
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 
 __all__ = ["ShellTool"]
@@ -146,6 +146,7 @@ def _text(value: Any) -> str:
 async def _run_one(
     command: str, shell: str, cwd: str | None, env: dict[str, str], timeout: float | None
 ) -> _Run:
+    childwatch.install()
     proc = await asyncio.create_subprocess_exec(
         shell,
         "-c",
