@@ -15,7 +15,7 @@ from noetl.engine.results import plain
 from noetl.engine.state import ExecutionState
 from noetl.errors import EngineError, TemplateError
 from noetl.template import referenced_names, render_text, render_value
-from noetl.template.environment import STRICT_KEY
+from noetl.template.values import STRICT_KEY
 
 # Keys of a single tool's config that the worker evaluates (with `output` in scope), not the engine.
 _DEFERRED_SINGLE = ("spec", "set")

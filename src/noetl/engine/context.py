@@ -12,7 +12,7 @@ from typing import Any
 
 from noetl.dsl.model import Playbook
 from noetl.engine.state import ExecutionState, LoopState, StepState
-from noetl.template.environment import STRICT_KEY
+from noetl.template.values import STRICT_KEY
 
 
 class RenderContext:

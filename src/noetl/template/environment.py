@@ -24,9 +24,8 @@ from jinja2.utils import missing
 
 from noetl.template.filters import FILTERS
 from noetl.template.predicates import TESTS
+from noetl.template.values import STRICT_KEY as STRICT_KEY
 from noetl.template.values import format_value
-
-STRICT_KEY = "__noetl_strict__"  # in a render context: undefined names are errors
 
 
 class UndefinedName(StrictUndefined):

@@ -14,7 +14,7 @@ from functools import lru_cache
 from jinja2 import TemplateSyntaxError, meta
 
 from noetl.template.environment import ENVIRONMENT
-from noetl.template.render import has_markers
+from noetl.template.values import has_markers
 
 
 @dataclass(frozen=True)

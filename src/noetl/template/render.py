@@ -17,7 +17,7 @@ from jinja2 import Template, TemplateSyntaxError, Undefined, meta, nodes
 
 from noetl.errors import TemplateError
 from noetl.template.environment import ENVIRONMENT, UndefinedName
-from noetl.template.values import as_list, format_value, typed_parse
+from noetl.template.values import as_list, format_value, has_markers, typed_parse
 
 CACHE_SIZE = 8192
 _FALSE_TEXTS = frozenset({"", "false", "0", "no", "none", "null", "off", "{}", "[]"})
@@ -38,11 +38,6 @@ class _Expression:
 class _Compiled:
     template: Template
     expression: _Expression | None
-
-
-def has_markers(text: str) -> bool:
-    """True when `text` holds both `{{` and `}}`, or both `{%` and `%}` (`{# #}` alone is not seen)."""
-    return ("{{" in text and "}}" in text) or ("{%" in text and "%}" in text)
 
 
 def _excerpt(source: str, limit: int = 80) -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
-
-from jinja2 import Undefined
 
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 # The float grammar of Rust's `f64::from_str` (finite forms only: `inf`/`nan` stay strings).
@@ -22,9 +21,24 @@ _I64_MAX = 2**63 - 1
 _NULL_TEXTS = frozenset({"null", "None", ""})
 
 
+STRICT_KEY = "__noetl_strict__"  # in a render context: undefined names are errors
+
+
+def has_markers(text: str) -> bool:
+    """True when `text` holds both `{{` and `}}`, or both `{%` and `%}` (`{# #}` alone is not seen)."""
+    return ("{{" in text and "}}" in text) or ("{%" in text and "%}" in text)
+
+
+def is_undefined(value: Any) -> bool:
+    """Jinja's undefined. Jinja is imported only when a template is rendered, and until it is,
+    no value can be one (so a run without templates never imports it)."""
+    jinja2 = sys.modules.get("jinja2")
+    return jinja2 is not None and isinstance(value, jinja2.Undefined)
+
+
 def is_missing(value: Any) -> bool:
     """True for None and for Jinja's undefined: the two values templates treat as absent."""
-    return value is None or isinstance(value, Undefined)
+    return value is None or is_undefined(value)
 
 
 def as_list(value: Any) -> list[Any] | None:
@@ -60,7 +74,7 @@ def load_json(text: str) -> Any:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Undefined):
+    if is_undefined(value):
         return None
     if isinstance(value, Mapping):
         return dict(value)

@@ -30,7 +30,7 @@ from noetl.engine.context import RenderContext, iteration_context
 from noetl.engine.results import normalise_set_key
 from noetl.engine.state import CursorState, ExecutionState, LoopState, StepState
 from noetl.template.names import environment_names
-from noetl.template.render import has_markers
+from noetl.template.values import has_markers
 
 
 @dataclass(frozen=True)
