@@ -245,6 +245,11 @@ def explicit_server_url() -> str | None:
     return settings().server_url if os.environ.get("NOETL_SERVER_URL", "").strip() else None
 
 
+def forget() -> None:
+    """Drop the settings parsed so far (a process that removed variables from its environment)."""
+    _parsed.cache_clear()
+
+
 @functools.lru_cache(maxsize=8)
 def _parsed(snapshot: tuple[tuple[str, str], ...]) -> Settings:
     return Settings.from_env(dict(snapshot))
@@ -257,5 +262,6 @@ __all__ = [
     "Settings",
     "as_log_level",
     "explicit_server_url",
+    "forget",
     "settings",
 ]

@@ -22,6 +22,9 @@ _MAX_MESSAGE = 4096
 def main(control_fd: int) -> None:
     """The zygote's loop (`python -c "...main(fd)"`)."""
     from noetl.tools import pychild  # imported once here: every fork has it warm
+    from noetl.tools.toolenv import scrub_process
+
+    scrub_process()  # no step's process sees the control plane's secrets
 
     control = socket.socket(fileno=control_fd)
     ended: dict[int, int] = {}

@@ -1,7 +1,8 @@
 """`kind: shell`: run commands with `/bin/sh -c` as asyncio subprocesses.
 
 Config: `command` (a string; a list is read as `cmds`) or `cmds` (strings run in order, stopping at the first
-non-zero exit); `shell` (default `/bin/sh`), `cwd`, `env` (added to the inherited environment),
+non-zero exit); `shell` (default `/bin/sh`), `cwd`, `env` (added to the inherited environment, which
+never holds the control plane's secrets: `noetl.tools.toolenv`),
 `timeout`/`timeout_seconds` (one deadline for the whole call; on expiry the command's process group is
 killed and the status is `timeout`). With `spec.max_memory_mb`, the commands run under that
 address-space limit (`ulimit -v`); without it they have none (a JVM reserves more address space than
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from noetl.tools import childwatch, failure
+from noetl.tools import childwatch, failure, toolenv
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 
 __all__ = ["ShellTool"]
@@ -58,14 +59,7 @@ class ShellTool:
         shell = str(config.get("shell") or "/bin/sh")
         cwd = config.get("cwd")
         cwd = str(cwd) if cwd not in (None, "") else None
-        env = dict(os.environ)
-        extra = config.get("env")
-        if isinstance(extra, Mapping):
-            for key, value in extra.items():
-                if value is None:
-                    env.pop(str(key), None)
-                else:
-                    env[str(key)] = _env_text(value)
+        env = _environment(config.get("env"))
         timeout = timeout_seconds(config, ctx)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
@@ -120,6 +114,13 @@ class ShellTool:
         )
 
 
+def _environment(extra: Any) -> dict[str, str] | None:
+    """The commands' environment: the inherited one without the control plane's secrets
+    (`toolenv`), plus the step's `env`."""
+    values = toolenv.text_values(extra, _env_text) if isinstance(extra, Mapping) else None
+    return toolenv.command_environment(values)
+
+
 def _commands(config: Mapping[str, Any]) -> tuple[list[str], bool]:
     for key in ("cmds", "command", "cmd"):
         value = config.get(key)
@@ -144,7 +145,7 @@ def _text(value: Any) -> str:
 
 
 async def _run_one(
-    command: str, shell: str, cwd: str | None, env: dict[str, str], timeout: float | None
+    command: str, shell: str, cwd: str | None, env: dict[str, str] | None, timeout: float | None
 ) -> _Run:
     childwatch.install()
     proc = await asyncio.create_subprocess_exec(
