@@ -37,10 +37,10 @@ lint: $(STAMP)
 # (NOETL_BENCH_QUICK=1: a fast smoke run). `make bench-peers`: this project side by side with
 # noetl 5.3.2 and DBOS 3.4, installed in bench/.peers-venv, in one run. See bench/README.md.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python -u bench/run.py
 
 bench-peers: $(STAMP)
-	PY=$(PY) $(BIN)/python bench/peers.py
+	PY=$(PY) $(BIN)/python -u bench/peers.py
 
 clean:
 	rm -rf $(VENV) bench/.peers-venv .pytest_cache .mypy_cache .ruff_cache
