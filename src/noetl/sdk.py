@@ -144,6 +144,17 @@ def local_runtime(
     )
 
 
+async def cancel_and_wait(runtime: LocalRuntime, task: asyncio.Task[Any], reason: str) -> bool:
+    """Record the cancellation of the running execution in its log and wait for `task` (the run)
+    to end; False when no execution had started yet."""
+    root = runtime.root_execution()
+    if root is None:
+        return False
+    runtime.cancel(root, reason)
+    await asyncio.wait({task})
+    return True
+
+
 def to_result(outcome: RunOutcome) -> RunResult:
     """The typed, masked result of a run (secrets resolved during the run never show)."""
     from noetl.secrets import masker
@@ -198,10 +209,7 @@ async def run_async(
             except asyncio.CancelledError:
                 # The caller gave up (task cancelled, Ctrl-C): record the cancellation in the
                 # execution's log, as `noetl run` does, before passing the cancellation on.
-                root = runtime.root_execution()
-                if root is not None:
-                    runtime.cancel(root, "cancelled by the calling program")
-                    await asyncio.wait({task})
+                await cancel_and_wait(runtime, task, "cancelled by the calling program")
                 raise
     finally:
         target.close()

@@ -56,7 +56,7 @@ def _run(
     import asyncio
 
     from noetl.cli.progress import Progress
-    from noetl.sdk import local_runtime, to_result
+    from noetl.sdk import cancel_and_wait, local_runtime, to_result
 
     async def main() -> Any:
         progress = None if quiet else Progress()
@@ -69,10 +69,8 @@ def _run(
                     return await asyncio.shield(task)
             except asyncio.CancelledError:
                 # Ctrl-C: record the cancellation in the log, then report the outcome.
-                root = runtime.root_execution()
-                if root is not None:
-                    runtime.cancel(root, "interrupted (Ctrl-C)")
-                    return await task
+                if await cancel_and_wait(runtime, task, "interrupted (Ctrl-C)"):
+                    return task.result()
                 raise
 
     try:
