@@ -23,6 +23,7 @@ from noetl.store.crypto import KEY_ENV, Cipher, key_from_text, load_key_file
 from noetl.store.memory import MemoryStore
 from noetl.store.ports import StoredCredential
 from noetl.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from noetl.store.sqlite_checkpoint import SAFETY_PAGES
 
 ids = Snowflake(node=9)
 KEY_A = base64.urlsafe_b64encode(b"A" * 32).decode()
@@ -119,6 +120,24 @@ def test_wal_and_synchronous_normal_by_default(tmp_path: Path) -> None:
     assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     store.close()
+
+
+def test_the_log_is_checkpointed_beside_the_writer_from_the_first_write_to_close(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    checkpointer = store._checkpointer
+    assert checkpointer is not None and not checkpointer.running  # a fork right after open has no thread
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == SAFETY_PAGES
+    execution = ids.next()
+    store.append([event(execution, PLAYBOOK_STARTED, meta={"path": "p"})])
+    store.append([event(execution, result={"n": n, "pad": "x" * 2000}) for n in range(200)])
+    assert checkpointer.running
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpointer.checkpoints > 0
+    store.close()
+    assert not checkpointer.running
+    assert len(SQLiteStore(tmp_path / "s.db").read(execution)) == 201
 
 
 def test_sync_mode_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,7 @@ from noetl.store.ports import (
     WorkerRecord,
 )
 from noetl.store.solo import SoloCoordination, free_node
+from noetl.store.sqlite_checkpoint import SAFETY_PAGES, Checkpointer
 from noetl.store.sqlite_triggers import TRIGGER_SCHEMA, SQLiteTriggers
 from noetl.store.trigger_memory import LocalLocks
 
@@ -182,6 +183,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         self._cipher = cipher
         self._lock = threading.Lock()
         self._trigger_locks = LocalLocks()
+        self._checkpointer = None if self.path == MEMORY else Checkpointer(self.path)
         sync = synchronous.strip().upper()
         if sync not in SYNC_MODES:
             raise StoreError(f"SQLite synchronous mode {synchronous!r} is not one of {', '.join(SYNC_MODES)}")
@@ -201,6 +203,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         conn = self._conn
         if self.path != MEMORY:
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_PAGES}")  # see sqlite_checkpoint
         conn.execute(f"PRAGMA synchronous={sync}")
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         if found > SCHEMA_VERSION:
@@ -220,6 +223,8 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
                 raise
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock, self._errors("close"):
             self._conn.close()
 
@@ -242,6 +247,8 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
     @contextmanager
     def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
         """One transaction: committed when the block ends, rolled back if it raises."""
+        if self._checkpointer is not None:
+            self._checkpointer.ensure_started()
         with self._lock, self._errors(action):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
