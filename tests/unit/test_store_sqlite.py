@@ -59,7 +59,8 @@ def test_event_table_has_exactly_the_event_columns(tmp_path: Path) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert columns == COLUMNS
-    assert {"idx_event_execution", "idx_event_type", "idx_event_parent_execution"} <= indexes
+    assert {"idx_event_execution", "idx_event_parent_execution"} <= indexes
+    assert "idx_event_type" not in indexes  # no query reads by type; it cost every commit pages
     assert version == SCHEMA_VERSION
     assert {"event", "execution", "catalog", "credential"} <= tables
 
@@ -82,6 +83,24 @@ def test_an_older_file_gets_the_run_list_indexes(tmp_path: Path) -> None:
         )
     assert {"idx_execution_status_started", "idx_execution_path_started"} <= indexes
     assert "idx_execution_path_started" in plan and "TEMP B-TREE" not in plan  # no sort of all rows
+
+
+def test_an_older_file_loses_the_event_type_index_and_keeps_its_events(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "old.db")
+    execution = ids.next()
+    store.append([event(execution, PLAYBOOK_STARTED, meta={"path": "p"}), event(execution)])
+    store.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("CREATE INDEX idx_event_type ON event (event_type)")
+        conn.execute("PRAGMA user_version=5")
+    reopened = SQLiteStore(tmp_path / "old.db")
+    assert [e.event_type for e in reopened.read(execution)] == [PLAYBOOK_STARTED, STEP_ENTER]
+    reopened.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(event)")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    assert "idx_event_type" not in indexes and "idx_event_execution" in indexes
+    assert version == SCHEMA_VERSION == 6
 
 
 def test_json_is_stored_compact_and_time_as_utc_milliseconds(tmp_path: Path) -> None:

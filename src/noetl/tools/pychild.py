@@ -23,6 +23,7 @@ import builtins
 import inspect
 import io
 import os
+import pickle
 import resource
 import sys
 import traceback
@@ -40,6 +41,9 @@ from noetl.tools.pyoutput import BoundedText
 
 # `__name__` of step code: not "__main__", so `if __name__ == "__main__":` blocks do not run.
 MODULE_NAME = "__noetl_python__"
+# Jobs and outcomes cross the channel as plain pickles (multiprocessing's own `send` builds a
+# pickler with a copy of the reducer table for every message; nothing here carries a handle).
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 @dataclass
@@ -72,16 +76,19 @@ def serve(conn: Connection, memory_bytes: int | None) -> None:
     sys.modules.setdefault(MODULE_NAME, ModuleType(MODULE_NAME, "Namespace of code run by the python tool"))
     while True:
         try:
-            job = conn.recv()
+            job = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         outcome = run(job, memory_bytes)
         try:
-            conn.send(outcome)
+            answer = pickle.dumps(outcome, PICKLE_PROTOCOL)
+        except Exception as exc:  # a value pickle cannot take (to_jsonable should prevent it)
+            text = f"the step's result cannot be sent: {exc}"
+            answer = pickle.dumps(Outcome("error", error=text, kind=failure.TOOL), PICKLE_PROTOCOL)
+        try:
+            conn.send_bytes(answer)
         except (OSError, ValueError):
             return
-        except Exception as exc:  # a value pickle cannot take (to_jsonable should prevent it)
-            conn.send(Outcome("error", error=f"the step's result cannot be sent: {exc}", kind=failure.TOOL))
 
 
 def _silence_descriptors() -> None:

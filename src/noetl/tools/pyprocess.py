@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from noetl.tools import failure
-from noetl.tools.pychild import Job, Outcome
+from noetl.tools.pychild import PICKLE_PROTOCOL, Job, Outcome
 from noetl.tools.pyzygote import BOOT
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class _Process:
             loop.add_reader(self.conn.fileno(), self._readable)
             self.loop = loop
         self.answer = loop.create_future()
-        self.conn.send(job)
+        self.conn.send_bytes(pickle.dumps(job, PICKLE_PROTOCOL))
         try:
             return await self.answer
         finally:
@@ -184,7 +185,7 @@ class _Process:
 
     def _readable(self) -> None:
         try:
-            outcome = self.conn.recv()
+            outcome = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
             self._unwatch()  # ended: nothing more will come
             if self.answer is not None and not self.answer.done():
