@@ -82,8 +82,13 @@ def loop_view(loop: LoopState) -> LoopView:
     return view
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def plain(value: Any) -> Any:
     """Turn views (dict subclasses) back into plain dicts, recursively, copying only when needed."""
+    if type(value) in _SCALARS:  # most values: no isinstance chain
+        return value
     if isinstance(value, dict):
         if type(value) is dict:
             changed = False

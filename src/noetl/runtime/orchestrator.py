@@ -264,7 +264,7 @@ class Orchestrator:
     def _stored(self, batch: list[Event], open_commands: Mapping[str, object]) -> set[int]:
         """Of the events about commands that are not open, those stored already (repeats). An
         id stored under another execution is a Conflict."""
-        closed = [e for e in batch if e.command_id is not None and e.command_id not in open_commands]
+        closed = [e for e in batch if (c := e.command_id) is not None and c not in open_commands]
         known = self.store.known_event_ids([e.event_id for e in closed]) if closed else set()
         for event in closed:
             if event.event_id in known:

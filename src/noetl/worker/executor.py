@@ -36,6 +36,9 @@ _DEFAULT_LIMITS = ToolLimits()
 _MAX_TASK_RUNS = 10_000  # guards pipelines whose `jump` rules loop forever
 _OUTPUT_LIMIT = 64 * 1024
 _TIMEOUT_GRACE = 2.0  # seconds past a tool's own time limit before the executor stops it
+# Tools whose own time limit kills what they run (the python tool's process pool): no second
+# timer per command for them.
+_SELF_TIMED = frozenset({"python"})
 
 
 @dataclass
@@ -275,7 +278,7 @@ class Executor:
             memory_mb=_memory_mb(config.pop("max_memory_mb", None)),
             default_memory_mb=self.limits.memory_mb,
         )
-        limit = None if kind == "playbook" else timeout_seconds(config, ctx)
+        limit = None if kind == "playbook" or kind in _SELF_TIMED else timeout_seconds(config, ctx)
         try:
             if kind == "playbook":
                 result = await self._run_playbook(config, ctx)
