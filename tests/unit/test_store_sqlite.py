@@ -11,14 +11,18 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from noetl.engine.events import COLUMNS, PLAYBOOK_STARTED, STEP_ENTER, Event
 from noetl.errors import ConfigError, CredentialError, StoreError
 from noetl.ids import Snowflake
 from noetl.store import STORE_URL_ENV, default_store_url, open_store, sqlite_path
+from noetl.store.codec import dump_time, load_time
 from noetl.store.crypto import KEY_ENV, Cipher, key_from_text, load_key_file
 from noetl.store.memory import MemoryStore
 from noetl.store.ports import StoredCredential
@@ -442,3 +446,16 @@ def test_sqlite_store_uses_the_key_file_when_no_env_key(
     got = reopened.get_credential("warehouse")
     assert got is not None and got.data["password"] == PASSWORD
     reopened.close()
+
+
+@given(
+    st.datetimes(datetime(1900, 1, 1), datetime(9000, 1, 1), timezones=st.just(UTC)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_stored_time_is_the_utc_millisecond_whatever_the_zone(moment: datetime, offset_minutes: int) -> None:
+    elsewhere = moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    expected = moment.replace(microsecond=moment.microsecond // 1000 * 1000, tzinfo=None).isoformat(
+        timespec="milliseconds"
+    )
+    assert dump_time(moment) == dump_time(elsewhere) == expected + "Z"
+    assert load_time(dump_time(moment)) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)

@@ -46,19 +46,11 @@ def utc_ms(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-_last_time: tuple[datetime, str] | None = None
-
-
 def dump_time(moment: datetime) -> str:
-    """ISO-8601 UTC text with milliseconds, e.g. `2026-01-02T03:04:05.678Z` (sorts as text).
-    The events of one batch mostly share their moment: the last one's text is reused."""
-    global _last_time
-    last = _last_time
-    if last is not None and last[0] == moment:  # the same instant: the same UTC text
-        return last[1]
-    text = utc_ms(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    _last_time = (moment, text)
-    return text
+    """ISO-8601 UTC text with milliseconds, e.g. `2026-01-02T03:04:05.678Z` (sorts as text)."""
+    if moment.tzinfo is UTC:  # events' own clocks: isoformat cuts to milliseconds itself
+        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return utc_ms(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def load_time(text: str) -> datetime:
