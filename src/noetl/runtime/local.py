@@ -94,6 +94,7 @@ class LocalRuntime:
         self._incoming: list[Event] = []
         self._wake: asyncio.Event | None = None
         self._queue: asyncio.Queue[Event] | None = None
+        self._slot_wait = False  # the dispatcher holds a command until a slot frees
         self._pump_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._lease = node_lease
@@ -196,8 +197,7 @@ class LocalRuntime:
             kind = event.event_type
             if kind == ev.COMMAND_ISSUED:
                 if (event.meta or {}).get("tool_kind") != "playbook":  # those run natively
-                    assert self._queue is not None
-                    self._queue.put_nowait(event)
+                    self._offer(event)
             elif kind in ev.TERMINAL_TYPES:
                 if self.runner is not None:
                     self.runner.stop_execution(event.execution_id)
@@ -230,18 +230,36 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ commands
 
+    def _offer(self, event: Event) -> None:
+        """Launch the command now when a slot is free and none waits before it (a turn of the
+        loop saved per command); else it queues for the dispatcher."""
+        assert self._queue is not None and self.runner is not None
+        if not self._slot_wait and self._queue.empty() and self.runner.slots.try_take():
+            self._launch(event)
+        else:
+            self._queue.put_nowait(event)
+
+    def _launch(self, event: Event) -> None:
+        """Run a command in a slot already taken (given back when it runs here already)."""
+        assert self.runner is not None
+        command_id = str((event.meta or {}).get("command_id"))
+        if self.runner.launch(command_id, event.execution_id, self._work(event), holding=True) is None:
+            self.runner.slots.release()
+
     async def _dispatcher(self) -> None:
         assert self._queue is not None and self.runner is not None
         runner = self.runner
         slots = runner.slots
         while True:
             event = await self._queue.get()
-            while not slots.try_take():  # a command resuming after its child goes first
-                slots.freed.clear()
-                await slots.freed.wait()
-            command_id = str((event.meta or {}).get("command_id"))
-            if runner.launch(command_id, event.execution_id, self._work(event), holding=True) is None:
-                slots.release()
+            self._slot_wait = True  # `_offer` queues behind this command meanwhile
+            try:
+                while not slots.try_take():  # a command resuming after its child goes first
+                    slots.freed.clear()
+                    await slots.freed.wait()
+            finally:
+                self._slot_wait = False
+            self._launch(event)
 
     def _work(self, event: Event) -> Callable[[Hold], Any]:
         async def work(hold: Hold) -> None:
