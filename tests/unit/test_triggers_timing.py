@@ -96,6 +96,7 @@ def test_no_missed_tick_in_normal_operation_whatever_the_policy() -> None:
         ({"every": "1s", "timezone": "Mars/Olympus"}, "unknown IANA"),
         ({"every": "1s", "catchup": "some"}, "catchup"),
         ({"every": "1s", "max_active": 0}, "max_active"),
+        ({"every": "1s", "max_active": 10**7}, "max_active: expected an integer from 1 to 1,000,000"),
         ({"every": "1s", "colour": "red"}, "unknown schedule field"),
         ({"cron": "0 0 31 2 *"}, "never ticks"),
         ({"every": 366 * 86400 + 1}, "at most"),

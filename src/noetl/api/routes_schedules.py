@@ -22,10 +22,9 @@ from noetl.api.types import IdText, Int, JsonObject, Name, OptionalIdText, Short
 from noetl.runtime.control import ControlPlane
 from noetl.store.trigger_ports import ScheduleRecord, TickRecord
 from noetl.triggers.schedules import Schedules
-from noetl.triggers.specs import schedule_spec
+from noetl.triggers.specs import MAX_ACTIVE, schedule_spec
 from noetl.triggers.timing import MAX_INTERVAL
 
-MAX_ACTIVE = 1_000_000
 Interval = Annotated[
     Text | Annotated[float, Field(ge=0.1, le=MAX_INTERVAL)] | None,
     Field(description="An interval: seconds, or '30s', '5m', '1h30m', '1d' (0.1 s to a year)"),

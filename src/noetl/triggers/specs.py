@@ -37,6 +37,8 @@ SUBSCRIPTION_KEYS = frozenset(
     {"subject", "stream", "durable", "workload", "execution_pool", "dedup", "deliver", "ack_wait"}
 )
 
+MAX_ACTIVE = 1_000_000  # runs of one schedule at once (the API's bound too)
+
 
 @dataclass(frozen=True)
 class ScheduleSpec:
@@ -171,11 +173,11 @@ def _choice(value: Any, name: str, options: tuple[str, ...], default: str) -> st
     return value.strip().lower()
 
 
-def _positive(value: Any, name: str) -> int | None:
+def _positive(value: Any, name: str, most: int = MAX_ACTIVE) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationFailed(f"{name}: expected a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValidationFailed(f"{name}: expected an integer from 1 to {most:,}, got {value!r}")
     return value
 
 
