@@ -1,4 +1,4 @@
-"""`kind: shell`: run commands with `/bin/sh -c` as asyncio subprocesses.
+"""`kind: shell`: run commands with `/bin/sh -c` as child processes (`noetl.tools.spawn`).
 
 Config: `command` (a string; a list is read as `cmds`) or `cmds` (strings run in order, stopping at the first
 non-zero exit); `shell` (default `/bin/sh`), `cwd`, `env` (added to the inherited environment, which
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from noetl.tools import childwatch, failure, toolenv
+from noetl.tools import childwatch, failure, spawn, toolenv
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 
 __all__ = ["ShellTool"]
@@ -147,6 +147,23 @@ def _text(value: Any) -> str:
 async def _run_one(
     command: str, shell: str, cwd: str | None, env: dict[str, str] | None, timeout: float | None
 ) -> _Run:
+    if spawn.available():  # Linux: the loop watches the pipes and a pidfd itself
+        done = await spawn.run(
+            [shell, "-c", command],
+            cwd=cwd,
+            env=env,
+            timeout=timeout,
+            limit=DATA_LIMIT,
+            drain_after_exit=_DRAIN_AFTER_EXIT,
+        )
+        return _Run(command, done.exit_code, _decode(done.stdout), _decode(done.stderr), done.timed_out)
+    return await _run_asyncio(command, shell, cwd, env, timeout)
+
+
+async def _run_asyncio(
+    command: str, shell: str, cwd: str | None, env: dict[str, str] | None, timeout: float | None
+) -> _Run:
+    """The same through asyncio's subprocesses (where there is no pidfd)."""
     childwatch.install()
     proc = await asyncio.create_subprocess_exec(
         shell,

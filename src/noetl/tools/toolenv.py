@@ -16,7 +16,7 @@ def command_environment(extra: Mapping[str, str | None] | None = None) -> dict[s
     """The environment of a command: this process's without the secret variables, plus `extra`
     (a None value removes a variable). None when that is this process's own environment as is
     (a process then inherits it without encoding every variable again)."""
-    secrets = SECRET_VARIABLES.intersection(os.environ)
+    secrets = [name for name in SECRET_VARIABLES if name in os.environ]  # not a walk of environ
     if not secrets and not extra:
         return None
     env = {key: value for key, value in os.environ.items() if key not in secrets}
