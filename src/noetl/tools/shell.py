@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from noetl.tools import childwatch, failure, spawn, toolenv
+from noetl.tools import failure, spawn, toolenv
 from noetl.tools.base import ToolContext, ToolResult, ToolStatus, elapsed_ms, timeout_seconds
 
 __all__ = ["ShellTool"]
@@ -164,7 +164,6 @@ async def _run_asyncio(
     command: str, shell: str, cwd: str | None, env: dict[str, str] | None, timeout: float | None
 ) -> _Run:
     """The same through asyncio's subprocesses (where there is no pidfd)."""
-    childwatch.install()
     proc = await asyncio.create_subprocess_exec(
         shell,
         "-c",

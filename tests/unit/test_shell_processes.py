@@ -1,22 +1,20 @@
-"""Shell steps' processes are watched by the event loop that started them (a pidfd), not by a
-thread per process: exit codes, timeouts and loops in other threads."""
+"""Shell steps' processes are watched by the event loop that started them (a pidfd,
+`noetl.tools.spawn`), not by a thread per process: exit codes, timeouts and loops in other
+threads."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from typing import Any
 
 import pytest
 
-from noetl.tools import childwatch
+from noetl.tools import spawn
 from noetl.tools.base import ToolContext
 from noetl.tools.shell import ShellTool
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="pidfd child watcher: Linux only"
-)
+pytestmark = pytest.mark.skipif(not spawn.available(), reason="needs os.pidfd_open (Linux 5.3+)")
 
 
 def _shell(config: dict[str, Any]) -> Any:
@@ -36,8 +34,6 @@ def test_exit_codes_arrive_without_a_thread_per_process() -> None:
     codes, extra_threads = asyncio.run(main())
     assert codes == [0, 3, -9, 0]
     assert extra_threads == 0
-    policy = asyncio.get_event_loop_policy()
-    assert isinstance(policy.get_child_watcher(), childwatch.LoopPidfdWatcher)
 
 
 def test_loops_in_other_threads_watch_their_own_processes() -> None:
