@@ -112,6 +112,20 @@ def test_construction_creates_the_schema_once(pg_dsn: str, schema: str) -> None:
     assert tables(pg_dsn, schema) >= TABLES
 
 
+def test_events_have_no_index_on_their_type_and_keep_the_ones_reads_use(pg_dsn: str, schema: str) -> None:
+    PostgresStore(pg_dsn, schema=schema).close()
+    indexes = {
+        name
+        for (name,) in query(
+            pg_dsn,
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'event'",
+            (schema,),
+        )
+    }
+    assert "event_type_idx" not in indexes  # no query reads by type; every insert paid for it
+    assert {"event_execution_idx", "event_write_seq_idx"} <= indexes
+
+
 def test_concurrent_construction_migrates_once(pg_dsn: str, schema: str) -> None:
     stores = in_threads(4, lambda _: PostgresStore(pg_dsn, schema=schema))
     for adapter in stores:

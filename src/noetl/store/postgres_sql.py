@@ -219,6 +219,13 @@ ALTER TABLE {schema}.event ADD COLUMN IF NOT EXISTS write_seq BIGINT;
 CREATE INDEX IF NOT EXISTS event_write_seq_idx ON {schema}.event (execution_id, write_seq);
 """,
     ),
+    (
+        8,
+        "no index on event_type: no query reads events by type, and every insert paid for it",
+        """
+DROP INDEX IF EXISTS {schema}.event_type_idx;
+""",
+    ),
 )
 SCHEMA_VERSION: Final = max(version for version, _, _ in MIGRATIONS)
 
