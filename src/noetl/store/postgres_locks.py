@@ -63,13 +63,16 @@ class ExecutionLocks:
         schema: str,
         get_write_seq: str,
         configure: Callable[[Connection], None],
-        idle: float = IDLE_SECONDS,
-        longest: float = LONGEST_SECONDS,
-        most: int = MOST_PARKED,
+        idle: float | None = None,
+        longest: float | None = None,
+        most: int | None = None,
     ) -> None:
+        """`idle`, `longest`, `most`: see the module (defaults: the module's constants)."""
         self._namespace = zlib.crc32(f"{schema}.execution".encode()) & 0x7FFFFFFF
         self._get_write_seq = get_write_seq
-        self.idle, self.longest, self.most = idle, longest, most
+        self.idle = IDLE_SECONDS if idle is None else idle
+        self.longest = LONGEST_SECONDS if longest is None else longest
+        self.most = MOST_PARKED if most is None else most
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             kwargs=kwargs,
