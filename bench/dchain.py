@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cluster import BenchCluster  # noqa: E402
-from playbooks import chain, fanout  # noqa: E402
+from cluster import BenchCluster
+from playbooks import chain, fanout
 
 
 def _cluster(stack: contextlib.ExitStack, src: str, steps: int, loop: int) -> tuple[BenchCluster, str]:
@@ -89,7 +87,11 @@ def main() -> None:
             print(
                 f"{name}: chain {args.steps} per step median {statistics.median(per_step[name]):.2f} ms"
                 f" [{steps}]"
-                + (f"; loop {args.loop} median {statistics.median(rates[name]):.0f} items/s [{loops}]" if loops else "")
+                + (
+                    f"; loop {args.loop} median {statistics.median(rates[name]):.0f} items/s [{loops}]"
+                    if loops
+                    else ""
+                )
             )
 
 
@@ -102,7 +104,7 @@ def _timeline(name: str, c: BenchCluster, url: str, steps: int) -> None:
         execution_id,
     )
     gaps: dict[tuple[str, str], list[float]] = {}
-    for (kind0, t0), (kind1, t1) in zip(rows, rows[1:], strict=False):
+    for (kind0, t0), (kind1, t1) in itertools.pairwise(rows):
         gaps.setdefault((kind0, kind1), []).append((t1 - t0).total_seconds() * 1000)
     print(f"{name}: {seconds / steps * 1000:.2f} ms/step, {len(rows) / steps:.1f} events/step")
     for (kind0, kind1), values in sorted(gaps.items(), key=lambda kv: -sum(kv[1])):
