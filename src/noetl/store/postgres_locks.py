@@ -88,6 +88,7 @@ class ExecutionLocks:
         self._cond = threading.Condition()
         self._closed = False
         self._sweeper: threading.Thread | None = None
+        self._sweeper_due: float | None = None  # when the sweeper wakes up next (None: when told)
 
     def take(self, execution_id: int) -> Lease:
         """Lock the execution (blocking while another process holds it): a parked lock of this
@@ -138,11 +139,13 @@ class ExecutionLocks:
             lease.idle_until = now + self.idle
             with self._cond:
                 if not self._closed and len(self._parked) < self.most:
-                    # Deadlines only grow: the sweeper needs waking only when it waits for none.
-                    if not self._parked:
+                    self._parked[lease.execution_id] = lease
+                    # Deadlines only grow: the sweeper needs waking only when it waits for none
+                    # (it is woken early otherwise, and waits again for the rest).
+                    if self._sweeper_due is None:
+                        self._sweeper_due = lease.idle_until
                         self._start_sweeper()
                         self._cond.notify()
-                    self._parked[lease.execution_id] = lease
                     return
         self._drop(lease)
 
@@ -181,6 +184,7 @@ class ExecutionLocks:
                     del self._parked[lease.execution_id]
                 if not due:
                     nearest = min((lease.idle_until for lease in self._parked.values()), default=None)
+                    self._sweeper_due = nearest
                     self._cond.wait(None if nearest is None else nearest - now)
                     continue
             for lease in due:
