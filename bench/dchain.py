@@ -9,6 +9,10 @@ round by round so that the machine's drifting speed hits each alike. Per step =
 (T(steps) - T(1)) / (steps - 1) from the event log, median over the rounds; then a second
 worker per cluster and the loop of `--loop` items, alternated the same way (items/s, median).
 
+Beside each figure, the CPU milliseconds per step (per item) of the server, the workers (with
+their tool processes) and every PostgreSQL and NATS process on the machine: steadier than the
+wall-clock figures on a machine whose load drifts.
+
 `--hold SECONDS` instead keeps the first variant busy with chains for that long and prints the
 pids of its server and worker (for py-spy / perf).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import statistics
 import tempfile
 import time
@@ -25,6 +30,8 @@ from pathlib import Path
 
 from cluster import BenchCluster
 from playbooks import chain, fanout
+
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cluster(stack: contextlib.ExitStack, src: str, steps: int, loop: int) -> tuple[BenchCluster, str]:
@@ -39,6 +46,66 @@ def _cluster(stack: contextlib.ExitStack, src: str, steps: int, loop: int) -> tu
     c.run(url, "bench/dchain1")  # warm-up
     c.run(url, f"bench/dchain{steps}")
     return c, url
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds of a process and its reaped children, plus those of its live children."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = sum(int(x) for x in fields[11:15]) / TICKS
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _cpu_of(int(child))
+    except OSError:
+        pass
+    return total
+
+
+def _cpu_named(name: str) -> float:
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() == name:
+                    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def _cpu(c: BenchCluster) -> dict[str, float]:
+    """CPU seconds so far of the cluster's server and workers, and of every PostgreSQL and NATS
+    process on the machine (shared: other users' work counts there too)."""
+    return {
+        "server": sum(_cpu_of(proc.pid) for proc, _ in c.servers.values()),
+        "workers": sum(_cpu_of(proc.pid) for proc in c.workers.values()),
+        "postgres": _cpu_named("postgres"),
+        "nats": _cpu_named("nats-server"),
+    }
+
+
+class Figures:
+    """Per variant: the measured values and the CPU per unit of each kind of process."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.values: dict[str, list[float]] = {name: [] for name in names}
+        self.cpu: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+
+    def add(
+        self, name: str, value: float, before: dict[str, float], after: dict[str, float], units: int
+    ) -> None:
+        self.values[name].append(value)
+        self.cpu[name].append({k: (after[k] - before[k]) / units * 1000 for k in before})
+
+    def line(self, name: str, what: str, unit: str) -> str:
+        values = ", ".join(f"{x:.2f}" for x in self.values[name])
+        cpu = self.cpu[name]
+        split = " ".join(f"{k} {statistics.median(c[k] for c in cpu):.2f}" for k in cpu[0])
+        total = statistics.median(sum(c.values()) for c in cpu)
+        return (
+            f"{name}: {what} median {statistics.median(self.values[name]):.2f} {unit} [{values}];"
+            f" CPU ms per unit: {split} (sum {total:.2f})"
+        )
 
 
 def main() -> None:
@@ -61,38 +128,42 @@ def main() -> None:
         if args.hold:
             _hold(*clusters[variants[0][0]], args.steps, args.hold)
             return
-        per_step: dict[str, list[float]] = {name: [] for name in clusters}
-        for r in range(args.rounds):
-            order = list(clusters) if r % 2 == 0 else list(reversed(clusters))
-            for name in order:
-                c, url = clusters[name]
-                base, _ = c.run(url, "bench/dchain1")
-                seconds, _ = c.run(url, f"bench/dchain{args.steps}")
-                per_step[name].append((seconds - base) / (args.steps - 1) * 1000)
-                print(f"round {r} {name}: {per_step[name][-1]:.2f} ms/step", flush=True)
-        rates: dict[str, list[float]] = {name: [] for name in clusters}
-        if args.loop_rounds:
-            for c, url in clusters.values():
-                c.start_worker("w2", url)
-            for r in range(args.loop_rounds):
-                order = list(clusters) if r % 2 == 0 else list(reversed(clusters))
-                for name in order:
-                    c, url = clusters[name]
-                    seconds, _ = c.run(url, f"bench/dfanout{args.loop}")
-                    rates[name].append(args.loop / seconds)
-                    print(f"loop {r} {name}: {rates[name][-1]:.0f} items/s", flush=True)
+        chains = _chains(clusters, args.rounds, args.steps)
+        loops = _loops(clusters, args.loop_rounds, args.loop) if args.loop_rounds else None
         for name in clusters:
-            steps = ", ".join(f"{x:.2f}" for x in per_step[name])
-            loops = ", ".join(f"{x:.0f}" for x in rates[name])
-            print(
-                f"{name}: chain {args.steps} per step median {statistics.median(per_step[name]):.2f} ms"
-                f" [{steps}]"
-                + (
-                    f"; loop {args.loop} median {statistics.median(rates[name]):.0f} items/s [{loops}]"
-                    if loops
-                    else ""
-                )
-            )
+            print(chains.line(name, f"chain {args.steps} per step", "ms"))
+            if loops is not None:
+                print(loops.line(name, f"loop {args.loop}", "items/s"))
+
+
+def _chains(clusters: dict[str, tuple[BenchCluster, str]], rounds: int, steps: int) -> Figures:
+    """Per step = (T(steps) - T(1)) / (steps - 1); CPU per step of the long chain."""
+    figures = Figures(list(clusters))
+    for r in range(rounds):
+        for name in list(clusters) if r % 2 == 0 else list(reversed(clusters)):
+            c, url = clusters[name]
+            base, _ = c.run(url, "bench/dchain1")
+            before = _cpu(c)
+            seconds, _ = c.run(url, f"bench/dchain{steps}")
+            per_step = (seconds - base) / (steps - 1) * 1000
+            figures.add(name, per_step, before, _cpu(c), steps)
+            print(f"round {r} {name}: {per_step:.2f} ms/step", flush=True)
+    return figures
+
+
+def _loops(clusters: dict[str, tuple[BenchCluster, str]], rounds: int, items: int) -> Figures:
+    """A second worker per cluster, then the loop: items/s; CPU per item."""
+    figures = Figures(list(clusters))
+    for c, url in clusters.values():
+        c.start_worker("w2", url)
+    for r in range(rounds):
+        for name in list(clusters) if r % 2 == 0 else list(reversed(clusters)):
+            c, url = clusters[name]
+            before = _cpu(c)
+            seconds, _ = c.run(url, f"bench/dfanout{items}")
+            figures.add(name, items / seconds, before, _cpu(c), items)
+            print(f"loop {r} {name}: {items / seconds:.0f} items/s", flush=True)
+    return figures
 
 
 def _timeline(name: str, c: BenchCluster, url: str, steps: int) -> None:
