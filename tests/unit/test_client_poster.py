@@ -4,6 +4,7 @@ connection: answers, error mapping, retries and reconnects, against a real HTTP 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,3 +105,41 @@ def test_report_maps_errors_and_retries_unavailable(server: tuple[str, Script]) 
 def test_report_to_a_closed_port_is_unreachable() -> None:
     with ServerClient("http://127.0.0.1:9", retries=1) as client, pytest.raises(ServerUnreachable):
         client.report_events(events(1))
+
+
+def test_report_reads_chunked_answers_and_answers_that_end_with_the_connection() -> None:
+    """Answers without a content-length: chunked (kept alive), and HTTP/1.0 ending at close."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b'6\r\n{"even\r\n10;x=1\r\nt_ids": ["100"]}\r\n0\r\n\r\n',
+        b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"event_ids": ["101"]}',
+    ]
+    requests: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        for answer in answers:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(line for line in head.split(b"\r\n") if line.startswith(b"content-length"))[15:]
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            requests.append(body)
+            conn.sendall(answer)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with ServerClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0) as client:
+            assert client.report_events(events(1))[0] == [100]
+            assert client.report_events(events(1))[0] == [101]
+    finally:
+        thread.join(10)
+        listener.close()
+    assert len(requests) == 2 and json.loads(requests[0])["events"][0]["event_id"] == 100
