@@ -499,3 +499,27 @@ def test_a_kept_lock_whose_session_died_is_not_trusted(
     finally:
         first.close()
         second.close()
+
+
+def test_a_lock_is_not_kept_for_an_execution_another_store_writes_too(pg_dsn: str, schema: str) -> None:
+    """Two servers sharing a run take turns: once each has seen the other's write, neither keeps
+    the lock after its section (the other would wait for it to idle out)."""
+    first, second = (PostgresStore(pg_dsn, schema=schema) for _ in range(2))
+    try:
+        execution = _started(first)
+        held = []
+        for turn in range(6):
+            store = (first, second)[turn % 2]
+            with store.execution_lock(execution):
+                store.append(_step(execution))
+            held.append(
+                query(
+                    pg_dsn,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
+                    (execution & 0x7FFFFFFF,),
+                )[0][0]
+            )
+        assert held[2:] == [0, 0, 0, 0]  # (the first two turns may keep theirs: not shared yet)
+    finally:
+        first.close()
+        second.close()

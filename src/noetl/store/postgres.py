@@ -176,6 +176,8 @@ class PostgresStore(PostgresTriggers):
                     )
         with self._errors("lock execution"):
             lease = self._locks.take(execution_id)
+        if not lease.kept and self._write_seqs.get(execution_id, lease.seq) != lease.seq:
+            self._locks.shared(execution_id)  # another process wrote since this one last did
         self._locked_seqs[execution_id] = lease.seq
         try:
             yield

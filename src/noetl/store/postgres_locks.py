@@ -9,7 +9,10 @@ next locked section of that execution in this process takes it back without a ro
 A parked lock is dropped when it has been idle for `idle` seconds (a thread of this module
 wakes up for it), when it has been held for `longest` seconds since it was taken (so another
 process waiting for it gets it after at most that long, even while this one stays busy), or
-when more than `most` locks are parked. Holding a lock longer changes no guarantee: whoever
+when more than `most` locks are parked. An execution another process writes to as well (its
+write sequence moved on while this process did not hold the lock) is not parked for
+`SHARED_SECONDS` after that is seen: two servers sharing a run (their workers report to
+both) hand its lock back and forth at once, as without parking. Holding a lock longer changes no guarantee: whoever
 holds it is still the only writer of that execution; a process that dies drops its locks with
 its sessions. A parked lock's connection that broke is not trusted: the lock is taken again.
 
@@ -39,6 +42,7 @@ WAIT_SECONDS: Final = 60.0  # for a free connection of the pool
 IDLE_SECONDS: Final = 0.025  # a parked lock is dropped after this long unused
 LONGEST_SECONDS: Final = 0.1  # nor kept past this long after it was taken
 MOST_PARKED: Final = 4
+SHARED_SECONDS: Final = 10.0  # an execution other processes write to: its lock is not kept
 
 
 @dataclass(eq=False)
@@ -52,6 +56,7 @@ class Lease:
     taken: float  # monotonic time the lock was granted
     owner: int = field(default_factory=threading.get_ident)
     idle_until: float = 0.0
+    kept: bool = False  # taken back from the parked locks (no round trip)
 
 
 class ExecutionLocks:
@@ -84,6 +89,7 @@ class ExecutionLocks:
             timeout=WAIT_SECONDS,
         )
         self._parked: dict[int, Lease] = {}
+        self._shared: dict[int, float] = {}  # execution -> until when its lock is not kept
         self._held: dict[int, Lease] = {}  # locked sections in progress
         self._cond = threading.Condition()
         self._closed = False
@@ -96,7 +102,7 @@ class ExecutionLocks:
         with self._cond:
             lease = self._parked.pop(execution_id, None)
         if lease is not None and not lease.conn.broken and not lease.conn.closed:
-            lease.owner = threading.get_ident()
+            lease.owner, lease.kept = threading.get_ident(), True
             self._held[execution_id] = lease
             return lease
         if lease is not None:
@@ -135,7 +141,8 @@ class ExecutionLocks:
         healthy = (
             not lease.conn.broken and lease.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         )
-        if healthy and now - lease.taken < self.longest:
+        shared = self._shared.get(lease.execution_id, 0.0) > now
+        if healthy and not shared and now - lease.taken < self.longest:
             lease.idle_until = now + self.idle
             with self._cond:
                 if not self._closed and len(self._parked) < self.most:
@@ -148,6 +155,15 @@ class ExecutionLocks:
                         self._cond.notify()
                     return
         self._drop(lease)
+
+    def shared(self, execution_id: int) -> None:
+        """Another process writes to this execution too (seen when the lock was taken): its
+        lock is not kept for a while, so the other process never waits for an idle one."""
+        now = time.monotonic()
+        with self._cond:
+            if len(self._shared) > 10_000:
+                self._shared = {k: v for k, v in self._shared.items() if v > now}
+            self._shared[execution_id] = now + SHARED_SECONDS
 
     def close(self) -> None:
         """Drop the parked locks and close the pool."""
