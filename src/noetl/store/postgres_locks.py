@@ -200,6 +200,8 @@ class ExecutionLocks:
                     del self._parked[lease.execution_id]
                 if not due:
                     nearest = min((lease.idle_until for lease in self._parked.values()), default=None)
+                    if nearest is None and self._held:  # in use: likely parked again soon
+                        nearest = now + self.idle
                     self._sweeper_due = nearest
                     self._cond.wait(None if nearest is None else nearest - now)
                     continue
