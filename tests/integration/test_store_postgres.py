@@ -16,7 +16,7 @@ import pytest
 from noetl.engine.events import PLAYBOOK_STARTED, STEP_ENTER, Event
 from noetl.errors import StoreError
 from noetl.ids import Snowflake
-from noetl.store import open_store
+from noetl.store import open_store, postgres_locks
 from noetl.store.crypto import KEY_ENV
 from noetl.store.ports import StoredCredential
 from noetl.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
@@ -446,3 +446,94 @@ def test_a_write_made_while_waiting_for_the_lock_makes_the_waiter_stale(pg_dsn: 
     finally:
         holder.close()
         waiter.close()
+
+
+def _started(store: PostgresStore) -> int:
+    execution = ids.next()
+    store.append(
+        [Event(event_id=ids.next(), execution_id=execution, event_type=PLAYBOOK_STARTED, node_name="x")]
+    )
+    return execution
+
+
+def _step(execution: int) -> list[Event]:
+    return [Event(event_id=ids.next(), execution_id=execution, event_type=STEP_ENTER)]
+
+
+def test_a_kept_lock_passes_to_another_store_whose_write_makes_the_first_stale(
+    pg_dsn: str, schema: str
+) -> None:
+    """A lock kept after its section (for the next report of the same execution) is given up
+    when unused, to another process that waits for it; the first one then sees that write."""
+    first, second = (PostgresStore(pg_dsn, schema=schema) for _ in range(2))
+    try:
+        execution = _started(first)
+        with first.execution_lock(execution):
+            first.append(_step(execution))
+        assert not first.is_stale(execution)
+        with second.execution_lock(execution):  # waits until the first one drops its lock
+            second.append(_step(execution))
+        with first.execution_lock(execution):
+            assert first.is_stale(execution)
+            assert len(first.unseen(execution) or []) == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_kept_lock_whose_session_died_is_not_trusted(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session holding a kept lock ends (a restarted database, a killed backend): another
+    process takes the lock and writes; the first process's next write fails instead of
+    landing on a stale view, and its lock after that sees the other write."""
+    monkeypatch.setattr(postgres_locks, "IDLE_SECONDS", 30.0)  # kept until used again
+    monkeypatch.setattr(postgres_locks, "LONGEST_SECONDS", 60.0)
+    first, second = (PostgresStore(pg_dsn, schema=schema) for _ in range(2))
+    try:
+        execution = _started(first)
+        with first.execution_lock(execution):
+            first.append(_step(execution))
+        killed = query(
+            pg_dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s"
+            " AND granted",
+            (execution & 0x7FFFFFFF,),
+        )
+        assert killed == [(True,)]
+        with second.execution_lock(execution):
+            second.append(_step(execution))
+        second.close()  # drops its kept lock
+        with pytest.raises(StoreError), first.execution_lock(execution):
+            first.append(_step(execution))
+        with first.execution_lock(execution):
+            assert first.is_stale(execution)
+        rows = query(pg_dsn, f'SELECT count(*) FROM "{schema}".event WHERE execution_id = %s', (execution,))
+        assert rows == [(3,)]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_lock_is_not_kept_for_an_execution_another_store_writes_too(pg_dsn: str, schema: str) -> None:
+    """Two servers sharing a run take turns: once each has seen the other's write, neither keeps
+    the lock after its section (the other would wait for it to idle out)."""
+    first, second = (PostgresStore(pg_dsn, schema=schema) for _ in range(2))
+    try:
+        execution = _started(first)
+        held = []
+        for turn in range(6):
+            store = (first, second)[turn % 2]
+            with store.execution_lock(execution):
+                store.append(_step(execution))
+            held.append(
+                query(
+                    pg_dsn,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
+                    (execution & 0x7FFFFFFF,),
+                )[0][0]
+            )
+        assert held[2:] == [0, 0, 0, 0]  # (the first two turns may keep theirs: not shared yet)
+    finally:
+        first.close()
+        second.close()

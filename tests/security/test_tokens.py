@@ -89,6 +89,21 @@ def test_a_worker_token_does_what_a_worker_does_and_no_more(server: str) -> None
             assert "s3cret-pw" not in answer.text
 
 
+def test_the_two_requests_workers_make_per_command_need_a_token_too(server: str) -> None:
+    """They are served in front of the app's middleware stack (noetl.api.hot), with the same
+    token check and the same latency metric as every other route."""
+    with http(server, None) as anonymous:
+        for path in ("/api/events/batch", "/api/commands/claim"):
+            answer = anonymous.post(path, json={"worker_id": "w", "events": []})
+            assert answer.status_code == 401, (path, answer.text)
+            assert answer.headers["www-authenticate"] == "Bearer"
+    with http(server) as admin:
+        ok(admin.post("/api/commands/claim", json={"worker_id": "w", "limit": 1}))
+        metrics = admin.get("/metrics").text
+    assert 'route="/api/events/batch",status="401"' in metrics
+    assert 'route="/api/commands/claim",status="200"' in metrics
+
+
 def test_a_revoked_token_stops_working(server: str) -> None:
     with http(server) as admin:
         token = make_token(admin, "read", "short-lived")

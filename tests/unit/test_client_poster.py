@@ -3,9 +3,11 @@ connection: answers, error mapping, retries and reconnects, against a real HTTP 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,6 +16,8 @@ import pytest
 from noetl.client import ServerClient, ServerUnreachable
 from noetl.engine.events import Event
 from noetl.errors import NotFound
+
+Report = Callable[..., tuple[list[int], set[str]]]
 
 
 class Script:
@@ -61,6 +65,16 @@ def server() -> Iterator[tuple[str, Script]]:
         httpd.server_close()
 
 
+@pytest.fixture(params=["thread", "loop"])
+def report(request: pytest.FixtureRequest) -> Report:
+    """`ServerClient.report_events`, or its async twin run in an event loop of its own."""
+    if request.param == "thread":
+        return lambda client, batch: client.report_events(batch)
+    loop = asyncio.new_event_loop()
+    request.addfinalizer(loop.close)
+    return lambda client, batch: loop.run_until_complete(client.report_events_async(batch))
+
+
 def events(n: int = 2) -> list[Event]:
     return [
         Event(event_id=100 + i, execution_id=7, event_type="command.completed", node_name="s", worker_id="w1")
@@ -68,39 +82,79 @@ def events(n: int = 2) -> list[Event]:
     ]
 
 
-def test_report_answers_ids_and_refused_commands(server: tuple[str, Script]) -> None:
+def test_report_answers_ids_and_refused_commands(server: tuple[str, Script], report: Report) -> None:
     url, script = server
     script.answers.append((200, {"status": "ok", "event_ids": [100, 101], "rejected": ["7:s:1"]}, False))
     with ServerClient(url) as client:
-        ids, refused = client.report_events(events())
+        ids, refused = report(client, events())
         assert (ids, refused) == ([100, 101], {"7:s:1"})
-        assert client.report_events(events()) == ([], set())  # the default answer: nothing stored
+        assert report(client, events()) == ([], set())  # the default answer: nothing stored
     body = script.bodies[0]
     assert body["execution_id"] == "7" and body["worker_id"] == "w1"
     assert [e["event_id"] for e in body["events"]] == [100, 101]
     assert len(script.connections) == 1  # one kept-alive connection for both posts
 
 
-def test_report_reconnects_when_the_server_closed_the_connection(server: tuple[str, Script]) -> None:
+def test_report_reconnects_when_the_server_closed_the_connection(
+    server: tuple[str, Script], report: Report
+) -> None:
     url, script = server
     script.answers.append((200, {"event_ids": [100]}, True))  # answers, then hangs up
     with ServerClient(url, retries=0) as client:
-        assert client.report_events(events(1))[0] == [100]
-        assert client.report_events(events(1))[0] == []  # a new connection, no retry needed
+        assert report(client, events(1))[0] == [100]
+        assert report(client, events(1))[0] == []  # a new connection, no retry needed
     assert len(script.bodies) == 2
 
 
-def test_report_maps_errors_and_retries_unavailable(server: tuple[str, Script]) -> None:
+def test_report_maps_errors_and_retries_unavailable(server: tuple[str, Script], report: Report) -> None:
     url, script = server
     script.answers.append((404, {"error": "execution 7 not found", "status": 404}, False))
     with ServerClient(url) as client:
         with pytest.raises(NotFound, match="execution 7 not found"):
-            client.report_events(events(1))
+            report(client, events(1))
         script.answers.append((503, {"error": "busy", "status": 503}, False))
-        assert client.report_events(events(1))[0] == []  # 503 retried, then the default answer
+        assert report(client, events(1))[0] == []  # 503 retried, then the default answer
     assert len(script.bodies) == 3
 
 
-def test_report_to_a_closed_port_is_unreachable() -> None:
+def test_report_to_a_closed_port_is_unreachable(report: Report) -> None:
     with ServerClient("http://127.0.0.1:9", retries=1) as client, pytest.raises(ServerUnreachable):
-        client.report_events(events(1))
+        report(client, events(1))
+
+
+def test_report_reads_chunked_answers_and_answers_that_end_with_the_connection(report: Report) -> None:
+    """Answers without a content-length: chunked (kept alive), and HTTP/1.0 ending at close."""
+    answers = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b'6\r\n{"even\r\n10;x=1\r\nt_ids": ["100"]}\r\n0\r\n\r\n',
+        b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"event_ids": ["101"]}',
+    ]
+    requests: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        for answer in answers:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(line for line in head.split(b"\r\n") if line.startswith(b"content-length"))[15:]
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            requests.append(body)
+            conn.sendall(answer)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with ServerClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0) as client:
+            assert report(client, events(1))[0] == [100]
+            assert report(client, events(1))[0] == [101]
+    finally:
+        thread.join(10)
+        listener.close()
+    assert len(requests) == 2 and json.loads(requests[0])["events"][0]["event_id"] == 100

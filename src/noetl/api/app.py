@@ -27,7 +27,7 @@ from noetl.api import (
     routes_tokens,
 )
 from noetl.api.auth import Authenticator, AuthMiddleware
-from noetl.api.hot import MAX_BODY_BYTES, HotRoutes
+from noetl.api.hot import MAX_BODY_BYTES, in_front
 from noetl.api.limits import BodyLimit
 from noetl.api.models import ApiHealth, Health
 from noetl.api.observe import Observability
@@ -72,20 +72,24 @@ def create_app(
 
     auth = Authenticator(control.store, admin_token)
     app.state.auth = auth
-    # Outermost first: the token check, the two requests workers make per command (they skip the
-    # framework, see noetl.api.hot), then the body cap for every other route.
+    # The body cap for every route but the two requests workers make per command, which are
+    # served in front of the whole stack (see noetl.api.hot, and `in_front` below).
     app.add_middleware(BodyLimit, cap=max_body_bytes)
-    app.add_middleware(
-        HotRoutes,
-        routes={
+    # /ui, /api/runs, /metrics, latency by route, spans, offline /docs
+    open_paths = install_observability(app, control, auth, observability or Observability())
+    gate = AuthMiddleware(app.router, authenticator=auth, open_paths=open_paths)
+    app.add_middleware(AuthMiddleware, authenticator=auth, open_paths=open_paths)
+    metrics = getattr(app.state, "metrics", None)
+    in_front(
+        app,
+        {
             ("POST", "/api/events/batch"): routes_events.batch_handler(control),
             ("POST", "/api/commands/claim"): routes_events.claim_handler(control),
         },
-        cap=max_batch_body_bytes,
+        max_batch_body_bytes,
+        admit=gate.admit,
+        timed=metrics.time_request if metrics is not None else None,
     )
-    # /ui, /api/runs, /metrics, latency by route, spans, offline /docs
-    open_paths = install_observability(app, control, auth, observability or Observability())
-    app.add_middleware(AuthMiddleware, authenticator=auth, open_paths=open_paths)
     app.include_router(routes_catalog.router(control))
     app.include_router(routes_execute.router(control))
     app.include_router(routes_events.router(control))

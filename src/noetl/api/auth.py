@@ -141,30 +141,32 @@ class AuthMiddleware:
         self.open_paths = open_paths  # `/metrics` on a server bound to loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or await self.admit(scope, send):
             await self.app(scope, receive, send)
-            return
+
+    async def admit(self, scope: Scope, send: Send) -> bool:
+        """Whether the request may go on (its principal then in `scope["state"]`); else it has
+        been answered (401, 403, or the UI's login page)."""
         path = scope.get("path", "")
         needed = None if path in self.open_paths else required_scope(scope.get("method", ""), path)
         if needed is None:
-            await self.app(scope, receive, send)
-            return
+            return True
         token = bearer_token(scope)
         principal = self.authenticator.verify(token) if token else None
         if principal is None and scope.get("method") == "GET" and (path == "/ui" or path.startswith("/ui/")):
             await _to_login(send, scope)  # a browser without the cookie: the login page
-            return
+            return False
         if principal is None:
             message = "a valid API token is required (Authorization: Bearer <token>)"
             await _refuse(send, 401, message, {"www-authenticate": "Bearer"})
-            return
+            return False
         if not principal.may(needed):
             await _refuse(
                 send, 403, f"token '{principal.name}' ({principal.scope}) may not do this ({needed} needed)"
             )
-            return
+            return False
         scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+        return True
 
 
 def bearer_token(scope: Scope) -> str | None:

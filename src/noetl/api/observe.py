@@ -74,7 +74,7 @@ class HttpLatency:
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
-        self.histogram = metrics.http_seconds
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,9 +95,7 @@ class HttpLatency:
             route = getattr(scope.get("route"), "path", None)
             path = scope.get("path", "")
             label = route or (path if path in _HOT_PATHS else "unmatched")
-            self.histogram.labels(scope.get("method", ""), label, str(status)).observe(
-                time.perf_counter() - begin
-            )
+            self.metrics.time_request(scope.get("method", ""), label, status, time.perf_counter() - begin)
 
 
 def install_docs(app: FastAPI) -> None:

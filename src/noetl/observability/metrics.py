@@ -86,6 +86,7 @@ class ServerMetrics:
         self._steps: dict[int, dict[str, datetime]] = {}  # execution -> step -> entered at
         self._kinds: dict[int, dict[str, str]] = {}  # execution -> step -> tool kind
         self._commands: dict[str, tuple[str, str, datetime | None]] = {}  # id -> (pool, kind, started)
+        self._http_series: dict[tuple[str, str, int], Any] = {}  # (method, route, status) -> series
 
     def watch(self, control: ControlPlane) -> None:
         """Listen to `control`'s events and collect its live figures at scrape time."""
@@ -158,6 +159,17 @@ class ServerMetrics:
         if started is not None and outcome != "expired":
             seconds = max(0.0, (event.created_at - started).total_seconds())
             self.command_seconds.labels(kind, outcome).observe(seconds)
+
+    # ------------------------------------------------------------------ requests
+
+    def time_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request's latency, by its route template (the labelled series are kept: the hot
+        routes are timed on every worker report)."""
+        key = (method, route, status)
+        series = self._http_series.get(key)
+        if series is None:
+            series = self._http_series[key] = self.http_seconds.labels(method, route, str(status))
+        series.observe(seconds)
 
     # ------------------------------------------------------------------ the store
 

@@ -47,6 +47,7 @@ from noetl.store.ports import (
     TokenRecord,
     WorkerRecord,
 )
+from noetl.store.postgres_locks import ExecutionLocks
 from noetl.store.postgres_rows import (
     TOKEN_COLUMNS,
     catalog_entry_of,
@@ -71,8 +72,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SCHEMA: Final = "noetl"
 MIN_POOL_SIZE: Final = 1
 MAX_POOL_SIZE: Final = 10
-LOCK_POOL_SIZE: Final = 20  # execution locks held at once by one process
-LOCK_WAIT_SECONDS: Final = 60.0
 CONNECT_TIMEOUT: Final = 30.0  # seconds to wait for the pool's first connection / a free connection
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -120,7 +119,7 @@ class PostgresStore(PostgresTriggers):
             configure(conn)
             self._migrate(conn)
         self._conn_kwargs = kwargs
-        self._lock_pool: ConnectionPool[Connection] | None = None
+        self._locks: ExecutionLocks | None = None
         self._lock_pool_guard = threading.Lock()
         self._leaders: dict[str, Connection] = {}
         self._write_seqs: dict[int, int] = {}  # execution -> write sequence this process last saw
@@ -148,8 +147,8 @@ class PostgresStore(PostgresTriggers):
     def close(self) -> None:
         with self._errors("close"):
             self._pool.close()
-            if self._lock_pool is not None:
-                self._lock_pool.close()
+            if self._locks is not None:
+                self._locks.close()
             for conn in self._leaders.values():
                 # Unlock before closing: the server ends a closed session's locks a moment
                 # later, and the next leader should not have to wait for that.
@@ -162,40 +161,30 @@ class PostgresStore(PostgresTriggers):
 
     @contextmanager
     def execution_lock(self, execution_id: int) -> Iterator[None]:
-        """Serialise orchestration of one execution across server processes (a session-level
-        advisory lock, held on a connection from a separate small pool so a locked section can
-        still use the main pool without starving it)."""
-        if self._lock_pool is None:
+        """Serialise orchestration of one execution across server processes: a session-level
+        advisory lock, on a connection of a small pool of its own, kept a moment after use so
+        the next report of the same execution needs no round trip for it (`postgres_locks`)."""
+        if self._locks is None:
             with self._lock_pool_guard:
-                if self._lock_pool is None:
-                    self._lock_pool = ConnectionPool(
+                if self._locks is None:
+                    self._locks = ExecutionLocks(
                         self.url,
-                        kwargs=self._conn_kwargs,
-                        min_size=0,
-                        max_size=LOCK_POOL_SIZE,
-                        open=True,
+                        self._conn_kwargs,
+                        schema=self.schema,
+                        get_write_seq=self._sql.get_write_seq,
                         configure=configure,
-                        name=f"noetl-locks-{self.schema}",
-                        timeout=LOCK_WAIT_SECONDS,
                     )
-        # Stable across processes (Python's str hash is salted per process).
-        key = (zlib.crc32(f"{self.schema}.execution".encode()) & 0x7FFFFFFF, execution_id & 0x7FFFFFFF)
-        with self._errors("lock execution"), self._lock_pool.connection() as conn:
-            # The write sequence comes with the lock (one round trip, two statements in a
-            # pipeline): `is_stale` and `mark_current` under the lock need no query of their
-            # own. It must be a second statement: a subquery of the locking statement would
-            # read a snapshot taken before the lock was granted, missing the write of the
-            # process that held it.
-            with conn.pipeline():
-                conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-                seq = conn.execute(self._sql.get_write_seq, (execution_id,))
-            row = seq.fetchone()
-            self._locked_seqs[execution_id] = int(row[0]) if row is not None else 0
-            try:
-                yield
-            finally:
-                self._locked_seqs.pop(execution_id, None)
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        with self._errors("lock execution"):
+            lease = self._locks.take(execution_id)
+        if not lease.kept and self._write_seqs.get(execution_id, lease.seq) != lease.seq:
+            self._locks.shared(execution_id)  # another process wrote since this one last did
+        self._locked_seqs[execution_id] = lease.seq
+        try:
+            yield
+        finally:
+            seq = self._locked_seqs.pop(execution_id, lease.seq)
+            with self._errors("unlock execution"):
+                self._locks.give_back(lease, seq)
 
     def claim_dedup(self, scope: int, key: str, window_secs: int, execution_id: int) -> int | None:
         """Race-safe dedup for `/api/execute`: the first claim of (scope, key) inside the window
@@ -290,8 +279,29 @@ class PostgresStore(PostgresTriggers):
             yield conn
 
     @contextmanager
-    def _writing(self, action: str) -> Iterator[Connection]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+    def _locked_or_pooled(self, execution_id: int, action: str) -> Iterator[Connection]:
+        """The connection holding the execution's lock when this thread holds it (the write
+        then fails if the lock's session died), else a pooled one; autocommit either way."""
+        conn = self._locks.connection_of(execution_id) if self._locks is not None else None
+        if conn is None:
+            with self._reading(action) as pooled:
+                yield pooled
+            return
+        with self._errors(action):
+            yield conn
+
+    @contextmanager
+    def _writing(self, action: str, execution_id: int | None = None) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises. On the
+        lock's connection when this thread holds `execution_id`'s lock."""
+        if execution_id is not None:
+            with (
+                self._locked_or_pooled(execution_id, action) as conn,
+                self._errors(action),
+                conn.transaction(),
+            ):
+                yield conn
+            return
         with self._errors(action), self._pool.connection() as conn, conn.transaction():
             yield conn
 
@@ -357,13 +367,15 @@ class PostgresStore(PostgresTriggers):
             # a transaction block.
             execution_id = executions[0]
             statement = self._sql.append_events_strict if strict else self._sql.append_events
-            with self._reading(f"append {len(batch)} events") as conn:
+            with self._locked_or_pooled(execution_id, f"append {len(batch)} events") as conn:
                 found = conn.execute(statement, (execution_id, document)).fetchone()
             if found is not None:
                 self._wrote(execution_id, int(found[0]))
             return
         encoded = [event_row(event) for event in batch]  # encode first: a bad event stores nothing
-        with self._writing(f"append {len(encoded)} events") as conn, conn.cursor() as cur:
+        action = f"append {len(encoded)} events"
+        writing = self._writing(action, executions[0] if len(executions) == 1 else None)
+        with writing as conn, conn.cursor() as cur:
             # Every write bumps the execution's write sequence (a server that did not make the
             # last write knows its cached state is behind, see `is_stale`), and its rows carry
             # it. An execution this batch starts has no row yet: its sequence becomes 1 below.

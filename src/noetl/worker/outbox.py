@@ -71,9 +71,7 @@ class Outbox:
         delays = _POST_RETRY_DELAYS if attempts is None else _POST_RETRY_DELAYS[: max(0, attempts - 1)]
         for attempt in range(len(delays) + 1):
             try:
-                _, rejected = await asyncio.to_thread(
-                    self.client.report_events, batch, worker_id=self.worker_id
-                )
+                _, rejected = await self.client.report_events_async(batch, worker_id=self.worker_id)
                 return STORED, rejected
             except (NotFound, ValidationFailed, Forbidden) as exc:  # never taken, however often sent
                 log.error("the server refused the events: %s", exc, extra={"command_id": command_id})
