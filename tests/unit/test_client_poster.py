@@ -158,3 +158,37 @@ def test_report_reads_chunked_answers_and_answers_that_end_with_the_connection(r
         thread.join(10)
         listener.close()
     assert len(requests) == 2 and json.loads(requests[0])["events"][0]["event_id"] == 100
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n{}",  # past MAX_BODY
+        b"HTTP/1.1 200 OK\r\nx-pad: " + b"x" * (80 * 1024),  # a head that never ends
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5000000\r\n" + b"x" * 65536,  # a chunk too big
+    ],
+    ids=["content-length", "endless-head", "chunk"],
+)
+def test_an_answer_past_the_size_limits_is_refused_not_read(report: Report, answer: bytes) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(answer)
+        done.wait(10)  # the connection stays open: the client must stop on its own
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with (
+            ServerClient(f"http://127.0.0.1:{listener.getsockname()[1]}", retries=0) as client,
+            pytest.raises((ServerUnreachable, ConnectionError)),
+        ):
+            report(client, events(1))
+    finally:
+        done.set()
+        thread.join(10)
+        listener.close()
