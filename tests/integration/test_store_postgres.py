@@ -19,7 +19,8 @@ from noetl.ids import Snowflake
 from noetl.store import open_store, postgres_locks
 from noetl.store.crypto import KEY_ENV
 from noetl.store.ports import StoredCredential
-from noetl.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
+from noetl.store.postgres import PostgresStore
+from noetl.store.postgres_sql import MIGRATIONS, SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
 

@@ -2,7 +2,7 @@
 
 Everything lives in one schema, `noetl` unless the caller names another (the contract tests give
 each test a schema of its own). The schema is created on construction by numbered migrations
-(`noetl.store.postgres_sql.MIGRATIONS`), recorded in `<schema>.schema_migrations` and applied under a session
+(`noetl.store.postgres_sql.MIGRATIONS`, applied by `noetl.store.postgres_migrate`), recorded in `<schema>.schema_migrations` and applied under a session
 advisory lock, so servers starting together queue instead of racing; once every migration is
 recorded, construction runs no DDL at all (a role without CREATE rights can use a prepared schema).
 
@@ -48,6 +48,7 @@ from noetl.store.ports import (
     WorkerRecord,
 )
 from noetl.store.postgres_locks import ExecutionLocks
+from noetl.store.postgres_migrate import migrate
 from noetl.store.postgres_rows import (
     TOKEN_COLUMNS,
     catalog_entry_of,
@@ -60,7 +61,7 @@ from noetl.store.postgres_rows import (
     token_of,
     utc,
 )
-from noetl.store.postgres_sql import EXECUTION_COLUMNS, MIGRATIONS, SCHEMA_VERSION, Statements
+from noetl.store.postgres_sql import EXECUTION_COLUMNS, Statements
 from noetl.store.postgres_triggers import PostgresTriggers
 from noetl.store.solo import free_node
 
@@ -117,7 +118,7 @@ class PostgresStore(PostgresTriggers):
         # where a pool would only time out, and it holds the migration lock.
         with self._errors("connect"), psycopg.connect(url, **kwargs) as conn:
             configure(conn)
-            self._migrate(conn)
+            migrate(conn, self._sql.schema, self.schema, self._where)
         self._conn_kwargs = kwargs
         self._locks: ExecutionLocks | None = None
         self._lock_pool_guard = threading.Lock()
@@ -304,50 +305,6 @@ class PostgresStore(PostgresTriggers):
             return
         with self._errors(action), self._pool.connection() as conn, conn.transaction():
             yield conn
-
-    def _migrate(self, conn: Connection) -> None:
-        sql = self._sql
-        if not self._pending(conn):
-            return
-        lock_key = f"noetl.schema_migrations:{self.schema}"
-        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key,))
-        try:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {sql.schema}")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {sql.schema}.schema_migrations ("
-                " version INTEGER PRIMARY KEY,"
-                " name TEXT NOT NULL,"
-                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            for version, name, text in self._pending(conn):  # again: another server may have won
-                with conn.transaction():
-                    conn.execute(text.replace("{schema}", sql.schema))
-                    conn.execute(
-                        f"INSERT INTO {sql.schema}.schema_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
-                    )
-                log.info("postgres store %s: applied migration %d (%s)", self._where, version, name)
-        finally:
-            if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock_key,))
-
-    def _pending(self, conn: Connection) -> list[tuple[int, str, str]]:
-        """The migrations not yet recorded (all of them when the schema does not exist)."""
-        table = f"{self._sql.schema}.schema_migrations"
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-        if row is None or not row[0]:
-            return list(MIGRATIONS)
-        applied = {version for (version,) in conn.execute(f"SELECT version FROM {table}")}
-        newer = [version for version in applied if version > SCHEMA_VERSION]
-        if newer:
-            log.warning(
-                "postgres store %s: schema %s has migration %d; this NoETL knows up to %d",
-                self._where,
-                self.schema,
-                max(newer),
-                SCHEMA_VERSION,
-            )
-        return [migration for migration in MIGRATIONS if migration[0] not in applied]
 
     # -- event log -------------------------------------------------------------------------
 
