@@ -38,7 +38,13 @@ ids = Snowflake(node=7)
 
 
 @pytest.fixture(
-    params=["memory", "sqlite-file", "sqlite-memory", pytest.param("postgres", marks=pytest.mark.postgres)]
+    params=[
+        "memory",
+        "sqlite-file",
+        "sqlite-memory",
+        "sqlite-file-deferred",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
 )
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """Every adapter under test is built here, and only here. Each param must yield an empty
@@ -58,6 +64,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         from noetl.store.sqlite import SQLiteStore
 
         adapter = SQLiteStore(":memory:")
+    elif request.param == "sqlite-file-deferred":
+        # As the local runtime uses it: appends deferred, and the scheduled writes never run
+        # here, so every other call must write them first.
+        from noetl.store.sqlite import SQLiteStore
+
+        adapter = SQLiteStore(tmp_path / "contract.db")
+        with adapter.write_behind(lambda callback: None):
+            yield adapter
+        adapter.close()
+        return
     elif request.param == "postgres":
         yield from _postgres_store(request.getfixturevalue("pg_dsn"))
         return

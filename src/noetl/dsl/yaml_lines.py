@@ -104,10 +104,51 @@ def _construct_int(loader: LineLoader, node: ScalarNode) -> int:
     return sign * int(text, 10)
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _value(loader: LineLoader, node: Any) -> Any:
+    """A node's value: a plain string scalar directly (no constructor lookup), else through the
+    loader (maps and lists come back empty and are filled later, as PyYAML does)."""
+    if node.tag == _STR_TAG and type(node) is ScalarNode:
+        return node.value
+    return loader.construct_object(node)
+
+
 def _construct_map(loader: LineLoader, node: MappingNode) -> Iterator[LineDict]:
     data = LineDict()
     data.line = node.start_mark.line + 1
     yield data
+    if any(key_node.tag == _MERGE_TAG for key_node, _ in node.value):
+        _fill_merged(loader, node, data)
+        return
+    key_lines = data.key_lines
+    for key_node, value_node in node.value:
+        key = _value(loader, key_node)
+        try:
+            first = key_lines.get(key)
+        except TypeError:
+            raise ConstructorError(
+                "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
+            ) from None
+        if first is not None:
+            raise _duplicate(node, key_node, key, first)
+        data[key] = _value(loader, value_node)
+        key_lines[key] = key_node.start_mark.line + 1
+
+
+def _duplicate(node: MappingNode, key_node: Any, key: Any, first: int) -> ConstructorError:
+    return ConstructorError(
+        "while constructing a mapping",
+        node.start_mark,
+        f"found duplicate key {key!r} (first defined on line {first})",
+        key_node.start_mark,
+    )
+
+
+def _fill_merged(loader: LineLoader, node: MappingNode, data: LineDict) -> None:
+    """A mapping with merge keys (`<<`): its own keys are checked for duplicates, then PyYAML
+    expands the merges."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
@@ -118,12 +159,7 @@ def _construct_map(loader: LineLoader, node: MappingNode) -> Iterator[LineDict]:
         except TypeError:  # unhashable: construct_mapping reports it
             continue
         if first is not None:
-            raise ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r} (first defined on line {first})",
-                key_node.start_mark,
-            )
+            raise _duplicate(node, key_node, key, first)
         seen[key] = key_node.start_mark.line + 1
     data.update(loader.construct_mapping(node))
     # After construct_mapping the node is flattened (merge keys expanded); own keys come last.
@@ -139,7 +175,7 @@ def _construct_seq(loader: LineLoader, node: SequenceNode) -> Iterator[LineList]
     data = LineList()
     data.line = node.start_mark.line + 1
     yield data
-    data.extend(loader.construct_sequence(node))
+    data.extend([_value(loader, item) for item in node.value])
     data.item_lines = [item.start_mark.line + 1 for item in node.value]
 
 

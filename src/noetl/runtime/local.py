@@ -11,6 +11,7 @@ child's result back into the parent when it ends, so a waiting parent holds no s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,13 @@ class RunOutcome:
         }
 
 
+def _after_this_turn(callback: Callable[[], None]) -> None:
+    """Run `callback` after the callbacks and task steps scheduled so far (two hops: the tasks
+    created alongside it take their first step, a command's launch, before it)."""
+    loop = asyncio.get_running_loop()
+    loop.call_soon(loop.call_soon, callback)
+
+
 class LocalRuntime:
     def __init__(
         self,
@@ -99,10 +107,14 @@ class LocalRuntime:
         self._dispatch_task: asyncio.Task[None] | None = None
         self._lease = node_lease
         self._renew_task: asyncio.Task[None] | None = None
+        self._writes = contextlib.ExitStack()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> LocalRuntime:
+        # One process owns this run's writes: the store may commit them a moment later, once
+        # the commands they issue are on their way (see noetl.store.sqlite_behind).
+        self._writes.enter_context(self.store.write_behind(_after_this_turn))
         if self._lease is not None:
             self._lease.acquire()
             self._renew_task = asyncio.create_task(self._renew(self._lease), name="noetl-node-lease")
@@ -126,9 +138,12 @@ class LocalRuntime:
         await asyncio.gather(*loops, return_exceptions=True)
         if self.runner is not None:
             await self.runner.close()
-        if self._lease is not None:
-            self._lease.release()
-        await close_tool_resources()
+        try:
+            if self._lease is not None:
+                self._lease.release()
+            await close_tool_resources()
+        finally:
+            self._writes.close()  # waits for the events still being written
 
     @staticmethod
     async def _renew(lease: NodeLease) -> None:

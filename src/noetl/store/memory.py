@@ -11,7 +11,8 @@ import bisect
 import copy
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 
@@ -50,6 +51,10 @@ class MemoryStore(MemoryTriggers, SoloCoordination):
         """Nothing to release; the data stays readable until the object is dropped."""
 
     # -- event log -------------------------------------------------------------------------
+
+    def write_behind(self, schedule: Callable[[Callable[[], None]], None]) -> AbstractContextManager[None]:
+        """Appends are written at once (nothing is deferred)."""
+        return nullcontext()
 
     def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         rows = [event_row(event) for event in events]  # encode first: a bad event stores nothing

@@ -7,7 +7,7 @@ short) and the server calls them from worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +84,13 @@ class EventLog(Protocol):
         ignored (ingestion is idempotent); with `strict`, it is a Conflict and nothing is written
         (the orchestrator appends only events it knows are new, so a stored id is someone
         else's)."""
+        ...
+
+    def write_behind(self, schedule: Callable[[Callable[[], None]], None]) -> AbstractContextManager[None]:
+        """Within the block, `append` may keep its events and return before they are written,
+        having `schedule(callback)` write them soon (a single-process runtime's option: its event
+        loop runs the callback). Every other call writes them first, so reads see them; a failed
+        write fails every later call. Stores that do not defer write at once."""
         ...
 
     def read(self, execution_id: int, *, after_event_id: int | None = None) -> list[Event]:

@@ -23,8 +23,8 @@ import logging
 import re
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -307,6 +307,10 @@ class PostgresStore(PostgresTriggers):
             yield conn
 
     # -- event log -------------------------------------------------------------------------
+
+    def write_behind(self, schedule: Callable[[Callable[[], None]], None]) -> AbstractContextManager[None]:
+        """Appends are written at once (nothing is deferred)."""
+        return nullcontext()
 
     def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         if not events:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from noetl.store.ports import (
     WorkerRecord,
 )
 from noetl.store.solo import SoloCoordination, free_node
+from noetl.store.sqlite_behind import Batch, DeferredAppends, Schedule
 from noetl.store.sqlite_checkpoint import SAFETY_PAGES, Checkpointer
 from noetl.store.sqlite_triggers import TRIGGER_SCHEMA, SQLiteTriggers
 from noetl.store.trigger_memory import LocalLocks
@@ -185,6 +186,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         self.url = url or ("sqlite://" if self.path == MEMORY else f"sqlite:///{self.path}")
         self._cipher = cipher
         self._lock = threading.Lock()
+        self._behind: DeferredAppends | None = None  # see write_behind
         self._trigger_locks = LocalLocks()
         self._checkpointer = None if self.path == MEMORY else Checkpointer(self.path)
         sync = synchronous.strip().upper()
@@ -226,10 +228,32 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
                 raise
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-        with self._lock, self._errors("close"):
-            self._conn.close()
+        behind, self._behind = self._behind, None
+        try:
+            if behind is not None:
+                behind.flush()
+        finally:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+            with self._lock, self._errors("close"):
+                self._conn.close()
+
+    def write_behind(self, schedule: Schedule) -> AbstractContextManager[None]:
+        """Within the block, `append` keeps its events and `schedule` has them written a moment
+        later (`sqlite_behind`); the block's end writes what is left."""
+        return self._writing_behind(schedule)
+
+    @contextmanager
+    def _writing_behind(self, schedule: Schedule) -> Iterator[None]:
+        if self._behind is not None:  # nested: the outer block owns the deferral
+            yield
+            return
+        behind = self._behind = DeferredAppends(self._write_batches, schedule)
+        try:
+            yield
+        finally:
+            self._behind = None
+            behind.flush()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -243,8 +267,16 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
             raise StoreError(f"sqlite store {self.url}: {action}: {exc}") from exc
 
     @contextmanager
+    def _held(self) -> Iterator[None]:
+        """The connection's lock, once what `append` deferred (if anything) is written."""
+        if self._behind is not None:
+            self._behind.flush()
+        with self._lock:
+            yield
+
+    @contextmanager
     def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._errors(action):
+        with self._held(), self._errors(action):
             yield self._conn
 
     @contextmanager
@@ -252,7 +284,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         """One transaction: committed when the block ends, rolled back if it raises."""
         if self._checkpointer is not None:
             self._checkpointer.ensure_started()
-        with self._lock, self._errors(action):
+        with self._held(), self._errors(action):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -268,19 +300,42 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
     def append(self, events: Sequence[Event], *, strict: bool = False) -> None:
         if not events:
             return
-        rows = [event_row(event) for event in events]
-        insert = _INSERT_EVENT_STRICT if strict else _INSERT_EVENT  # strict: a stored id fails it all
-        with self._writing(f"append {len(rows)} events") as conn:
-            plain: list[Any] = []
-            for event, row in zip(events, rows, strict=True):
-                if event.event_type not in projection.PROJECTED_TYPES:
-                    plain.append(row)
-                    continue
-                # Rare: insert alone, so the projection only follows events that were new.
-                if conn.execute(insert, row).rowcount == 1:
-                    self._project(conn, event)
-            if plain:
-                conn.executemany(insert, plain)
+        batch = Batch(events, [event_row(event) for event in events], strict)
+        if self._behind is not None:
+            self._behind.put(batch)
+            return
+        with self._writing(f"append {len(batch.rows)} events") as conn:
+            self._insert(conn, batch)
+
+    def _write_batches(self, batches: list[Batch]) -> None:
+        """One transaction for deferred batches: every batch or none."""
+        if self._checkpointer is not None:
+            self._checkpointer.ensure_started()
+        count = sum(len(batch.rows) for batch in batches)
+        with self._lock, self._errors(f"append {count} events"):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for batch in batches:
+                    self._insert(conn, batch)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+
+    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        insert = _INSERT_EVENT_STRICT if batch.strict else _INSERT_EVENT  # strict: a stored id fails it all
+        plain: list[Any] = []
+        for event, row in zip(batch.events, batch.rows, strict=True):
+            if event.event_type not in projection.PROJECTED_TYPES:
+                plain.append(row)
+                continue
+            # Rare: insert alone, so the projection only follows events that were new.
+            if conn.execute(insert, row).rowcount == 1:
+                self._project(conn, event)
+        if plain:
+            conn.executemany(insert, plain)
 
     @staticmethod
     def _project(conn: sqlite3.Connection, event: Event) -> None:
@@ -529,7 +584,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
 
     def upsert_worker(self, record: WorkerRecord) -> WorkerRecord:
         now = dump_time(utcnow())
-        with self._lock, self._errors("register a worker"):
+        with self._held(), self._errors("register a worker"):
             self._conn.execute(
                 "INSERT INTO worker (name, kind, status, info, heartbeat, created_at) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (kind, name) DO UPDATE SET status = excluded.status, info = excluded.info,"
@@ -547,7 +602,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         return found[0]
 
     def touch_worker(self, name: str, kind: str = "worker_pool") -> bool:
-        with self._lock, self._errors("record a heartbeat"):
+        with self._held(), self._errors("record a heartbeat"):
             cursor = self._conn.execute(
                 "UPDATE worker SET heartbeat = ? WHERE kind = ? AND name = ?",
                 (dump_time(utcnow()), kind, name),
@@ -555,7 +610,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
             return cursor.rowcount > 0
 
     def remove_worker(self, name: str, kind: str = "worker_pool") -> bool:
-        with self._lock, self._errors("remove a worker"):
+        with self._held(), self._errors("remove a worker"):
             cursor = self._conn.execute("DELETE FROM worker WHERE kind = ? AND name = ?", (kind, name))
             return cursor.rowcount > 0
 
@@ -565,7 +620,7 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
         if kind is not None:
             sql += " WHERE kind = ?"
             params = (kind,)
-        with self._lock, self._errors("list workers"):
+        with self._held(), self._errors("list workers"):
             rows = self._conn.execute(sql + " ORDER BY name", params).fetchall()
         return [
             WorkerRecord(
