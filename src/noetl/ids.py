@@ -34,7 +34,7 @@ class Snowflake:
 
     def next(self) -> int:
         with self._lock:
-            now = int(time.time() * 1000)
+            now = time.time_ns() // 1_000_000
             if now < self._last_ms:  # clock went backwards: keep ids increasing
                 now = self._last_ms
             if now == self._last_ms:

@@ -459,3 +459,17 @@ def test_stored_time_is_the_utc_millisecond_whatever_the_zone(moment: datetime, 
     )
     assert dump_time(moment) == dump_time(elsewhere) == expected + "Z"
     assert load_time(dump_time(moment)) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def test_stored_time_within_one_second_and_across_seconds() -> None:
+    base = datetime(2026, 12, 3, 18, 9, 59, 998_500, tzinfo=UTC)
+    texts = [dump_time(base + timedelta(microseconds=step * 700)) for step in range(6)]
+    assert texts == [
+        "2026-12-03T18:09:59.998Z",
+        "2026-12-03T18:09:59.999Z",
+        "2026-12-03T18:09:59.999Z",
+        "2026-12-03T18:10:00.000Z",
+        "2026-12-03T18:10:00.001Z",
+        "2026-12-03T18:10:00.002Z",
+    ]
+    assert dump_time(datetime(2027, 12, 3, 18, 9, 59, tzinfo=UTC)) == "2027-12-03T18:09:59.000Z"

@@ -46,10 +46,21 @@ def utc_ms(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+_second: tuple[tuple[int, ...], str] = ((), "")  # the last second formatted, and its text
+
+
 def dump_time(moment: datetime) -> str:
     """ISO-8601 UTC text with milliseconds, e.g. `2026-01-02T03:04:05.678Z` (sorts as text)."""
-    if moment.tzinfo is UTC:  # events' own clocks: isoformat cuts to milliseconds itself
-        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+    global _second
+    if moment.tzinfo is UTC and moment.year >= 1000:  # events' own clocks (the hot path)
+        # Events come in bursts within one second: its text is formatted once (isoformat was
+        # ~10% of the CPU time of building an event row).
+        key = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
+        cached = _second
+        if cached[0] != key:
+            cached = _second = (key, moment.strftime("%Y-%m-%dT%H:%M:%S"))
+        return cached[1] + _MILLIS[moment.microsecond // 1000]
     return utc_ms(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -207,7 +207,7 @@ def render_value(value: Any, ctx: Mapping[str, Any]) -> Any:
     """Render every string of a nested structure: values typed, map keys as text; other scalars kept."""
     if isinstance(value, str):
         return render_to_value(value, ctx)
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # (a dict without the ABC check)
         return {
             (render_text(key, ctx) if isinstance(key, str) else key): render_value(item, ctx)
             for key, item in value.items()

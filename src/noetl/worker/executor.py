@@ -368,7 +368,7 @@ def _memory_mb(value: Any) -> int | None:
 
 
 def _positive(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     try:
         number = float(value)
