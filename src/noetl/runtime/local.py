@@ -66,11 +66,9 @@ class RunOutcome:
         }
 
 
-def _after_this_turn(callback: Callable[[], None]) -> None:
-    """Run `callback` after the callbacks and task steps scheduled so far (two hops: the tasks
-    created alongside it take their first step, a command's launch, before it)."""
-    loop = asyncio.get_running_loop()
-    loop.call_soon(loop.call_soon, callback)
+# Seconds a busy runtime lets deferred events wait, so one transaction takes more of them (a
+# 3,000-item loop: ~10% less CPU per item than a write per turn of the loop).
+WRITE_LINGER = 0.01
 
 
 class LocalRuntime:
@@ -114,7 +112,7 @@ class LocalRuntime:
     async def __aenter__(self) -> LocalRuntime:
         # One process owns this run's writes: the store may commit them a moment later, once
         # the commands they issue are on their way (see noetl.store.sqlite_behind).
-        self._writes.enter_context(self.store.write_behind(_after_this_turn))
+        self._writes.enter_context(self.store.write_behind(self._schedule_write))
         if self._lease is not None:
             self._lease.acquire()
             self._renew_task = asyncio.create_task(self._renew(self._lease), name="noetl-node-lease")
@@ -144,6 +142,18 @@ class LocalRuntime:
             await close_tool_resources()
         finally:
             self._writes.close()  # waits for the events still being written
+
+    def _schedule_write(self, write: Callable[[], None]) -> None:
+        """When the store writes the events it deferred: with one command running, right after
+        this turn of the loop (two hops: the commands issued alongside take their first step,
+        the send to their tool process, before it), so the commit overlaps that step; with
+        more running, the loop is busy anyway and a write a little later takes more events at
+        once (WRITE_LINGER)."""
+        loop = asyncio.get_running_loop()
+        if self.runner is not None and self.runner.active > 1:
+            loop.call_later(WRITE_LINGER, write)
+        else:
+            loop.call_soon(loop.call_soon, write)
 
     @staticmethod
     async def _renew(lease: NodeLease) -> None:
