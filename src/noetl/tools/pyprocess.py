@@ -22,6 +22,7 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -169,23 +170,29 @@ class _Process:
     loop: asyncio.AbstractEventLoop | None = None
     answer: asyncio.Future[Outcome] | None = None
 
-    async def ask(self, job: Job) -> Outcome:
-        """Send a job and wait for its outcome (_Died when the process ends meanwhile)."""
+    async def ask(self, job: Job, timeout: float | None = None) -> Outcome:
+        """Send a job and wait for its outcome (_Died when the process ends meanwhile,
+        TimeoutError after `timeout` seconds)."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
             self._unwatch()
             loop.add_reader(self.conn.fileno(), self._readable)
             self.loop = loop
-        self.answer = loop.create_future()
-        self.conn.send_bytes(pickle.dumps(job, PICKLE_PROTOCOL))
+        answer: asyncio.Future[Outcome] = loop.create_future()
+        self.answer = answer
+        send_message(self.conn, pickle.dumps(job, PICKLE_PROTOCOL))
+        # A timer of the loop's own: cheaper than asyncio.timeout per job, the same effect.
+        timer = loop.call_later(timeout, _expire, answer) if timeout is not None else None
         try:
-            return await self.answer
+            return await answer
         finally:
             self.answer = None
+            if timer is not None:
+                timer.cancel()
 
     def _readable(self) -> None:
         try:
-            outcome = pickle.loads(self.conn.recv_bytes())
+            outcome = pickle.loads(receive_message(self.conn))
         except (EOFError, OSError):
             self._unwatch()  # ended: nothing more will come
             if self.answer is not None and not self.answer.done():
@@ -254,8 +261,7 @@ class ProcessPool:
         if process is None:
             process = await asyncio.to_thread(self._start, memory_mb)
         try:
-            async with asyncio.timeout(timeout):
-                outcome = await process.ask(job)
+            outcome = await process.ask(job, timeout)
         except TimeoutError:
             await asyncio.to_thread(self._end, process)
             text = f"python code timed out after {timeout:g} s"
@@ -283,6 +289,60 @@ class ProcessPool:
         else:
             text = f"worker process exited with code {code} while running step '{step}'"
         return Outcome("error", error=text, kind=failure.TOOL)
+
+
+def _expire(answer: asyncio.Future[Outcome]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
+# The channel's frames are multiprocessing's (a 4-byte big-endian length, then the bytes), which
+# the tool process reads with `Connection`; here one write and, mostly, one read per message.
+_HEADER = struct.Struct("!i")
+_LARGE = 0x7FFFFFFF  # from this size multiprocessing uses a longer header: its own code then
+
+
+def send_message(conn: Connection, data: bytes) -> None:
+    if len(data) >= _LARGE:
+        conn.send_bytes(data)
+        return
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    fd = conn.fileno()
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def receive_message(conn: Connection) -> bytes:
+    """One whole message (the process sends one per job, so nothing follows it)."""
+    fd = conn.fileno()
+    chunk = os.read(fd, 65536)
+    if len(chunk) < _HEADER.size:
+        if not chunk:
+            raise EOFError
+        chunk += _read_exactly(fd, _HEADER.size - len(chunk))
+    (size,) = _HEADER.unpack_from(chunk)
+    if size < 0:  # the longer header of a huge message
+        head = chunk[: _HEADER.size + 8]
+        if len(head) < _HEADER.size + 8:
+            head += _read_exactly(fd, _HEADER.size + 8 - len(head))
+        (size,) = struct.unpack("!Q", head[_HEADER.size :])
+        body = chunk[_HEADER.size + 8 :]
+    else:
+        body = chunk[_HEADER.size :]
+    if len(body) < size:
+        body += _read_exactly(fd, size - len(body))
+    return body
+
+
+def _read_exactly(fd: int, count: int) -> bytes:
+    parts: list[bytes] = []
+    while count > 0:
+        part = os.read(fd, count)
+        if not part:
+            raise EOFError
+        parts.append(part)
+        count -= len(part)
+    return b"".join(parts)
 
 
 pool = ProcessPool()
