@@ -55,11 +55,14 @@ def _run(
     """The run's masked `noetl.sdk.RunResult` (the runtime is the Python API's)."""
     import asyncio
 
-    from noetl.cli.progress import Progress
     from noetl.sdk import cancel_and_wait, local_runtime, to_result
 
     async def main() -> Any:
-        progress = None if quiet else Progress()
+        progress = None
+        if not quiet:
+            from noetl.cli.progress import Progress
+
+            progress = Progress()
         async with local_runtime(store, concurrency=concurrency, on_event=progress) as runtime:
             task = asyncio.create_task(runtime.run(playbook, workload, strict=strict))
             try:

@@ -49,13 +49,18 @@ class StoreCredentials:
         self.option = option
         self._cache: dict[str, Mapping[str, Any]] = {}
 
+    def naming(self) -> tuple[str, str]:
+        """(`where`, `option`) for the message of a missing credential."""
+        return self.where, self.option
+
     def resolve(self, alias: str) -> Mapping[str, Any]:
         cached = self._cache.get(alias)
         if cached is not None:
             return cached
         credential = self.store.get_credential(alias)
         if credential is None:
-            raise MissingCredential(alias, where=self.where, option=self.option)
+            where, option = self.naming()
+            raise MissingCredential(alias, where=where, option=option)
         hide_secrets(credential.data)
         resolved = {"name": credential.name, "type": credential.type, "data": dict(credential.data)}
         self._cache[alias] = resolved
@@ -65,12 +70,24 @@ class StoreCredentials:
 def local_store_credentials(store: CredentialStore, url: str) -> StoreCredentials:
     """The credentials of `noetl run` on the store at `url`: a missing one is added with
     `noetl credential add`, with `--store URL` unless `url` is the default store."""
-    from noetl.store import default_store_url
+    return LocalStoreCredentials(store, url)
 
-    if url == default_store_url():
-        return StoreCredentials(store)
-    shown = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)  # no password in a message
-    return StoreCredentials(store, where=f" in the store {shown}", option=f"--store {shown}")
+
+class LocalStoreCredentials(StoreCredentials):
+    """Names the store in a missing credential's message only when one is missing (finding the
+    default store's path imports platformdirs: not worth it on every run)."""
+
+    def __init__(self, store: CredentialStore, url: str) -> None:
+        super().__init__(store)
+        self.url = url
+
+    def naming(self) -> tuple[str, str]:
+        from noetl.store import default_store_url
+
+        if self.url == default_store_url():
+            return "", ""
+        shown = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", self.url)  # no password in a message
+        return f" in the store {shown}", f"--store {shown}"
 
 
 def server_store_credentials(store: CredentialStore, server_url: str) -> StoreCredentials:
