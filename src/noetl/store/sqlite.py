@@ -280,11 +280,12 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
             yield self._conn
 
     @contextmanager
-    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+    def _writing(self, action: str, *, deferred: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+        `deferred`: the write of the deferred appends themselves (it does not wait for them)."""
         if self._checkpointer is not None:
             self._checkpointer.ensure_started()
-        with self._held(), self._errors(action):
+        with self._lock if deferred else self._held(), self._errors(action):
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -309,20 +310,10 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
 
     def _write_batches(self, batches: list[Batch]) -> None:
         """One transaction for deferred batches: every batch or none."""
-        if self._checkpointer is not None:
-            self._checkpointer.ensure_started()
         count = sum(len(batch.rows) for batch in batches)
-        with self._lock, self._errors(f"append {count} events"):
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for batch in batches:
-                    self._insert(conn, batch)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
+        with self._writing(f"append {count} events", deferred=True) as conn:
+            for batch in batches:
+                self._insert(conn, batch)
 
     def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
         insert = _INSERT_EVENT_STRICT if batch.strict else _INSERT_EVENT  # strict: a stored id fails it all
