@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,13 +238,10 @@ class SQLiteStore(SQLiteTriggers, SoloCoordination):
             with self._lock, self._errors("close"):
                 self._conn.close()
 
-    def write_behind(self, schedule: Schedule) -> AbstractContextManager[None]:
+    @contextmanager
+    def write_behind(self, schedule: Schedule) -> Iterator[None]:
         """Within the block, `append` keeps its events and `schedule` has them written a moment
         later (`sqlite_behind`); the block's end writes what is left."""
-        return self._writing_behind(schedule)
-
-    @contextmanager
-    def _writing_behind(self, schedule: Schedule) -> Iterator[None]:
         if self._behind is not None:  # nested: the outer block owns the deferral
             yield
             return

@@ -23,10 +23,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from noetl.engine.events import Event
 from noetl.errors import NoetlError, StoreError
+from noetl.store.codec import EventRow
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Batch:
     """One `append` call: its events, their rows, and whether a stored id is a conflict."""
 
     events: Sequence[Event]
-    rows: list[tuple[Any, ...]]
+    rows: list[EventRow]
     strict: bool
 
 
