@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from noetl.settings import settings
 
@@ -30,6 +31,7 @@ class Snowflake:
         self.node = node
         self._last_ms = 0
         self._seq = 0
+        self._floor = 0  # every id generated from now on is greater (see `observe`)
         self._lock = threading.Lock()
 
     def next(self) -> int:
@@ -44,9 +46,24 @@ class Snowflake:
             else:
                 self._seq = 0
             self._last_ms = now
-            return ((now - EPOCH_MS) << (_NODE_BITS + _SEQ_BITS)) | (self.node << _SEQ_BITS) | self._seq
+            made = ((now - EPOCH_MS) << (_NODE_BITS + _SEQ_BITS)) | (self.node << _SEQ_BITS) | self._seq
+            if made > self._floor:
+                return made
+            # An observed id of another node is ahead (same millisecond, higher node bits, or a
+            # clock ahead of ours): continue from the millisecond after it.
+            self._last_ms = (self._floor >> (_NODE_BITS + _SEQ_BITS)) + EPOCH_MS + 1
+            self._seq = 0
+            return ((self._last_ms - EPOCH_MS) << (_NODE_BITS + _SEQ_BITS)) | (self.node << _SEQ_BITS)
 
     __call__ = next
+
+    def observe(self, event_id: int) -> None:
+        """Generate only ids greater than `event_id` from now on: an id another process made
+        (a worker's report, a command another server issued) orders before every event this
+        generator makes in reaction to it, although both are made in the same millisecond."""
+        if event_id > self._floor:
+            with self._lock:
+                self._floor = max(self._floor, event_id)
 
     def use_node(self, node: int) -> None:
         """Generate ids with node bits `node` from now on (a node leased from the store)."""
@@ -54,6 +71,13 @@ class Snowflake:
             raise ValueError(f"snowflake node must be in 0..1023, got {node}")
         with self._lock:
             self.node = node
+
+
+def observe(ids: Callable[[], int], event_id: int) -> None:
+    """`Snowflake.observe` when `ids` is a snowflake generator (other id sources, such as a test's
+    counter, are left as they are)."""
+    if isinstance(ids, Snowflake):
+        ids.observe(event_id)
 
 
 def node_id(configured: int | None = None) -> int:

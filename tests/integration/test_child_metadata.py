@@ -119,7 +119,9 @@ def check_children(
             assert event["meta"]["iterator_count"] == len(ITEMS), event
             assert event["meta"]["iterator_item"] == ITEMS[index], event
             assert str(event["parent_execution_id"]) == str(parent_id), event
-        assert log[-1]["event_type"] == "playbook.completed"
+        assert log[-1]["event_type"] == "playbook.completed", [
+            (e["event_id"], e["event_type"], e.get("worker_id"), e["meta"].get("command_id")) for e in log
+        ]
     assert sorted(seen["native"]) == [0, 1, 2]
     assert sorted(seen["piped"]) == [0, 1, 2]
 

@@ -22,6 +22,7 @@ from noetl.engine import events as ev
 from noetl.engine.loops import DEFAULT_LOOP_WINDOW
 from noetl.engine.machine import Engine
 from noetl.errors import PlaybookError, ValidationFailed
+from noetl.ids import observe
 from noetl.store.ports import CatalogEntry, Store
 
 # Ended executions whose engines stay in memory (status queries, late reports); older ones are
@@ -97,6 +98,8 @@ class EngineCache:
         reported = self._reported.setdefault(execution_id, {})
         for event in unseen:
             engine.apply(event)
+        if unseen:
+            observe(self.ids, max(event.event_id for event in unseen))
         commands = engine.state.commands
         for event in unseen:
             command_id = event.command_id
@@ -168,6 +171,7 @@ class EngineCache:
             stamp=stamp,
         )
         engine.fold(log_events)
+        observe(self.ids, max(event.event_id for event in log_events))
         self.store.mark_current(execution_id)
         self._engines[execution_id] = engine
         reported: dict[str, set[int]] = {}

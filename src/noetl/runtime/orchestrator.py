@@ -29,6 +29,7 @@ from noetl.engine.events import Event
 from noetl.engine.loops import DEFAULT_LOOP_WINDOW
 from noetl.engine.machine import Engine
 from noetl.errors import Conflict, NoetlError, NotFound, PlaybookError, ValidationFailed
+from noetl.ids import observe
 from noetl.runtime.engines import EngineCache
 from noetl.runtime.resolver import PlaybookResolver
 from noetl.secrets import masked, secrets
@@ -213,6 +214,8 @@ class Orchestrator:
         for event in events:
             by_execution.setdefault(event.execution_id, []).append(event)
             ids.append(event.event_id)
+        if ids:  # what the engines write in reaction orders after the reports in the log
+            observe(self.ids, max(ids))
         unknown: list[int] = []
         for execution_id, batch in by_execution.items():
             with self.engines.lock(execution_id):

@@ -18,6 +18,7 @@ import orjson
 
 from noetl.engine import events as ev
 from noetl.engine.events import Event, utcnow
+from noetl.ids import observe
 from noetl.tools.base import ChildRequest
 
 
@@ -118,6 +119,7 @@ class CommandEvents:
         for key in ("iteration_index", "attempt"):
             if key in command.meta:
                 meta[key] = command.meta[key]
+        observe(self.ids, command.event_id)  # after the command's issue in the log's order
         return Event(
             event_id=self.ids(),
             execution_id=command.execution_id,
