@@ -14,9 +14,10 @@ belong to no single run, use the union of every secret this process has seen.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import replace
@@ -211,3 +212,20 @@ def mask_for(execution_id: int, value: T) -> T:
     """`value` with the secrets of `execution_id` hidden (API answers built from memory)."""
     found = secrets.masker(execution_id)
     return cast(T, found.mask(value)) if found is not None else value
+
+
+_URL_SECRETS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (re.compile(r"(://[^:/@?#]*:)[^@/?#]*@"), lambda m: f"{m.group(1)}***@"),
+    (
+        re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE),
+        lambda m: f"{m.group(1)}***",
+    ),
+)
+
+
+def redact_url(url: str) -> str:
+    """A store or bus URL (or a libpq connection string) fit for messages and logs: any password,
+    in the URL's user part or as a `password=` parameter, replaced by `***`."""
+    for pattern, replace_with in _URL_SECRETS:
+        url = pattern.sub(replace_with, url)
+    return url

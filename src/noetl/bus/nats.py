@@ -21,14 +21,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import nats.errors
 import nats.js.errors
@@ -58,6 +56,7 @@ from noetl.bus.ports import (
     pool_filter,
 )
 from noetl.errors import BusError
+from noetl.secrets import redact_url
 
 __all__ = ["NatsMessage", "NatsPublisher", "NatsSubscriber"]
 
@@ -75,19 +74,10 @@ BATCH_TOP_UP_WAIT = 0.05  # after the first message, how long a pull waits for t
 # (a latency-sensitive caller fetches one message at a time: then no top-up pull is made)
 
 
-def redact(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 async def connect(url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, name: str) -> Client:
     """Connect with reconnects enabled for the life of the connection, but fail fast (BusError)
     when the first attempt fails: the caller then runs without the bus and polls."""
-    shown = redact(url)
+    shown = redact_url(url)
     nc = Client()
     first_error: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     state = {"connected": False}
@@ -263,7 +253,7 @@ class NatsPublisher:
                 state = (
                     "closed"
                     if self._closed
-                    else f"not connected to NATS at {redact(self.url)} (reconnecting)"
+                    else f"not connected to NATS at {redact_url(self.url)} (reconnecting)"
                 )
                 done.set_exception(BusError(f"the NATS publisher is {state}; {subject} not published"))
                 return done
@@ -474,7 +464,7 @@ class NatsSubscriber:
         if self._closed or nc is None or nc.is_closed:
             raise BusError("the NATS subscriber is closed")
         if not nc.is_connected:
-            raise BusError(f"not connected to NATS at {redact(self.url)} (reconnecting)")
+            raise BusError(f"not connected to NATS at {redact_url(self.url)} (reconnecting)")
         subs = self._subs[self._turn :] + self._subs[: self._turn]
         self._turn = (self._turn + 1) % len(self._subs)
         deadline = time.monotonic() + max(timeout, 0.0)
@@ -504,7 +494,7 @@ class NatsSubscriber:
         out: list[Message] = []
         for msg in msgs:
             try:
-                payload = json.loads(msg.data)
+                payload = orjson.loads(msg.data)
                 if not isinstance(payload, dict):
                     raise ValueError("not a JSON object")
             except ValueError as exc:  # a poison notification: drop it for good, never crash-loop

@@ -3,13 +3,13 @@ the command runs, so `noetl run` starts fast)."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import typer
 
 from noetl.cli import common
 from noetl.cli.common import LogLevelOption, StoreOption
+from noetl.secrets import redact_url
 
 app = typer.Typer(help="Run the control-plane HTTP server.", no_args_is_help=True)
 
@@ -17,11 +17,6 @@ app = typer.Typer(help="Run the control-plane HTTP server.", no_args_is_help=Tru
 @app.callback()
 def _server() -> None:
     """Run the control-plane HTTP server."""
-
-
-def redact(url: str) -> str:
-    """A store URL fit to print: the password (if any) replaced by ***."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 @app.command("start")
@@ -77,7 +72,7 @@ def start(
     store_url = store or default_store_url()
     worker_text = f"in-process worker x{workers}" if with_worker else "no in-process worker"
     admin_token, where = admin_token_of(token_file, config.api_token, config.token_file)
-    where_to = f"noetl server on {public_url(host, port)} (store {redact(store_url)}, {worker_text})"
+    where_to = f"noetl server on {public_url(host, port)} (store {redact_url(store_url)}, {worker_text})"
     typer.echo(f"{where_to}; admin token: {where}; web UI: {public_url(host, port)}/ui", err=True)
     try:
         serve(store_url, host, port, with_worker=with_worker, workers=workers, bus_url=bus or config.bus_url,

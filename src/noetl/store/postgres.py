@@ -37,6 +37,7 @@ from psycopg_pool import ConnectionPool
 from noetl.engine.events import Event, utcnow
 from noetl.errors import Conflict, StoreError
 from noetl.ids import default_ids
+from noetl.secrets import redact_url
 from noetl.store import projection
 from noetl.store.codec import utc_ms
 from noetl.store.ports import (
@@ -57,7 +58,6 @@ from noetl.store.postgres_rows import (
     event_row,
     events_document,
     execution_of,
-    redact,
     token_of,
     utc,
 )
@@ -103,7 +103,7 @@ class PostgresStore(PostgresTriggers):
         self.url = url
         self.schema = schema
         self._cipher = cipher
-        self._where = redact(url)
+        self._where = redact_url(url)
         self._sql = Statements(f'"{schema}"')
         kwargs: dict[str, Any] = {"autocommit": True}
         try:

@@ -4,7 +4,7 @@ their columns, and the connection settings every pooled connection gets."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,19 +139,3 @@ def catalog_entry_of(row: tuple[Any, ...]) -> CatalogEntry:
 def utc(moment: datetime) -> datetime:
     """A TIMESTAMPTZ value with `datetime.UTC` as its zone (psycopg gives the session's zone)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-_SECRETS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
-    (re.compile(r"(://[^:/@?#]*:)[^@/?#]*@"), lambda m: f"{m.group(1)}***@"),
-    (
-        re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.IGNORECASE),
-        lambda m: f"{m.group(1)}***",
-    ),
-)
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by `***`, for messages and logs."""
-    for pattern, replace in _SECRETS:
-        url = pattern.sub(replace, url)
-    return url

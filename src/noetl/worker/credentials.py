@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from noetl.errors import CredentialError, MissingCredential, NoetlError, NotFound
-from noetl.secrets import masker
+from noetl.secrets import masker, redact_url
 from noetl.store.ports import CredentialStore
 from noetl.worker.command import Command, refers_to
 
@@ -86,7 +85,7 @@ class LocalStoreCredentials(StoreCredentials):
 
         if self.url == default_store_url():
             return "", ""
-        shown = re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", self.url)  # no password in a message
+        shown = redact_url(self.url)  # no password in a message
         return f" in the store {shown}", f"--store {shown}"
 
 
