@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from noetl.api.models import ClaimManyBody, ExecuteBody, parse
@@ -42,6 +44,17 @@ class Probe(BaseModel):
 def test_the_id_pattern_is_exact(text: str, valid: bool) -> None:
     assert bool(re.fullmatch(ID_PATTERN, text)) is valid
     if valid:
+        assert Probe(id=text).id == int(text)
+    else:
+        with pytest.raises(ValidationError):
+            Probe(id=text)
+
+
+@given(st.text(alphabet="0123456789", max_size=21) | st.integers(0, 2 * MAX_ID).map(str))
+def test_ids_accepted_are_what_the_pattern_says(text: str) -> None:
+    """The validator reads digits without a regular expression; it must agree with ID_PATTERN
+    (what the OpenAPI document promises) on every string of digits."""
+    if re.fullmatch(ID_PATTERN, text):
         assert Probe(id=text).id == int(text)
     else:
         with pytest.raises(ValidationError):

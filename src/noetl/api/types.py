@@ -36,7 +36,7 @@ def _at_most(limit: int) -> str:
 
 
 ID_PATTERN = _at_most(MAX_ID)
-_ID_RE = re.compile(ID_PATTERN)
+_ID_DIGITS = len(str(MAX_ID))
 NO_NUL = "^[^\\u0000]*$"
 # Unicode White_Space, spelled out so JSON Schema validators and Python read it alike.
 _SPACE = "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
@@ -64,14 +64,25 @@ OUT_OF_RANGE = f"ids are integers from 0 to {MAX_ID}"
 
 
 def _number(value: Any) -> int | None:
+    kind = type(value)
+    if kind is str:  # what clients mostly send
+        if not (value.isascii() and value.isdigit()):
+            return None
+        # Digits without a leading zero, at most MAX_ID (what ID_PATTERN says); else out of range.
+        if (value[0] == "0" and len(value) > 1) or len(value) > _ID_DIGITS:
+            return -1
+        number = int(value)
+        return number if number <= MAX_ID else -1
+    if kind is int:
+        return value  # type: ignore[no-any-return]
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value) if _ID_RE.fullmatch(value) else -1
+    if isinstance(value, str):  # a str subclass
+        return _number(str(value))
     return None
 
 
@@ -122,6 +133,8 @@ Int = Annotated[int, BeforeValidator(_integral), Strict()]
 def check_text(value: str) -> str:
     if "\x00" in value:
         raise error("text must not contain NUL characters")
+    if value.isascii():  # no surrogates: the common case needs no encoding
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
