@@ -28,10 +28,9 @@ import resource
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from noetl.tools import failure
 from noetl.tools.jsonsafe import to_jsonable
@@ -41,13 +40,13 @@ from noetl.tools.pyoutput import BoundedText
 
 # `__name__` of step code: not "__main__", so `if __name__ == "__main__":` blocks do not run.
 MODULE_NAME = "__noetl_python__"
-# Jobs and outcomes cross the channel as plain pickles (multiprocessing's own `send` builds a
-# pickler with a copy of the reducer table for every message; nothing here carries a handle).
+# Jobs and outcomes cross the channel as pickles of plain tuples: multiprocessing's own `send`
+# builds a pickler with a copy of the reducer table for every message, and a pickled class
+# instance costs about three times a tuple of its fields (nothing here carries a handle).
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-@dataclass
-class Job:
+class Job(NamedTuple):
     source: str
     inputs: dict[str, Any]
     input_value: Any  # what `input_data`/`args` are when the input is not a map
@@ -57,14 +56,35 @@ class Job:
     step: str
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     status: str  # success | error | timeout
     data: Any = None
     error: str | None = None
     kind: str | None = None  # failure kind (noetl.tools.failure) when status is not success
     stdout: str = ""
     stderr: str = ""
+
+
+def dump_job(job: Job) -> bytes:
+    return pickle.dumps(tuple(job), PICKLE_PROTOCOL)
+
+
+def load_job(data: bytes) -> Job:
+    return Job._make(pickle.loads(data))
+
+
+def dump_outcome(outcome: Outcome) -> bytes:
+    """The outcome's bytes; a value pickle cannot take (to_jsonable should prevent it) becomes
+    an error outcome naming why."""
+    try:
+        return pickle.dumps(tuple(outcome), PICKLE_PROTOCOL)
+    except Exception as exc:
+        text = f"the step's result cannot be sent: {exc}"
+        return pickle.dumps(tuple(Outcome("error", error=text, kind=failure.TOOL)), PICKLE_PROTOCOL)
+
+
+def load_outcome(data: bytes) -> Outcome:
+    return Outcome._make(pickle.loads(data))
 
 
 def serve(conn: Connection, memory_bytes: int | None) -> None:
@@ -76,15 +96,10 @@ def serve(conn: Connection, memory_bytes: int | None) -> None:
     sys.modules.setdefault(MODULE_NAME, ModuleType(MODULE_NAME, "Namespace of code run by the python tool"))
     while True:
         try:
-            job = pickle.loads(conn.recv_bytes())
+            job = load_job(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        outcome = run(job, memory_bytes)
-        try:
-            answer = pickle.dumps(outcome, PICKLE_PROTOCOL)
-        except Exception as exc:  # a value pickle cannot take (to_jsonable should prevent it)
-            text = f"the step's result cannot be sent: {exc}"
-            answer = pickle.dumps(Outcome("error", error=text, kind=failure.TOOL), PICKLE_PROTOCOL)
+        answer = dump_outcome(run(job, memory_bytes))
         try:
             conn.send_bytes(answer)
         except (OSError, ValueError):
@@ -120,14 +135,9 @@ def run(job: Job, memory_bytes: int | None = None) -> Outcome:
         outcome = _execute(job, memory_bytes)
     finally:
         sys.stdout, sys.stderr = real_out, real_err
-    return Outcome(
-        outcome.status,
-        outcome.data,
-        outcome.error,
-        outcome.kind,
-        out.buffer_text.getvalue(),
-        err.buffer_text.getvalue(),
-    )
+    if out.buffer_text.empty and err.buffer_text.empty:
+        return outcome
+    return outcome._replace(stdout=out.buffer_text.getvalue(), stderr=err.buffer_text.getvalue())
 
 
 def _execute(job: Job, memory_bytes: int | None) -> Outcome:

@@ -41,6 +41,10 @@ class BoundedText:
             self._tail_len = len(kept)
         return n
 
+    @property
+    def empty(self) -> bool:
+        return self._total == 0
+
     def getvalue(self) -> str:
         head = "".join(self._head)
         tail = "".join(self._tail)

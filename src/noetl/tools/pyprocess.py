@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -31,7 +30,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from noetl.tools import failure
-from noetl.tools.pychild import PICKLE_PROTOCOL, Job, Outcome
+from noetl.tools.pychild import Job, Outcome, dump_job, load_outcome
 from noetl.tools.pyzygote import BOOT
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ class _Process:
             self.loop = loop
         answer: asyncio.Future[Outcome] = loop.create_future()
         self.answer = answer
-        send_message(self.conn, pickle.dumps(job, PICKLE_PROTOCOL))
+        send_message(self.conn, dump_job(job))
         # A timer of the loop's own: cheaper than asyncio.timeout per job, the same effect.
         timer = loop.call_later(timeout, _expire, answer) if timeout is not None else None
         try:
@@ -192,7 +191,7 @@ class _Process:
 
     def _readable(self) -> None:
         try:
-            outcome = pickle.loads(receive_message(self.conn))
+            outcome = load_outcome(receive_message(self.conn))
         except (EOFError, OSError):
             self._unwatch()  # ended: nothing more will come
             if self.answer is not None and not self.answer.done():
