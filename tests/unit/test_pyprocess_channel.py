@@ -1,6 +1,6 @@
-"""The parent's side of a python-tool process's channel speaks multiprocessing's framing (the
-process reads and writes with `Connection`): whole messages of any size, both ways, and a
-hang-up is EOFError."""
+"""Both ends of a python-tool process's channel (`noetl.tools.pychannel`) speak
+multiprocessing's framing, so either end reads what `Connection` writes and the reverse: whole
+messages of any size, both ways, and a hang-up is EOFError."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from noetl.tools.pyprocess import receive_message, send_message
+from noetl.tools.pychannel import receive_message, send_message
 
 
 def pair() -> tuple[Connection, Connection]:

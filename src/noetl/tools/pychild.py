@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from noetl.tools import failure
 from noetl.tools.jsonsafe import to_jsonable
+from noetl.tools.pychannel import receive_message, send_message
 from noetl.tools.pycompile import STEP_FUNC, Compiled, compile_source
 from noetl.tools.pylibs import LibError, Libs, load_libs, missing_module_message
 from noetl.tools.pyoutput import BoundedText
@@ -96,12 +97,12 @@ def serve(conn: Connection, memory_bytes: int | None) -> None:
     sys.modules.setdefault(MODULE_NAME, ModuleType(MODULE_NAME, "Namespace of code run by the python tool"))
     while True:
         try:
-            job = load_job(conn.recv_bytes())
+            job = load_job(receive_message(conn))
         except (EOFError, OSError):
             return
         answer = dump_outcome(run(job, memory_bytes))
         try:
-            conn.send_bytes(answer)
+            send_message(conn, answer)
         except (OSError, ValueError):
             return
 

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from noetl.tools import failure
+from noetl.tools.pychannel import receive_message, send_message
 from noetl.tools.pychild import Job, Outcome, dump_job, load_outcome
 from noetl.tools.pyzygote import BOOT
 
@@ -293,55 +293,6 @@ class ProcessPool:
 def _expire(answer: asyncio.Future[Outcome]) -> None:
     if not answer.done():
         answer.set_exception(TimeoutError())
-
-
-# The channel's frames are multiprocessing's (a 4-byte big-endian length, then the bytes), which
-# the tool process reads with `Connection`; here one write and, mostly, one read per message.
-_HEADER = struct.Struct("!i")
-_LARGE = 0x7FFFFFFF  # from this size multiprocessing uses a longer header: its own code then
-
-
-def send_message(conn: Connection, data: bytes) -> None:
-    if len(data) >= _LARGE:
-        conn.send_bytes(data)
-        return
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    fd = conn.fileno()
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def receive_message(conn: Connection) -> bytes:
-    """One whole message (the process sends one per job, so nothing follows it)."""
-    fd = conn.fileno()
-    chunk = os.read(fd, 65536)
-    if len(chunk) < _HEADER.size:
-        if not chunk:
-            raise EOFError
-        chunk += _read_exactly(fd, _HEADER.size - len(chunk))
-    (size,) = _HEADER.unpack_from(chunk)
-    if size < 0:  # the longer header of a huge message
-        head = chunk[: _HEADER.size + 8]
-        if len(head) < _HEADER.size + 8:
-            head += _read_exactly(fd, _HEADER.size + 8 - len(head))
-        (size,) = struct.unpack("!Q", head[_HEADER.size :])
-        body = chunk[_HEADER.size + 8 :]
-    else:
-        body = chunk[_HEADER.size :]
-    if len(body) < size:
-        body += _read_exactly(fd, size - len(body))
-    return body
-
-
-def _read_exactly(fd: int, count: int) -> bytes:
-    parts: list[bytes] = []
-    while count > 0:
-        part = os.read(fd, count)
-        if not part:
-            raise EOFError
-        parts.append(part)
-        count -= len(part)
-    return b"".join(parts)
 
 
 pool = ProcessPool()
