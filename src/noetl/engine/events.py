@@ -51,6 +51,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_ABSENT = object()
+
+
 @dataclass(slots=True)
 class Event:
     """One row of the append-only event log (`noetl.event`)."""
@@ -74,8 +77,11 @@ class Event:
     @property
     def command_id(self) -> str | None:
         """The command this event belongs to (meta first, then the result payload)."""
-        if self.meta and "command_id" in self.meta:
-            return str(self.meta["command_id"])
+        meta = self.meta
+        if meta:  # the common case, read often on hot paths: one lookup, no str() of a str
+            found = meta.get("command_id", _ABSENT)
+            if found is not _ABSENT:
+                return found if type(found) is str else str(found)
         ctx = (self.result or {}).get("context")
         if isinstance(ctx, dict) and "command_id" in ctx:
             return str(ctx["command_id"])

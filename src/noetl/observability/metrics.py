@@ -86,7 +86,9 @@ class ServerMetrics:
         self._steps: dict[int, dict[str, datetime]] = {}  # execution -> step -> entered at
         self._kinds: dict[int, dict[str, str]] = {}  # execution -> step -> tool kind
         self._commands: dict[str, tuple[str, str, datetime | None]] = {}  # id -> (pool, kind, started)
-        self._http_series: dict[tuple[str, str, int], Any] = {}  # (method, route, status) -> series
+        # (metric, *label values) -> the labelled series: `labels()` takes a lock and checks its
+        # values on every call, and the hot paths observe several series per command.
+        self._series: dict[tuple[Any, ...], Any] = {}
 
     def watch(self, control: ControlPlane) -> None:
         """Listen to `control`'s events and collect its live figures at scrape time."""
@@ -94,6 +96,13 @@ class ServerMetrics:
         self.registry.register(LiveCollector(control))
 
     # ------------------------------------------------------------------ the listener
+
+    def _labelled(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*values)
+        return series
 
     def observe(self, event: Event) -> None:
         handler = _HANDLERS.get(event.event_type)
@@ -127,7 +136,7 @@ class ServerMetrics:
         kind = self._kinds.get(execution_id, {}).get(step, UNKNOWN)
         if entered is not None:
             seconds = max(0.0, (event.created_at - entered).total_seconds())
-            self.step_seconds.labels(kind, status or "completed").observe(seconds)
+            self._labelled(self.step_seconds, kind, status or "completed").observe(seconds)
 
     def _issued(self, event: Event) -> None:
         meta = event.meta or {}
@@ -136,13 +145,13 @@ class ServerMetrics:
         if step:
             self._kinds.setdefault(event.execution_id, {})[str(step)] = kind
         self._commands[str(meta.get("command_id"))] = (pool, kind, None)
-        self.commands.labels("issued", pool, kind).inc()
+        self._labelled(self.commands, "issued", pool, kind).inc()
         if int(meta.get("attempt") or 1) > 1:
-            self.commands.labels("reissued", pool, kind).inc()
+            self._labelled(self.commands, "reissued", pool, kind).inc()
 
     def _claimed(self, event: Event) -> None:
         pool, kind, _ = self._commands.get(event.command_id or "", (UNKNOWN, UNKNOWN, None))
-        self.commands.labels("claimed", pool, kind).inc()
+        self._labelled(self.commands, "claimed", pool, kind).inc()
 
     def _started(self, event: Event) -> None:
         command_id = event.command_id or ""
@@ -155,21 +164,17 @@ class ServerMetrics:
             event.event_type, "expired"
         )
         pool, kind, started = self._commands.pop(event.command_id or "", (UNKNOWN, UNKNOWN, None))
-        self.commands.labels(outcome, pool, kind).inc()
+        self._labelled(self.commands, outcome, pool, kind).inc()
         if started is not None and outcome != "expired":
             seconds = max(0.0, (event.created_at - started).total_seconds())
-            self.command_seconds.labels(kind, outcome).observe(seconds)
+            self._labelled(self.command_seconds, kind, outcome).observe(seconds)
 
     # ------------------------------------------------------------------ requests
 
     def time_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One request's latency, by its route template (the labelled series are kept: the hot
         routes are timed on every worker report)."""
-        key = (method, route, status)
-        series = self._http_series.get(key)
-        if series is None:
-            series = self._http_series[key] = self.http_seconds.labels(method, route, str(status))
-        series.observe(seconds)
+        self._labelled(self.http_seconds, method, route, str(status)).observe(seconds)
 
     # ------------------------------------------------------------------ the store
 
