@@ -9,9 +9,9 @@ round by round so that the machine's drifting speed hits each alike. Per step =
 (T(steps) - T(1)) / (steps - 1) from the event log, median over the rounds; then a second
 worker per cluster and the loop of `--loop` items, alternated the same way (items/s, median).
 
-Beside each figure, the CPU milliseconds per step (per item) of the server, the workers (with
-their tool processes) and every PostgreSQL and NATS process on the machine: steadier than the
-wall-clock figures on a machine whose load drifts.
+Beside each figure, the CPU milliseconds per step (per item) of the server, the workers, the
+workers' tool processes (python steps run there) and every PostgreSQL and NATS process on the
+machine: steadier than the wall-clock figures on a machine whose load drifts.
 
 `--hold SECONDS` instead keeps the first variant busy with chains for that long and prints the
 pids of its server and worker (for py-spy / perf).
@@ -48,6 +48,15 @@ def _cluster(stack: contextlib.ExitStack, src: str, steps: int, loop: int) -> tu
     return c, url
 
 
+def _own_cpu(pid: int) -> float:
+    """CPU seconds of a process itself (user and system)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def _cpu_of(pid: int) -> float:
     """CPU seconds of a process and its reaped children, plus those of its live children."""
     total = 0.0
@@ -76,9 +85,13 @@ def _cpu_named(name: str) -> float:
 def _cpu(c: BenchCluster) -> dict[str, float]:
     """CPU seconds so far of the cluster's server and workers, and of every PostgreSQL and NATS
     process on the machine (shared: other users' work counts there too)."""
+    workers = [proc.pid for proc in c.workers.values()]
+    own = sum(_own_cpu(pid) for pid in workers)
     return {
         "server": sum(_cpu_of(proc.pid) for proc, _ in c.servers.values()),
-        "workers": sum(_cpu_of(proc.pid) for proc in c.workers.values()),
+        "workers": own,
+        # The python tool's processes (and whatever else the workers started) apart.
+        "tools": sum(_cpu_of(pid) for pid in workers) - own,
         "postgres": _cpu_named("postgres"),
         "nats": _cpu_named("nats-server"),
     }
